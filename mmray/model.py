@@ -1,0 +1,153 @@
+"""Closed forms of the market-making model and inventory risk metrics.
+
+All functions are plain numpy, vectorised over ``t`` and ``q``; no solver, no Ray.
+
+Avellaneda-Stoikov (AS 2008, eqs. (29)-(30)), no inventory bound::
+
+    r(t, s, q)   = s - q gamma sigma^2 (T - t)                      (reservation price)
+    spread(t)    = gamma sigma^2 (T - t) + (2 / gamma) ln(1 + gamma / k)
+    bid offset   = s - (r - spread/2),  ask offset = (r + spread/2) - s
+
+Guéant 2017 asymptotic closed form (eqs. (4.6)-(4.7) for model A, (4.8)-(4.9) for B),
+trade size ``Delta``, ``xi = gamma`` (A) or ``0`` (B)::
+
+    delta_b(q) ~ dtilde + (2q + Delta)/2 * C,     delta_a(q) ~ dtilde - (2q - Delta)/2 * C
+    dtilde = ln(1 + xi Delta / k) / (xi Delta)    (A),    1/k    (B)
+    C = sqrt( gamma sigma^2 / (2 A Delta k) * (1 + xi Delta / k)^(k/(xi Delta) + 1) )   (A)
+    C = sqrt( gamma sigma^2 e / (2 A Delta k) )                                        (B)
+
+References: see :mod:`mmray.params`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+from mmray.params import MarketParams, ProblemParams
+
+ArrayLike = float | np.ndarray
+
+
+def xi(problem: ProblemParams) -> float:
+    """Risk-aversion parameter in the Hamiltonian: ``gamma`` for objective A, 0 for B."""
+    return problem.gamma if problem.objective == "A" else 0.0
+
+
+def c_xi(market: MarketParams, problem: ProblemParams) -> float:
+    """``C_xi = (1 + xi Delta / k)^(-k/(xi Delta) - 1)``; ``C_0 = e^-1`` (Guéant 2017 §3).
+
+    The optimal Hamiltonian of one side is ``H(p) = Delta (A / k) C_xi exp(-k p)``.
+    """
+    x = xi(problem) * market.trade_size
+    if x == 0.0:
+        return math.exp(-1.0)
+    return (1.0 + x / market.k) ** (-market.k / x - 1.0)
+
+
+def delta_tilde(market: MarketParams, problem: ProblemParams) -> float:
+    """Myopic offset ``dtilde``: ``ln(1 + xi Delta / k)/(xi Delta)`` (A) or ``1/k`` (B).
+
+    It is the optimal quote when the value function is flat in inventory (e.g. at ``t = T``
+    without terminal penalty). Price units.
+    """
+    x = xi(problem) * market.trade_size
+    if x == 0.0:
+        return 1.0 / market.k
+    return math.log1p(x / market.k) / x
+
+
+def asymptotic_slope(market: MarketParams, problem: ProblemParams) -> float:
+    """Skew coefficient ``C`` of the Guéant 2017 asymptotic quotes (price units per share)."""
+    gs2 = problem.gamma * market.sigma**2
+    return math.sqrt(gs2 / (2.0 * market.A * market.trade_size * market.k * c_xi(market, problem)))
+
+
+def asymptotic_quotes(
+    q: ArrayLike, market: MarketParams, problem: ProblemParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Guéant 2017 asymptotic (``T -> infinity``) bid and ask offsets at inventory ``q``.
+
+    Returns ``(delta_b, delta_a)`` in price units; the bid is ``S - delta_b``, the ask
+    ``S + delta_a``. Valid for objectives A and B (see module docstring).
+    """
+    q = np.asarray(q, dtype=float)
+    dt_ = delta_tilde(market, problem)
+    c = asymptotic_slope(market, problem)
+    d = market.trade_size
+    return dt_ + (2.0 * q + d) / 2.0 * c, dt_ - (2.0 * q - d) / 2.0 * c
+
+
+def as_reservation_price(
+    t: ArrayLike, q: ArrayLike, s: ArrayLike, market: MarketParams, problem: ProblemParams
+) -> np.ndarray:
+    """AS 2008 reservation (indifference) price ``r = s - q gamma sigma^2 (T - t)``."""
+    tau = np.maximum(problem.T - np.asarray(t, dtype=float), 0.0)
+    return np.asarray(s, dtype=float) - np.asarray(q, dtype=float) * problem.gamma * market.sigma**2 * tau
+
+
+def as_spread(t: ArrayLike, market: MarketParams, problem: ProblemParams) -> np.ndarray:
+    """AS 2008 total optimal spread ``gamma sigma^2 (T-t) + (2/gamma) ln(1 + gamma/k)``."""
+    tau = np.maximum(problem.T - np.asarray(t, dtype=float), 0.0)
+    g = problem.gamma
+    return g * market.sigma**2 * tau + (2.0 / g) * math.log1p(g / market.k)
+
+
+def as_mean_spread(market: MarketParams, problem: ProblemParams) -> float:
+    """Time average over ``[0, T]`` of :func:`as_spread` (AS 2008's "symmetric" strategy)."""
+    g = problem.gamma
+    return 0.5 * g * market.sigma**2 * problem.T + (2.0 / g) * math.log1p(g / market.k)
+
+
+def as_quotes(
+    t: ArrayLike, q: ArrayLike, market: MarketParams, problem: ProblemParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """AS 2008 inventory-strategy offsets from the mid: ``(s - bid, ask - s)``.
+
+    ``bid offset = q gamma sigma^2 (T-t) + spread/2``, ``ask offset = -q gamma sigma^2 (T-t) + spread/2``.
+    """
+    tau = np.maximum(problem.T - np.asarray(t, dtype=float), 0.0)
+    skew = np.asarray(q, dtype=float) * problem.gamma * market.sigma**2 * tau
+    half = 0.5 * as_spread(t, market, problem)
+    return half + skew, half - skew
+
+
+@dataclass(frozen=True)
+class InventoryRisk:
+    """Risk of holding ``q`` shares for ``horizon`` time units under ``dS = mu dt + sigma dW``.
+
+    The PnL of the position is Gaussian, mean ``q mu h``, std ``|q| sigma sqrt(h)``. Losses are
+    reported as positive numbers (currency units).
+    """
+
+    q: float
+    horizon: float
+    alpha: float
+    pnl_mean: float
+    pnl_std: float
+    var: float
+    cvar: float
+
+
+def inventory_risk(
+    q: float, horizon: float, market: MarketParams, alpha: float = 0.95
+) -> InventoryRisk:
+    """Value at risk and conditional VaR (expected shortfall) of an inventory ``q``.
+
+    ``VaR_alpha = z_alpha |q| sigma sqrt(h) - q mu h``,
+    ``CVaR_alpha = |q| sigma sqrt(h) phi(z_alpha) / (1 - alpha) - q mu h``,
+    with ``z_alpha`` the standard normal ``alpha`` quantile.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if not (math.isfinite(horizon) and horizon >= 0):
+        raise ValueError(f"horizon must be finite and >= 0, got {horizon!r}")
+    mean = q * market.drift * horizon
+    std = abs(q) * market.sigma * math.sqrt(horizon)
+    z = float(norm.ppf(alpha))
+    var = z * std - mean
+    cvar = std * float(norm.pdf(z)) / (1.0 - alpha) - mean
+    return InventoryRisk(q, horizon, alpha, mean, std, var, cvar)

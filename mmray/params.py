@@ -1,0 +1,254 @@
+"""Validated, frozen parameter sets for the market-making model.
+
+Three dataclasses, each checked when built, each raising ``ValueError`` that names the
+field and the offending value:
+
+* :class:`MarketParams` - the market: mid-price volatility and drift, the order-flow
+  intensity ``Lambda(delta) = A exp(-k delta)``, the trade size and the tick.
+* :class:`ProblemParams` - the market maker's problem: risk aversion, horizon, inventory
+  bound, objective and terminal penalty.
+* :class:`SimConfig` - how a Monte Carlo backtest is run: time step, price and fill models,
+  number of paths, seed and chunking.
+
+Units: prices in currency units (e.g. dollars), time in the unit of ``T`` (seconds in GLFT
+2013's figures, a trading day in AS 2008), ``sigma`` in price per sqrt(time unit), ``A`` in
+fills per time unit, ``k`` per price unit, inventory in shares.
+
+References
+----------
+GLFT 2013: O. Guéant, C.-A. Lehalle, J. Fernandez-Tapia, "Dealing with the inventory risk: a
+solution to the market making problem", Math. Financ. Econ. 7 (2013), arXiv:1105.3115.
+Guéant 2017: O. Guéant, "Optimal market making", Appl. Math. Finance 24 (2017), arXiv:1605.01862.
+AS 2008: M. Avellaneda, S. Stoikov, "High-frequency trading in a limit order book",
+Quant. Finance 8 (2008).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+Objective = Literal["A", "B"]
+PriceModel = Literal["gaussian", "binomial"]
+FillModel = Literal["linear", "poisson"]
+
+OBJECTIVES = ("A", "B")
+PRICE_MODELS = ("gaussian", "binomial")
+FILL_MODELS = ("linear", "poisson")
+
+
+def _finite(obj: object, name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(
+            f"{type(obj).__name__}.{name} must be a finite number, got {value!r}"
+        )
+
+
+def _positive(obj: object, name: str, value: float) -> None:
+    _finite(obj, name, value)
+    if value <= 0:
+        raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
+
+
+def _nonnegative(obj: object, name: str, value: float) -> None:
+    _finite(obj, name, value)
+    if value < 0:
+        raise ValueError(f"{type(obj).__name__}.{name} must be >= 0, got {value!r}")
+
+
+def _choice(obj: object, name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"{type(obj).__name__}.{name} must be one of {', '.join(allowed)}; got {value!r}"
+        )
+
+
+class _Params:
+    """Mixin: dict round trip with unknown-key errors."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):  # type: ignore[no-untyped-def]
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}: unknown field(s) {unknown}; expected a subset of {sorted(names)}"
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any):  # type: ignore[no-untyped-def]
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class MarketParams(_Params):
+    """The market the maker quotes in.
+
+    Parameters
+    ----------
+    sigma : float
+        Mid-price volatility, price units per sqrt(time unit): ``dS = mu dt + sigma dW``.
+    A : float
+        Intensity scale: fills per time unit for a quote at the mid (``delta = 0``).
+    k : float
+        Intensity decay per price unit: ``Lambda(delta) = A exp(-k delta)``.
+    drift : float
+        Mid-price drift ``mu`` (price units per time unit). Default 0.
+    trade_size : float
+        Size of each fill, ``Delta`` in Guéant 2017 (shares). Default 1.
+    tick : float
+        Tick size for quote rounding in simulations; 0 means no rounding.
+    s0 : float
+        Initial mid price.
+    """
+
+    sigma: float = 0.3
+    A: float = 0.9
+    k: float = 0.3
+    drift: float = 0.0
+    trade_size: float = 1.0
+    tick: float = 0.0
+    s0: float = 100.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "sigma", self.sigma)
+        _positive(self, "A", self.A)
+        _positive(self, "k", self.k)
+        _finite(self, "drift", self.drift)
+        _positive(self, "trade_size", self.trade_size)
+        _nonnegative(self, "tick", self.tick)
+        _finite(self, "s0", self.s0)
+        for f in fields(self):
+            object.__setattr__(self, f.name, float(getattr(self, f.name)))
+
+
+@dataclass(frozen=True)
+class ProblemParams(_Params):
+    """The market maker's optimisation problem.
+
+    Parameters
+    ----------
+    gamma : float
+        Risk aversion (per currency unit). Objective A: CARA utility
+        ``-exp(-gamma W)``; objective B: running penalty ``0.5 gamma sigma^2 q^2``.
+    T : float
+        Horizon, in the time unit of ``sigma`` and ``A``.
+    q_max : int or None
+        Inventory bound ``Q``: the maker never holds more than ``Q`` long or short
+        (no bid at ``q = Q``, no ask at ``q = -Q``). Must be a multiple of the trade
+        size. ``None`` means unbounded (closed-form strategies only).
+    objective : {"A", "B"}
+        ``"A"`` = GLFT CARA expected utility; ``"B"`` = Cartea-Jaimungal / Guéant model B
+        (risk-neutral with running inventory penalty).
+    terminal_penalty : float
+        ``ell`` in the terminal penalty ``ell(q) = terminal_penalty * q^2`` (currency per
+        share^2); 0 means liquidation at the mid.
+    """
+
+    gamma: float = 0.01
+    T: float = 600.0
+    q_max: int | None = 30
+    objective: Objective = "A"
+    terminal_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "gamma", self.gamma)
+        _positive(self, "T", self.T)
+        if self.q_max is not None:
+            if isinstance(self.q_max, bool) or not isinstance(self.q_max, int | float):
+                raise ValueError(f"ProblemParams.q_max must be an integer or None, got {self.q_max!r}")
+            if not math.isfinite(self.q_max) or self.q_max != int(self.q_max) or self.q_max < 1:
+                raise ValueError(
+                    f"ProblemParams.q_max must be a positive integer or None, got {self.q_max!r}"
+                )
+            object.__setattr__(self, "q_max", int(self.q_max))
+        _choice(self, "objective", self.objective, OBJECTIVES)
+        _nonnegative(self, "terminal_penalty", self.terminal_penalty)
+        for name in ("gamma", "T", "terminal_penalty"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    def terminal(self, q):  # type: ignore[no-untyped-def]
+        """Terminal penalty ``ell(q) = terminal_penalty * q^2`` (vectorised)."""
+        return self.terminal_penalty * q * q
+
+
+@dataclass(frozen=True)
+class SimConfig(_Params):
+    """How a Monte Carlo backtest is run.
+
+    Parameters
+    ----------
+    dt : float
+        Time step. ``T / dt`` must be (close to) an integer.
+    n_paths : int
+        Number of simulated paths.
+    price_model : {"gaussian", "binomial"}
+        Mid increments ``sigma sqrt(dt) Z`` (plus drift) or ``+/- sigma sqrt(dt)`` with
+        probability 1/2 each (AS 2008).
+    fill_model : {"linear", "poisson"}
+        Per-step fill probability ``min(Lambda dt, 1)`` (AS 2008) or ``1 - exp(-Lambda dt)``.
+    seed : int
+        Root seed; chunk ``i`` draws from ``SeedSequence(seed).spawn(n_chunks)[i]``.
+    chunk_size : int
+        Paths per chunk (the unit of work of a Ray task). Results do not depend on how
+        chunks are spread over workers, but they do depend on ``chunk_size``.
+    q0 : float
+        Initial inventory.
+    """
+
+    dt: float = 1.0
+    n_paths: int = 1000
+    price_model: PriceModel = "gaussian"
+    fill_model: FillModel = "poisson"
+    seed: int = 0
+    chunk_size: int = 16384
+    q0: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "dt", self.dt)
+        for name in ("n_paths", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SimConfig.{name} must be a positive integer, got {value!r}")
+        _choice(self, "price_model", self.price_model, PRICE_MODELS)
+        _choice(self, "fill_model", self.fill_model, FILL_MODELS)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"SimConfig.seed must be a non-negative integer, got {self.seed!r}")
+        _finite(self, "q0", self.q0)
+        object.__setattr__(self, "dt", float(self.dt))
+        object.__setattr__(self, "q0", float(self.q0))
+
+    def n_steps(self, T: float) -> int:
+        """Number of steps of length ``dt`` covering ``[0, T]``; rejects a ``dt`` that does not divide ``T``."""
+        n = T / self.dt
+        steps = round(n)
+        if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
+            raise ValueError(
+                f"SimConfig.dt={self.dt!r} must divide the horizon T={T!r} into a whole number of steps"
+            )
+        return steps
+
+
+def inventory_grid(problem: ProblemParams, market: MarketParams):  # type: ignore[no-untyped-def]
+    """Inventory levels ``-Q, -Q + Delta, ..., Q`` (numpy array).
+
+    Raises ``ValueError`` if the problem is unbounded or ``Q`` is not a multiple of the
+    trade size.
+    """
+    import numpy as np
+
+    if problem.q_max is None:
+        raise ValueError("ProblemParams.q_max is None: this method needs a bounded inventory")
+    n = problem.q_max / market.trade_size
+    if abs(n - round(n)) > 1e-9:
+        raise ValueError(
+            f"ProblemParams.q_max={problem.q_max} must be a multiple of "
+            f"MarketParams.trade_size={market.trade_size}"
+        )
+    n = round(n)
+    return market.trade_size * np.arange(-n, n + 1, dtype=float)

@@ -1,0 +1,291 @@
+"""Quoting policies: one protocol, table and closed-form implementations.
+
+A policy is anything with ``quotes(t, q, s, rng=None) -> (bid_offset, ask_offset)``,
+vectorised over numpy arrays of paths: ``t`` is a scalar (all paths at the same time) or an
+array broadcastable with ``q``; ``q`` the inventories; ``s`` the mid prices. Offsets are
+distances from the mid in price units (bid = ``s - bid_offset``, ask = ``s + ask_offset``);
+``np.inf`` means "do not quote that side". Randomised policies draw from ``rng``.
+
+Kinds shipped here:
+
+* :class:`TablePolicy` - offsets on a (time x inventory) grid from a solver, linear
+  interpolation in time, exact lookup in inventory (nearest level, clipped to the grid).
+* :class:`ClosedFormPolicy` - ``as`` (AS 2008 inventory strategy), ``symmetric`` (AS 2008
+  symmetric strategy), ``constant`` (fixed half-spread), ``inventory`` (linear skew, by
+  default the Guéant 2017 asymptotic closed form).
+
+Every kind serialises to plain JSON metadata plus float/bool arrays
+(:mod:`mmray.checkpoint`), so checkpoints load without pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from mmray import model
+from mmray.params import MarketParams, ProblemParams
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the simulator, replay and environments need from a policy."""
+
+    kind: ClassVar[str]
+
+    def quotes(
+        self, t: float | np.ndarray, q: np.ndarray, s: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def to_checkpoint(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+
+
+def _as_dict(params: MarketParams | ProblemParams | None) -> dict[str, Any] | None:
+    return None if params is None else params.to_dict()
+
+
+@dataclass(frozen=True, eq=False)
+class TablePolicy:
+    """Offsets tabulated over a time grid and an inventory grid.
+
+    Attributes
+    ----------
+    times : ndarray (N,)
+        Strictly increasing times.
+    q_grid : ndarray (n,)
+        Equally spaced inventory levels.
+    bid, ask : ndarray (N, n)
+        Finite offsets (price units).
+    bid_on, ask_on : ndarray (N, n) of bool
+        Whether that side is quoted; ``False`` gives ``inf`` from :meth:`quotes`.
+    """
+
+    times: np.ndarray
+    q_grid: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    bid_on: np.ndarray
+    ask_on: np.ndarray
+    market: MarketParams | None = None
+    problem: ProblemParams | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    kind: ClassVar[str] = "table"
+
+    def __post_init__(self) -> None:
+        for name in ("times", "q_grid", "bid", "ask"):
+            arr = np.ascontiguousarray(getattr(self, name), dtype=float)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        for name in ("bid_on", "ask_on"):
+            arr = np.ascontiguousarray(getattr(self, name), dtype=bool)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        n_t, n_q = self.times.size, self.q_grid.size
+        if self.times.ndim != 1 or self.q_grid.ndim != 1 or n_t < 1 or n_q < 1:
+            raise ValueError("TablePolicy: times and q_grid must be non-empty 1-d arrays")
+        for name in ("bid", "ask", "bid_on", "ask_on"):
+            if getattr(self, name).shape != (n_t, n_q):
+                raise ValueError(
+                    f"TablePolicy.{name} has shape {getattr(self, name).shape}, expected {(n_t, n_q)}"
+                )
+        for name in ("times", "q_grid", "bid", "ask"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ValueError(f"TablePolicy.{name} has non-finite values")
+        if n_t > 1 and np.any(np.diff(self.times) <= 0):
+            raise ValueError("TablePolicy.times must be strictly increasing")
+        if n_q > 1:
+            steps = np.diff(self.q_grid)
+            if np.any(steps <= 0) or np.ptp(steps) > 1e-9 * max(1.0, steps[0]):
+                raise ValueError("TablePolicy.q_grid must be equally spaced and increasing")
+
+    @classmethod
+    def from_offsets(
+        cls,
+        times: np.ndarray,
+        q_grid: np.ndarray,
+        bid: np.ndarray,
+        ask: np.ndarray,
+        market: MarketParams | None = None,
+        problem: ProblemParams | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> TablePolicy:
+        """Build from offsets where NaN or inf marks a side that is not quoted."""
+        bid = np.asarray(bid, dtype=float)
+        ask = np.asarray(ask, dtype=float)
+        bid_on, ask_on = np.isfinite(bid), np.isfinite(ask)
+        return cls(
+            times, q_grid, np.where(bid_on, bid, 0.0), np.where(ask_on, ask, 0.0),
+            bid_on, ask_on, market, problem, dict(provenance or {}),
+        )
+
+    @property
+    def q_step(self) -> float:
+        return float(self.q_grid[1] - self.q_grid[0]) if self.q_grid.size > 1 else 1.0
+
+    def q_index(self, q: np.ndarray) -> np.ndarray:
+        """Index of the nearest inventory level (clipped to the grid)."""
+        idx = np.rint((np.asarray(q, dtype=float) - self.q_grid[0]) / self.q_step)
+        return np.clip(idx, 0, self.q_grid.size - 1).astype(np.intp)
+
+    def _time_weights(self, t: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray(t, dtype=float)
+        if self.times.size == 1:
+            zero = np.zeros(t.shape, dtype=np.intp)
+            return zero, np.zeros(t.shape)
+        i = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, self.times.size - 2)
+        w = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
+        return i, np.clip(w, 0.0, 1.0)
+
+    def row(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets over the whole inventory grid at one time (inf where not quoted)."""
+        i, w = self._time_weights(t)
+        i, w = int(i), float(w)
+        j = min(i + 1, self.times.size - 1)
+        near = i if w < 0.5 else j
+        bid = (1.0 - w) * self.bid[i] + w * self.bid[j]
+        ask = (1.0 - w) * self.ask[i] + w * self.ask[j]
+        return (np.where(self.bid_on[near], bid, np.inf), np.where(self.ask_on[near], ask, np.inf))
+
+    def quotes(
+        self, t: float | np.ndarray, q: np.ndarray, s: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.q_index(q)
+        if np.ndim(t) == 0:
+            bid_row, ask_row = self.row(float(t))
+            return bid_row[idx], ask_row[idx]
+        i, w = self._time_weights(t)
+        i, w = np.broadcast_arrays(i, w, idx)[:2]
+        j = np.minimum(i + 1, self.times.size - 1)
+        near = np.where(w < 0.5, i, j)
+        bid = (1.0 - w) * self.bid[i, idx] + w * self.bid[j, idx]
+        ask = (1.0 - w) * self.ask[i, idx] + w * self.ask[j, idx]
+        return (np.where(self.bid_on[near, idx], bid, np.inf), np.where(self.ask_on[near, idx], ask, np.inf))
+
+    def to_checkpoint(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "market": _as_dict(self.market),
+            "problem": _as_dict(self.problem),
+            "params": {},
+            "provenance": self.provenance,
+        }
+        arrays = {
+            "times": self.times, "q_grid": self.q_grid, "bid": self.bid, "ask": self.ask,
+            "bid_on": self.bid_on, "ask_on": self.ask_on,
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TablePolicy:
+        return cls(
+            arrays["times"], arrays["q_grid"], arrays["bid"], arrays["ask"],
+            arrays["bid_on"], arrays["ask_on"],
+            _params(MarketParams, meta.get("market")), _params(ProblemParams, meta.get("problem")),
+            dict(meta.get("provenance") or {}),
+        )
+
+    # checkpoint array contract: name -> (dtype kind, shape in terms of N=len(times), n=len(q_grid))
+    array_spec: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "times": ("f", ("N",)), "q_grid": ("f", ("n",)),
+        "bid": ("f", ("N", "n")), "ask": ("f", ("N", "n")),
+        "bid_on": ("b", ("N", "n")), "ask_on": ("b", ("N", "n")),
+    }
+
+
+def _params(cls: type, data: dict[str, Any] | None) -> Any:
+    return None if data is None else cls.from_dict(data)
+
+
+CLOSED_FORMS = ("as", "symmetric", "constant", "inventory")
+
+
+@dataclass(frozen=True, eq=False)
+class ClosedFormPolicy:
+    """A strategy given by a formula of ``(t, q)``.
+
+    ``name``:
+
+    * ``"as"`` - AS 2008 inventory strategy: reservation price ``s - q gamma sigma^2 (T-t)``,
+      spread ``gamma sigma^2 (T-t) + (2/gamma) ln(1 + gamma/k)``.
+    * ``"symmetric"`` - AS 2008 symmetric strategy: around the mid, half of the AS spread's
+      time average on each side.
+    * ``"constant"`` - ``half_spread`` on each side (default ``dtilde``, the myopic optimum).
+    * ``"inventory"`` - linear skew ``delta_b = h + c q``, ``delta_a = h - c q`` with defaults
+      from the Guéant 2017 asymptotic closed form: ``h = dtilde + Delta C / 2``, ``c = C``.
+    """
+
+    name: str
+    market: MarketParams
+    problem: ProblemParams
+    half_spread: float | None = None
+    skew: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    kind: ClassVar[str] = "closed_form"
+    array_spec: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {}
+
+    def __post_init__(self) -> None:
+        if self.name not in CLOSED_FORMS:
+            raise ValueError(f"unknown closed-form strategy {self.name!r}; choose from {CLOSED_FORMS}")
+        if self.name in ("constant", "inventory"):
+            h = self.half_spread
+            if h is None:
+                h = model.delta_tilde(self.market, self.problem)
+                if self.name == "inventory":
+                    h += 0.5 * self.market.trade_size * model.asymptotic_slope(self.market, self.problem)
+            object.__setattr__(self, "half_spread", float(h))
+        if self.name == "inventory" and self.skew is None:
+            object.__setattr__(self, "skew", model.asymptotic_slope(self.market, self.problem))
+        for name in ("half_spread", "skew"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value):
+                raise ValueError(f"ClosedFormPolicy.{name} must be finite, got {value!r}")
+
+    def quotes(
+        self, t: float | np.ndarray, q: np.ndarray, s: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(q, dtype=float)
+        if self.name == "as":
+            return model.as_quotes(t, q, self.market, self.problem)
+        if self.name == "symmetric":
+            half = 0.5 * model.as_mean_spread(self.market, self.problem)
+            out = np.full(q.shape, half)
+            return out, out.copy()
+        if self.name == "constant":
+            out = np.full(q.shape, self.half_spread)
+            return out, out.copy()
+        return self.half_spread + self.skew * q, self.half_spread - self.skew * q  # inventory
+
+    def to_checkpoint(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "market": self.market.to_dict(),
+            "problem": self.problem.to_dict(),
+            "params": {"name": self.name, "half_spread": self.half_spread, "skew": self.skew},
+            "provenance": self.provenance,
+        }
+        return meta, {}
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ClosedFormPolicy:
+        params = meta["params"]
+        missing = {"name", "half_spread", "skew"} - set(params)
+        if missing:
+            raise KeyError(f"params.{sorted(missing)[0]}")
+        return cls(
+            params["name"], MarketParams.from_dict(meta["market"]),
+            ProblemParams.from_dict(meta["problem"]), params["half_spread"], params["skew"],
+            dict(meta.get("provenance") or {}),
+        )
+
+
+POLICY_KINDS: dict[str, type] = {TablePolicy.kind: TablePolicy, ClosedFormPolicy.kind: ClosedFormPolicy}
+
+
+def register_policy_kind(cls: type) -> type:
+    """Register a policy class (with ``kind``, ``array_spec``, ``to/from_checkpoint``) for loading."""
+    POLICY_KINDS[cls.kind] = cls
+    return cls
