@@ -96,6 +96,7 @@ def backtest(
     use_ray: bool = False,
     record: int = 0,
     progress: bool = False,
+    task_cpus: float = 1.0,
 ) -> BacktestResult:
     """Backtest ``policy`` on ``config.n_paths`` simulated paths.
 
@@ -115,6 +116,8 @@ def backtest(
         Number of paths (from the first chunk) whose trajectories are kept for plots.
     progress : bool
         Show a progress bar over chunks on stderr.
+    task_cpus : float
+        CPUs reserved by each chunk's Ray task.
     """
     config.n_steps(problem.T)  # validate dt before spawning anything
     start = time.perf_counter()
@@ -122,7 +125,7 @@ def backtest(
     args = [(size, seq, record if i == 0 else 0) for i, (size, seq) in enumerate(plan)]
     chunks = map_chunks(
         _run_chunk, args, shared=(policy, market, problem, config), use_ray=use_ray,
-        progress=progress, desc="backtest",
+        progress=progress, desc="backtest", task_cpus=task_cpus,
     )
     per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
     metrics = compute_metrics(per_path, market, problem)

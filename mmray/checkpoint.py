@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from mmray.io import to_jsonable
 from mmray.policy import POLICY_KINDS, Policy
 
 FORMAT = "mmray-policy"
@@ -57,21 +58,6 @@ def _version() -> str:
     from mmray import __version__
 
     return __version__
-
-
-def _jsonable(obj: Any) -> Any:
-    """Recursively convert numpy scalars/arrays so ``json.dumps`` accepts them."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def save_policy(policy: Policy, directory: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
@@ -107,7 +93,7 @@ def save_policy(policy: Policy, directory: str | os.PathLike[str], provenance: d
         "arrays_sha256": hashlib.sha256(blob).hexdigest(),
         "provenance": prov,
     }
-    text = json.dumps(_jsonable(doc), indent=2, allow_nan=False)
+    text = json.dumps(to_jsonable(doc), indent=2, allow_nan=False)
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))

@@ -56,10 +56,12 @@ def map_chunks(
     use_ray: bool = False,
     progress: bool = False,
     desc: str = "chunks",
+    task_cpus: float = 1.0,
 ) -> list[Any]:
     """``[fn(*shared, *a) for a in args]``, optionally as Ray tasks; results in ``args`` order.
 
     ``shared`` arguments (the policy, parameters) are put in Ray's object store once.
+    ``task_cpus`` is the CPU reservation of each Ray task (fractional inside Tune trials).
     """
     show = progress and len(args) > 1
     if not use_ray:
@@ -72,7 +74,7 @@ def map_chunks(
     import ray
 
     ensure_ray()
-    remote = ray.remote(fn)
+    remote = ray.remote(num_cpus=task_cpus)(fn)
     refs_shared = [ray.put(x) for x in shared]
     refs = [remote.remote(*refs_shared, *a) for a in args]
     index = {ref: i for i, ref in enumerate(refs)}

@@ -1,0 +1,3 @@
+from mmray.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,312 @@
+"""The ``mmray`` command line (also ``python -m mmray``).
+
+Subcommands::
+
+    mmray solve     --method exact [model flags] [--out DIR] [--json]
+    mmray backtest  --strategy optimal --strategy as ... | --policy DIR  [model/sim flags] [--out DIR] [--json]
+    mmray simulate  --strategy optimal [--paths 1] [--out DIR] [--json]
+    mmray tune      ...   (same as ``python -m mmray.tune``)
+
+Model flags are named after the parameters (``--sigma --A --k --drift --trade-size --tick
+--s0 --gamma --T --q-max --objective --terminal-penalty``); simulation flags ``--dt --paths
+--seed --price-model --fill-model --chunk-size --q0``. ``--q-max none`` means unbounded
+(closed-form strategies only). ``--json`` prints exactly one JSON object on stdout (progress
+and tables go to stderr then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmray.io import atomic_write_json, to_jsonable
+from mmray.params import FILL_MODELS, OBJECTIVES, PRICE_MODELS, MarketParams, ProblemParams, SimConfig
+
+TABLE_KEYS = ("pnl_mean", "pnl_std", "sharpe", "max_drawdown", "trades_mean", "spread_mean",
+              "q_final_mean", "q_final_std", "ce_A", "value_B")
+
+
+class CliError(Exception):
+    """A user error: printed as ``mmray: error: ...`` with exit status 2."""
+
+
+def _q_max(text: str) -> int | None:
+    if text.lower() in ("none", "inf", "unbounded"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}") from None
+    if value != int(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
+    return int(value)
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    m, pr = MarketParams(), ProblemParams()
+    g = p.add_argument_group("model (defaults: GLFT 2013 figure parameters)")
+    g.add_argument("--sigma", type=float, default=m.sigma, help="mid volatility per sqrt(time) [%(default)s]")
+    g.add_argument("--A", type=float, default=m.A, help="fill intensity at the mid, per time [%(default)s]")
+    g.add_argument("--k", type=float, default=m.k, help="intensity decay per price unit [%(default)s]")
+    g.add_argument("--drift", type=float, default=m.drift, help="mid drift per time [%(default)s]")
+    g.add_argument("--trade-size", type=float, default=m.trade_size, help="fill size Delta [%(default)s]")
+    g.add_argument("--tick", type=float, default=m.tick, help="tick for quote rounding, 0 = none [%(default)s]")
+    g.add_argument("--s0", type=float, default=m.s0, help="initial mid [%(default)s]")
+    g.add_argument("--gamma", type=float, default=pr.gamma, help="risk aversion [%(default)s]")
+    g.add_argument("--T", type=float, default=pr.T, help="horizon [%(default)s]")
+    g.add_argument("--q-max", type=_q_max, default=pr.q_max, help="inventory bound Q or 'none' [%(default)s]")
+    g.add_argument("--objective", choices=OBJECTIVES, default=pr.objective, help="A = CARA, B = running penalty")
+    g.add_argument("--terminal-penalty", type=float, default=pr.terminal_penalty,
+                   help="ell in ell(q) = ell q^2 at T [%(default)s]")
+
+
+def _add_sim_flags(p: argparse.ArgumentParser, paths: int) -> None:
+    g = p.add_argument_group("simulation")
+    g.add_argument("--dt", type=float, default=None, help="time step (default T/600)")
+    g.add_argument("--paths", type=int, default=paths, help="Monte Carlo paths [%(default)s]")
+    g.add_argument("--seed", type=int, default=0, help="root seed [%(default)s]")
+    g.add_argument("--price-model", choices=PRICE_MODELS, default="gaussian")
+    g.add_argument("--fill-model", choices=FILL_MODELS, default="poisson")
+    g.add_argument("--chunk-size", type=int, default=SimConfig().chunk_size, help="paths per chunk [%(default)s]")
+    g.add_argument("--q0", type=float, default=0.0, help="initial inventory [%(default)s]")
+    g.add_argument("--local", action="store_true", help="do not use Ray (same numbers, one process)")
+    g.add_argument("--workers", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    g.add_argument("--address", default=None, help="attach to a running Ray cluster, e.g. 'auto'")
+
+
+def _add_strategy_flags(p: argparse.ArgumentParser, multiple: bool) -> None:
+    from mmray.strategies import STRATEGIES
+
+    g = p.add_argument_group("strategy")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--strategy", choices=STRATEGIES, action="append" if multiple else "store",
+                     help="strategy by name" + (" (repeatable)" if multiple else ""))
+    src.add_argument("--policy", type=Path, help="a saved policy checkpoint directory")
+    g.add_argument("--half-spread", type=float, default=None, help="half-spread for constant/inventory")
+    g.add_argument("--skew", type=float, default=None, help="inventory skew for the inventory strategy")
+
+
+def _params(args: argparse.Namespace) -> tuple[MarketParams, ProblemParams]:
+    market = MarketParams(sigma=args.sigma, A=args.A, k=args.k, drift=args.drift, trade_size=args.trade_size,
+                          tick=args.tick, s0=args.s0)
+    problem = ProblemParams(gamma=args.gamma, T=args.T, q_max=args.q_max, objective=args.objective,
+                            terminal_penalty=args.terminal_penalty)
+    return market, problem
+
+
+def _sim_config(args: argparse.Namespace, problem: ProblemParams) -> SimConfig:
+    dt = args.dt if args.dt is not None else problem.T / 600.0
+    cfg = SimConfig(dt=dt, n_paths=args.paths, price_model=args.price_model, fill_model=args.fill_model,
+                    seed=args.seed, chunk_size=args.chunk_size, q0=args.q0)
+    cfg.n_steps(problem.T)
+    return cfg
+
+
+def _log(args: argparse.Namespace, text: str) -> None:
+    print(text, file=sys.stderr if args.json else sys.stdout)
+
+
+def _format_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
+    width = max(12, *(len(n) for n in rows))
+    head = f"{'strategy':<{width}} " + " ".join(f"{k:>13}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for name, m in rows.items():
+        lines.append(f"{name:<{width}} " + " ".join(f"{m.get(k, float('nan')):>13.4g}" for k in keys))
+    return "\n".join(lines)
+
+
+def _use_ray(args: argparse.Namespace, config: SimConfig) -> bool:
+    n_chunks = -(-config.n_paths // config.chunk_size)
+    if args.local or (n_chunks < 2 and not args.address):
+        return False
+    from mmray.distributed import ensure_ray
+
+    ensure_ray(address=args.address, num_cpus=args.workers)
+    return True
+
+
+def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
+    from mmray.checkpoint import save_policy
+    from mmray.solvers import solve
+
+    market, problem = _params(args)
+    options: dict[str, Any] = {}
+    try:
+        from mmray.solvers.cli_args import solver_options
+    except ImportError:
+        solver_options = None
+    if solver_options is not None:
+        options = solver_options(args.method, args)
+    elif args.n_times is not None:
+        options["n_times"] = args.n_times
+    solution = solve(market, problem, method=args.method, **options)
+    i0 = int(np.argmin(np.abs(solution.q_grid)))
+    rows = {}
+    for j in sorted({0, i0 // 2, i0, (i0 + solution.q_grid.size - 1) // 2, solution.q_grid.size - 1}):
+        rows[f"q={solution.q_grid[j]:g}"] = {"bid_t0": solution.bid[0, j], "ask_t0": solution.ask[0, j],
+                                             "bid_tT": solution.bid[-1, j], "ask_tT": solution.ask[-1, j]}
+    _log(args, f"solved with {args.method}: {solution.times.size} times x {solution.q_grid.size} inventories "
+               f"in {solution.info.get('seconds', float('nan')):.3f} s")
+    _log(args, _format_table(rows, ("bid_t0", "ask_t0", "bid_tT", "ask_tT")))
+    out: dict[str, Any] = {"method": args.method, "market": market.to_dict(), "problem": problem.to_dict(),
+                           "quotes_t0": {"q": solution.q_grid, "bid": solution.bid[0], "ask": solution.ask[0]},
+                           "theta_t0_q0": float(solution.theta[0, i0]), "info": solution.info}
+    if args.out:
+        from mmray.plots import plot_quote_surface
+
+        ckpt = save_policy(solution.policy(), args.out / "policy", provenance={"config": vars_jsonable(args)})
+        plot_quote_surface(solution.times, solution.q_grid, solution.bid, solution.ask, args.out / "quotes.png",
+                           title=f"{args.method} solution, objective {problem.objective}, gamma={problem.gamma:g}")
+        atomic_write_json(args.out / "solution.json", out)
+        out["checkpoint"] = str(ckpt)
+        _log(args, f"wrote {ckpt} (load with mmray.load_policy or `mmray backtest --policy {ckpt}`), "
+                   f"{args.out / 'quotes.png'}")
+    return out
+
+
+def vars_jsonable(args: argparse.Namespace) -> dict[str, Any]:
+    return to_jsonable({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"})
+
+
+def _policies(args: argparse.Namespace, market: MarketParams, problem: ProblemParams) -> dict[str, Any]:
+    from mmray.checkpoint import load_policy
+    from mmray.strategies import make_strategy
+
+    if args.policy is not None:
+        return {args.policy.name: load_policy(args.policy)}
+    names = args.strategy if isinstance(args.strategy, list) else [args.strategy or "optimal"]
+    if not names:
+        names = ["optimal"]
+    return {n: make_strategy(n, market, problem, half_spread=args.half_spread, skew=args.skew) for n in names}
+
+
+def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
+    from mmray.backtest import backtest
+
+    market, problem = _params(args)
+    config = _sim_config(args, problem)
+    policies = _policies(args, market, problem)
+    use_ray = _use_ray(args, config)
+    record = 20 if args.out else 0
+    results = {}
+    for name, policy in policies.items():
+        results[name] = backtest(policy, market, problem, config, use_ray=use_ray, record=record,
+                                 progress=sys.stderr.isatty())
+    metrics = {name: r.metrics for name, r in results.items()}
+    _log(args, f"{config.n_paths} paths x {config.n_steps(problem.T)} steps, seed {config.seed}, "
+               f"{config.price_model} prices, {config.fill_model} fills" + (" (Ray)" if use_ray else ""))
+    _log(args, _format_table(metrics, TABLE_KEYS))
+    if len(results) == 1:
+        name = next(iter(results))
+        out: dict[str, Any] = {"strategy": name, **metrics[name]}
+    else:
+        out = {"strategies": metrics}
+    out.update({"n_paths": config.n_paths, "seed": config.seed, "market": market.to_dict(),
+                "problem": problem.to_dict(), "sim": config.to_dict()})
+    if args.out:
+        from mmray import plots
+
+        for name, r in results.items():
+            plots.plot_paths(r, args.out / f"paths_{name}.png", title=f"{name}: sample paths")
+        plots.plot_pnl_distribution(results, args.out / "pnl_distribution.png")
+        plots.plot_comparison_table(metrics, args.out / "comparison.png",
+                                    ("pnl_mean", "pnl_std", "sharpe", "q_final_std", "spread_mean"))
+        atomic_write_json(args.out / "results.json", out)
+        _log(args, f"wrote results.json and plots to {args.out}")
+    return out
+
+
+def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    from mmray.sim import simulate_chunk
+
+    market, problem = _params(args)
+    config = _sim_config(args, problem)
+    name, policy = next(iter(_policies(args, market, problem).items()))
+    res = simulate_chunk(policy, market, problem, config, config.n_paths,
+                         np.random.SeedSequence(config.seed), record=config.n_paths)
+    assert res.paths is not None
+    p = res.paths
+    out = {"strategy": name, "seed": config.seed, "t": p["t"], "s": p["s"], "q": p["q"], "pnl": p["pnl"],
+           "final": {"pnl": res.pnl, "q": res.q_final, "trades": res.trades}}
+    for i in range(config.n_paths):
+        _log(args, f"path {i}: final PnL {res.pnl[i]:.4f}, final q {res.q_final[i]:g}, {res.trades[i]:g} fills, "
+                   f"max drawdown {res.max_drawdown[i]:.4f}")
+    if args.out:
+        import pandas as pd
+
+        from mmray.backtest import BacktestResult
+        from mmray.io import atomic_write
+        from mmray.plots import plot_paths
+
+        frame = pd.DataFrame({"path": np.repeat(np.arange(config.n_paths), p["t"].size),
+                              "t": np.tile(p["t"], config.n_paths), "mid": p["s"].ravel(),
+                              "q": p["q"].ravel(), "pnl": p["pnl"].ravel()})
+        atomic_write(args.out / "paths.csv", lambda tmp: frame.to_csv(tmp, index=False))
+        plot_paths(BacktestResult({}, {}, p, config, market, problem), args.out / "paths.png", title=name)
+        _log(args, f"wrote {args.out / 'paths.csv'} and paths.png")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mmray import __version__
+
+    parser = argparse.ArgumentParser(prog="mmray", description="Optimal market making with inventory constraints.")
+    parser.add_argument("--version", action="version", version=f"mmray {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from mmray.solvers import METHODS
+
+    p = sub.add_parser("solve", help="solve the model and optionally save the policy")
+    p.add_argument("--method", choices=METHODS, default="exact")
+    try:
+        from mmray.solvers.cli_args import add_solver_arguments
+    except ImportError:
+        p.add_argument("--n-times", type=int, default=None, help="time grid size")
+    else:
+        add_solver_arguments(p)
+    _add_model_flags(p)
+    p.add_argument("--out", type=Path, help="write policy checkpoint (OUT/policy), plot and solution.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_solve)
+
+    for name, fn, paths, help_ in (("backtest", cmd_backtest, 10000, "Monte Carlo backtest with metrics"),
+                                   ("simulate", cmd_simulate, 1, "simulate single paths")):
+        p = sub.add_parser(name, help=help_)
+        _add_strategy_flags(p, multiple=name == "backtest")
+        _add_model_flags(p)
+        _add_sim_flags(p, paths)
+        p.add_argument("--out", type=Path, help="directory for results and plots")
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("tune", help="Ray Tune sweeps (same as python -m mmray.tune)", add_help=False)
+    p.add_argument("tune_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tune"]:
+        from mmray.tune import main as tune_main
+
+        return tune_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        out = args.func(args)
+    except (ValueError, CliError) as exc:  # validation errors name the field and value
+        parser.exit(2, f"mmray {args.command}: error: {exc}\n")
+    if args.json:
+        print(json.dumps(to_jsonable(out), allow_nan=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""The command line: --json output, checkpoints, plots, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mmray import load_policy
+from mmray.cli import main
+
+REQUIRED = ("pnl_mean", "pnl_std", "sharpe", "max_drawdown", "trades_mean", "spread_mean", "q_final_mean",
+            "q_final_std")
+SMALL = ["--T", "60", "--dt", "0.5", "--paths", "400"]
+
+
+def _json(capsys, argv):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # exactly one JSON object on stdout
+    return json.loads(out)
+
+
+def test_backtest_json_has_the_metrics(capsys):
+    data = _json(capsys, ["backtest", "--strategy", "as", *SMALL, "--json", "--local"])
+    for key in REQUIRED:
+        assert isinstance(data[key], float), key
+    assert data["strategy"] == "as" and data["n_paths"] == 400 and data["sim"]["dt"] == 0.5
+
+
+def test_backtest_several_strategies_and_plots(capsys, tmp_path):
+    data = _json(capsys, ["backtest", "--strategy", "optimal", "--strategy", "constant", *SMALL,
+                          "--json", "--out", str(tmp_path)])
+    assert set(data["strategies"]) == {"optimal", "constant"}
+    assert data["strategies"]["optimal"]["q_final_std"] < data["strategies"]["constant"]["q_final_std"]
+    for name in ("results.json", "pnl_distribution.png", "comparison.png", "paths_optimal.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+    assert json.loads((tmp_path / "results.json").read_text())["strategies"].keys() == data["strategies"].keys()
+
+
+def test_solve_writes_checkpoint_that_backtest_loads(capsys, tmp_path):
+    data = _json(capsys, ["solve", "--method", "exact", "--json"])
+    q = data["quotes_t0"]["q"]
+    assert data["quotes_t0"]["bid"][q.index(0)] == pytest.approx(3.3130, abs=1e-4)  # GLFT check value
+    data = _json(capsys, ["solve", "--T", "60", "--json", "--out", str(tmp_path)])
+    assert data["quotes_t0"]["bid"][-1] is None  # no bid at q = Q
+    assert load_policy(tmp_path / "policy").kind == "table"
+    assert (tmp_path / "quotes.png").exists()
+    direct = _json(capsys, ["backtest", "--strategy", "optimal", *SMALL, "--json"])
+    loaded = _json(capsys, ["backtest", "--policy", str(tmp_path / "policy"), *SMALL, "--json"])
+    # same model, same seed: the saved policy (601 time points) and the in-memory one (1001) agree closely
+    assert loaded["pnl_mean"] == pytest.approx(direct["pnl_mean"], rel=1e-3)
+
+
+def test_unbounded_closed_form_and_simulate(capsys, tmp_path):
+    data = _json(capsys, ["backtest", "--strategy", "symmetric", "--q-max", "none", *SMALL, "--json"])
+    assert data["problem"]["q_max"] is None
+    sim = _json(capsys, ["simulate", "--strategy", "inventory", "--T", "10", "--dt", "0.5", "--paths", "2",
+                         "--seed", "4", "--json", "--out", str(tmp_path)])
+    assert len(sim["q"]) == 2 and len(sim["t"]) == 21
+    assert (tmp_path / "paths.csv").read_text().startswith("path,t,mid,q,pnl")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["backtest", "--sigma", "-1"], "MarketParams.sigma must be > 0, got -1.0"),
+        (["backtest", "--T", "1", "--dt", "0.3"], "SimConfig.dt=0.3 must divide the horizon T=1.0"),
+        (["backtest", "--strategy", "optimal", "--q-max", "none"], "'optimal' needs a bounded inventory"),
+        (["backtest", "--q-max", "2.5"], "expected a positive integer or 'none', got '2.5'"),
+        (["backtest", "--policy", "/nonexistent/ckpt"], "no such checkpoint directory"),
+    ],
+)
+def test_errors_are_clear(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "mmray", "backtest", "--strategy", "constant", *SMALL, "--json"],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["strategy"] == "constant"

@@ -1,0 +1,75 @@
+"""Closed forms: AS 2008 formulas, Guéant 2017 constants, inventory risk metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+from mmray import model
+from mmray.params import MarketParams, ProblemParams
+
+
+def test_as_spread_matches_published_averages(as_market):
+    # AS 2008 table: average spread 1.49 (gamma=0.1), 1.35 (0.01), 3.02 (1); the paper rounds to 2 decimals
+    for gamma, published in ((0.1, 1.49), (0.01, 1.35), (1.0, 3.02)):
+        problem = ProblemParams(gamma=gamma, T=1.0, q_max=None)
+        assert model.as_mean_spread(as_market, problem) == pytest.approx(published, abs=0.006)
+        # the mean spread is the time average of the spread
+        avg, _ = quad(lambda t, p=problem: float(model.as_spread(t, as_market, p)), 0.0, 1.0)
+        assert model.as_mean_spread(as_market, problem) == pytest.approx(avg, rel=1e-10)
+
+
+def test_as_quotes_are_reservation_price_plus_half_spread(as_market):
+    problem = ProblemParams(gamma=0.1, T=1.0, q_max=None)
+    t, q, s = 0.3, np.array([-2.0, 0.0, 3.0]), 100.0
+    bid, ask = model.as_quotes(t, q, as_market, problem)
+    r = model.as_reservation_price(t, q, s, as_market, problem)
+    half = model.as_spread(t, as_market, problem) / 2
+    np.testing.assert_allclose(s - bid, r - half, rtol=1e-14)
+    np.testing.assert_allclose(s + ask, r + half, rtol=1e-14)
+
+
+def test_hamiltonian_constant_is_the_sup(glft_market):
+    """C_xi and dtilde come from sup_d A e^{-k d}(1 - e^{-xi D (d - p)})/(xi D): check by brute force."""
+    for obj in ("A", "B"):
+        problem = ProblemParams(gamma=0.05, objective=obj)
+        xi = model.xi(problem)
+        d = np.linspace(-5, 30, 400001)
+        if xi > 0:
+            h = glft_market.A * np.exp(-glft_market.k * d) * (1 - np.exp(-xi * d)) / xi
+        else:
+            h = glft_market.A * np.exp(-glft_market.k * d) * d
+        i = int(np.argmax(h))
+        # grid step 8.75e-5: argmax within one step, sup value within (step)^2 relative
+        assert d[i] == pytest.approx(model.delta_tilde(glft_market, problem), abs=1e-4)
+        assert h[i] == pytest.approx(glft_market.A / glft_market.k * model.c_xi(glft_market, problem), rel=1e-7)
+
+
+def test_asymptotic_quotes_symmetry_and_slope(glft_market, glft_problem):
+    q = np.arange(-5, 6, dtype=float)
+    bid, ask = model.asymptotic_quotes(q, glft_market, glft_problem)
+    np.testing.assert_allclose(bid, ask[::-1], rtol=1e-14)  # delta_b(q) = delta_a(-q)
+    c = model.asymptotic_slope(glft_market, glft_problem)
+    np.testing.assert_allclose(np.diff(bid), c, rtol=1e-12)
+    # B: C = sqrt(gamma sigma^2 e / (2 A k)) (Guéant 2017 eq. 4.9)
+    pb = ProblemParams(gamma=0.01, objective="B")
+    expected = math.sqrt(0.01 * 0.09 * math.e / (2 * 0.9 * 0.3))
+    assert model.asymptotic_slope(glft_market, pb) == pytest.approx(expected, rel=1e-14)
+
+
+def test_inventory_risk_matches_monte_carlo():
+    market = MarketParams(sigma=2.0, drift=0.5)
+    risk = model.inventory_risk(q=5.0, horizon=0.25, market=market, alpha=0.95)
+    pnl = 5.0 * (0.5 * 0.25 + 2.0 * math.sqrt(0.25) * np.random.default_rng(0).standard_normal(2_000_000))
+    losses = -pnl
+    var = np.quantile(losses, 0.95)
+    cvar = losses[losses >= var].mean()
+    # 2e6 samples: quantile SE ~ 0.01, tail-mean SE ~ 0.01 on values ~ 8-10
+    assert risk.var == pytest.approx(var, abs=0.05)
+    assert risk.cvar == pytest.approx(cvar, abs=0.05)
+    assert risk.cvar > risk.var > 0
+    with pytest.raises(ValueError, match="alpha must be in"):
+        model.inventory_risk(1.0, 1.0, market, alpha=1.5)

@@ -1,0 +1,62 @@
+"""Parameter validation: every bad value raises ValueError naming the field and the value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mmray.params import MarketParams, ProblemParams, SimConfig, inventory_grid
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value", "pattern"),
+    [
+        (MarketParams, "sigma", -0.1, r"MarketParams\.sigma must be > 0, got -0\.1"),
+        (MarketParams, "A", 0.0, r"MarketParams\.A must be > 0, got 0\.0"),
+        (MarketParams, "k", math.nan, r"MarketParams\.k must be a finite number, got nan"),
+        (MarketParams, "tick", -1.0, r"MarketParams\.tick must be >= 0"),
+        (MarketParams, "trade_size", "1", r"MarketParams\.trade_size must be a finite number, got '1'"),
+        (ProblemParams, "gamma", 0.0, r"ProblemParams\.gamma must be > 0"),
+        (ProblemParams, "T", math.inf, r"ProblemParams\.T must be a finite number"),
+        (ProblemParams, "q_max", 2.5, r"ProblemParams\.q_max must be a positive integer or None, got 2\.5"),
+        (ProblemParams, "q_max", 0, r"ProblemParams\.q_max must be a positive integer"),
+        (ProblemParams, "objective", "C", r"ProblemParams\.objective must be one of A, B; got 'C'"),
+        (ProblemParams, "terminal_penalty", -1.0, r"ProblemParams\.terminal_penalty must be >= 0"),
+        (SimConfig, "dt", 0.0, r"SimConfig\.dt must be > 0"),
+        (SimConfig, "n_paths", 0, r"SimConfig\.n_paths must be a positive integer, got 0"),
+        (SimConfig, "price_model", "levy", r"SimConfig\.price_model must be one of gaussian, binomial"),
+        (SimConfig, "fill_model", "x", r"SimConfig\.fill_model must be one of linear, poisson"),
+        (SimConfig, "seed", -3, r"SimConfig\.seed must be a non-negative integer"),
+    ],
+)
+def test_invalid_values_name_field_and_value(cls, field, value, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        cls(**{field: value})
+
+
+def test_params_are_frozen_and_round_trip():
+    m = MarketParams(sigma=2, A=140, k=1.5)
+    assert isinstance(m.sigma, float)
+    with pytest.raises(AttributeError):
+        m.sigma = 1.0  # type: ignore[misc]
+    assert MarketParams.from_dict(m.to_dict()) == m
+    p = ProblemParams(q_max=None, objective="B")
+    assert ProblemParams.from_dict(p.to_dict()) == p
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['sigmaa'\]"):
+        MarketParams.from_dict({"sigmaa": 1.0})
+
+
+def test_dt_must_divide_horizon():
+    assert SimConfig(dt=0.005).n_steps(1.0) == 200
+    with pytest.raises(ValueError, match=r"SimConfig\.dt=0\.3 must divide the horizon T=1\.0"):
+        SimConfig(dt=0.3).n_steps(1.0)
+
+
+def test_inventory_grid_needs_multiple_of_trade_size():
+    grid = inventory_grid(ProblemParams(q_max=4), MarketParams(trade_size=2.0))
+    assert grid.tolist() == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    with pytest.raises(ValueError, match=r"multiple of MarketParams\.trade_size=3\.0"):
+        inventory_grid(ProblemParams(q_max=4), MarketParams(trade_size=3.0))
+    with pytest.raises(ValueError, match="q_max is None"):
+        inventory_grid(ProblemParams(q_max=None), MarketParams())

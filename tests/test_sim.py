@@ -1,0 +1,164 @@
+"""Simulator and backtests: published AS 2008 numbers, the value function, bounds, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mmray import SimConfig, backtest, make_strategy
+from mmray.backtest import compute_metrics
+from mmray.params import MarketParams, ProblemParams
+from mmray.policy import ClosedFormPolicy
+from mmray.sim import fill_probability, simulate_chunk
+from mmray.solvers import solve
+
+# AS 2008 table (§3.3): (spread, profit, std(profit), final q, std(q)) for 1000 paths each
+AS_TABLE = {
+    (0.1, "as"): (1.49, 65.0, 6.6, 0.08, 2.9),
+    (0.1, "symmetric"): (1.49, 68.4, 12.7, 0.26, 8.4),
+    (1.0, "as"): (3.02, 31.4, 5.0, 0.02, 1.7),
+    (1.0, "symmetric"): (3.02, 44.0, 11.0, 0.00, 5.1),
+}
+AS_CONFIG = SimConfig(dt=0.005, n_paths=20000, price_model="binomial", fill_model="linear", seed=2008)
+
+
+@pytest.fixture(scope="module")
+def as_results():
+    market = MarketParams(sigma=2.0, A=140.0, k=1.5, s0=100.0)
+    out = {}
+    for gamma, name in AS_TABLE:
+        problem = ProblemParams(gamma=gamma, T=1.0, q_max=None)
+        out[gamma, name] = backtest(make_strategy(name, market, problem), market, problem, AS_CONFIG).metrics
+    return out
+
+
+@pytest.mark.parametrize("gamma", [0.1, 1.0])
+def test_as2008_inventory_strategy_reproduces_published_table(as_results, gamma):
+    spread, profit, std, _, q_std = AS_TABLE[gamma, "as"]
+    m = as_results[gamma, "as"]
+    # the published mean has SE std/sqrt(1000); ours std/sqrt(20000): compare within 3 combined SEs
+    se = math.hypot(std / math.sqrt(1000), m["pnl_mean_se"])
+    assert abs(m["pnl_mean"] - profit) < 3 * se
+    # a sample std from n=1000 has SE ~ std/sqrt(2n): 3 combined SEs; published values are rounded to 0.1
+    assert abs(m["pnl_std"] - std) < 3 * math.hypot(std / math.sqrt(2000), m["pnl_std_se"]) + 0.05
+    assert abs(m["q_final_std"] - q_std) < 3 * math.hypot(q_std / math.sqrt(2000), q_std / math.sqrt(40000)) + 0.05
+    assert m["spread_mean"] == pytest.approx(spread, abs=0.015)  # discrete time average vs published 2 decimals
+
+
+@pytest.mark.parametrize("gamma", [0.1, 1.0])
+def test_symmetric_strategy_is_riskier_than_inventory_strategy(as_results, gamma):
+    inv, sym = as_results[gamma, "as"], as_results[gamma, "symmetric"]
+    assert sym["pnl_std"] > 1.5 * inv["pnl_std"]
+    assert sym["q_final_std"] > 2.0 * inv["q_final_std"]
+    assert sym["pnl_mean"] > inv["pnl_mean"]  # the price of the lower risk, as in AS 2008
+    published = AS_TABLE[gamma, "symmetric"]
+    assert abs(sym["pnl_mean"] - published[1]) < 3 * math.hypot(published[2] / math.sqrt(1000), sym["pnl_mean_se"])
+
+
+@pytest.mark.parametrize("objective", ["A", "B"])
+def test_monte_carlo_value_of_exact_policy_equals_value_function(glft_market, objective):
+    """The solver's theta(0, 0) is the value of its own policy: the simulated objective (B: mean of
+    PnL minus running penalty; A: certainty equivalent) converges to it as dt -> 0. The per-step
+    simulation has an O(dt) bias (at most one fill per side and step), removed by Richardson
+    extrapolation from dt and dt/5; the tolerance is 4 standard errors of the extrapolated value."""
+    problem = ProblemParams(gamma=0.01, T=60.0, q_max=30, objective=objective)
+    sol = solve(glft_market, problem, method="exact", n_times=3001)
+    theta = sol.theta[0, 30]
+    key = "value_B" if objective == "B" else "ce_A"
+    vals, ses = [], []
+    for dt in (0.1, 0.02):
+        m = backtest(sol.policy(), glft_market, problem, SimConfig(dt=dt, n_paths=12000, seed=11)).metrics
+        vals.append(m[key])
+        ses.append(m[f"{key}_se"])
+    extrapolated = vals[1] + (vals[1] - vals[0]) * 0.02 / (0.1 - 0.02)
+    se = math.hypot(1.25 * ses[1], 0.25 * ses[0])
+    assert vals[0] < vals[1] < theta + 3 * ses[1]  # bias shrinks as dt falls
+    assert abs(extrapolated - theta) < 4 * se
+
+
+def test_optimal_policy_beats_other_strategies_on_its_objective(glft_market):
+    problem = ProblemParams(gamma=0.01, T=60.0, q_max=30, objective="B")
+    config = SimConfig(dt=0.05, n_paths=8000, seed=5)
+    values = {}
+    for name in ("optimal", "constant", "symmetric"):
+        m = backtest(make_strategy(name, glft_market, problem), glft_market, problem, config).metrics
+        values[name] = (m["value_B"], m["value_B_se"])
+    for name in ("constant", "symmetric"):  # same seed: the comparison is paired, so 2 SEs is conservative
+        assert values["optimal"][0] > values[name][0] - 2 * math.hypot(values["optimal"][1], values[name][1])
+
+
+def test_inventory_bounds_and_tick_rounding(glft_market):
+    problem = ProblemParams(gamma=0.01, T=20.0, q_max=3)
+    market = glft_market.replace(tick=0.5)
+    policy = ClosedFormPolicy("constant", market, problem, half_spread=0.2)  # aggressive: hits the bounds
+    res = simulate_chunk(policy, market, problem, SimConfig(dt=0.5), 500, np.random.SeedSequence(0), record=500)
+    assert res.paths is not None
+    assert np.abs(res.paths["q"]).max() == 3  # reached, never exceeded
+    # tick: every fill happened at a price on the tick grid, so cash is a multiple of 0.5
+    cash = res.pnl - res.q_final * res.paths["s"][:, -1]
+    np.testing.assert_allclose(cash / 0.5, np.rint(cash / 0.5), atol=1e-6)
+    assert res.spread_sum.sum() / res.spread_count.sum() >= 0.4 - 1e-12  # rounded outward
+
+
+def test_fill_frequency_matches_fill_probability(glft_market):
+    """Constant quotes, no bound: the fill count per side is Binomial(steps, p)."""
+    problem = ProblemParams(gamma=0.01, T=10.0, q_max=None)
+    for fill_model in ("linear", "poisson"):
+        config = SimConfig(dt=0.5, fill_model=fill_model)
+        policy = ClosedFormPolicy("constant", glft_market, problem, half_spread=2.0)
+        res = simulate_chunk(policy, glft_market, problem, config, 20000, np.random.SeedSequence(1))
+        p = float(fill_probability(2.0, glft_market, 0.5, fill_model))
+        n = 2 * 20 * 20000  # sides x steps x paths
+        assert res.trades.sum() / n == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / n))
+
+
+def test_same_seed_same_numbers_and_chunking_invariance(glft_market, glft_problem):
+    problem = glft_problem.replace(T=30.0)
+    policy = make_strategy("optimal", glft_market, problem)
+    base = SimConfig(dt=0.5, n_paths=1000, seed=42, chunk_size=256)
+    a = backtest(policy, glft_market, problem, base)
+    b = backtest(policy, glft_market, problem, base)
+    assert a.metrics == b.metrics
+    for key in a.per_path:
+        np.testing.assert_array_equal(a.per_path[key], b.per_path[key])
+    # more paths with the same chunk size: the full chunks (3 x 256 paths) are unchanged
+    c = backtest(policy, glft_market, problem, base.replace(n_paths=1300))
+    np.testing.assert_array_equal(c.per_path["pnl"][:768], a.per_path["pnl"][:768])
+    assert c.per_path["pnl"][768] != a.per_path["pnl"][768]  # the partial chunk grew: new draws
+    other = backtest(policy, glft_market, problem, base.replace(seed=43))
+    assert other.metrics["pnl_mean"] != a.metrics["pnl_mean"]
+
+
+def test_table_fast_path_equals_generic_path(glft_market, glft_problem):
+    """The simulator's direct row lookup for tables must give the same paths as policy.quotes."""
+    problem = glft_problem.replace(T=30.0)
+    table = make_strategy("optimal", glft_market, problem)
+
+    class Wrapped:  # same quotes through the generic protocol
+        kind = "wrapped"
+
+        def quotes(self, t, q, s, rng=None):
+            return table.quotes(t, q, s)
+
+    config = SimConfig(dt=0.25)
+    fast = simulate_chunk(table, glft_market, problem, config, 300, np.random.SeedSequence(3))
+    slow = simulate_chunk(Wrapped(), glft_market, problem, config, 300, np.random.SeedSequence(3))
+    np.testing.assert_allclose(fast.pnl, slow.pnl, rtol=1e-12)
+    np.testing.assert_array_equal(fast.q_final, slow.q_final)
+
+
+def test_metrics_standard_errors():
+    rng = np.random.default_rng(0)
+    pnl = rng.normal(1.0, 2.0, 40000)
+    per_path = {"pnl": pnl, "q_final": np.zeros_like(pnl), "trades": np.ones_like(pnl),
+                "max_drawdown": np.zeros_like(pnl), "spread_sum": np.ones_like(pnl),
+                "spread_count": np.ones_like(pnl), "q2_integral": np.zeros_like(pnl)}
+    problem = ProblemParams(gamma=0.1)
+    m = compute_metrics(per_path, MarketParams(), problem)
+    assert m["pnl_mean_se"] == pytest.approx(2.0 / 200, rel=0.02)
+    assert m["sharpe"] == pytest.approx(0.5, abs=4 * m["sharpe_se"])
+    # Gaussian PnL: CE_A = mu - gamma sigma^2 / 2 = 1 - 0.2 = 0.8
+    assert m["ce_A"] == pytest.approx(0.8, abs=4 * m["ce_A_se"])
+    assert m["value_B"] == m["pnl_mean"]
