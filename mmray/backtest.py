@@ -47,7 +47,9 @@ class BacktestResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def compute_metrics(per_path: dict[str, np.ndarray], market: MarketParams, problem: ProblemParams) -> dict[str, float]:
+def compute_metrics(
+    per_path: dict[str, np.ndarray], market: MarketParams, problem: ProblemParams, spread_mean: float = float("nan")
+) -> dict[str, float]:
     """Metrics and standard errors from per-path arrays (see module docstring)."""
     pnl = per_path["pnl"]
     n = pnl.size
@@ -64,7 +66,6 @@ def compute_metrics(per_path: dict[str, np.ndarray], market: MarketParams, probl
     rel = np.exp(-g * pnl - log_m)  # exp(-gW)/m, mean 1
     ce_se = float(rel.std(ddof=1)) / root_n / g if n > 1 else float("nan")
     vb = pnl - 0.5 * g * market.sigma**2 * per_path["q2_integral"]
-    count = float(per_path["spread_count"].sum())
     m = {
         "n_paths": n,
         "pnl_mean": mean, "pnl_mean_se": std / root_n, "pnl_std": std,
@@ -72,7 +73,7 @@ def compute_metrics(per_path: dict[str, np.ndarray], market: MarketParams, probl
         "sharpe": sharpe, "sharpe_se": math.sqrt((1 + 0.5 * sharpe**2) / n) if std > 0 else float("nan"),
         "max_drawdown": float(mdd.mean()), "max_drawdown_se": float(mdd.std(ddof=1)) / root_n if n > 1 else 0.0,
         "trades_mean": float(trades.mean()), "trades_mean_se": float(trades.std(ddof=1)) / root_n if n > 1 else 0.0,
-        "spread_mean": float(per_path["spread_sum"].sum() / count) if count else float("nan"),
+        "spread_mean": float(spread_mean),
         "q_final_mean": float(qf.mean()), "q_final_mean_se": float(qf.std(ddof=1)) / root_n if n > 1 else 0.0,
         "q_final_std": float(qf.std(ddof=1)) if n > 1 else 0.0,
         "ce_A": ce, "ce_A_se": ce_se,
@@ -128,6 +129,8 @@ def backtest(
         progress=progress, desc="backtest", task_cpus=task_cpus,
     )
     per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
-    metrics = compute_metrics(per_path, market, problem)
+    steps = sum(c.spread_steps for c in chunks)
+    spread_mean = sum(c.spread_total for c in chunks) / steps if steps else float("nan")
+    metrics = compute_metrics(per_path, market, problem, spread_mean)
     info = {"seconds": time.perf_counter() - start, "n_chunks": len(plan), "ray": use_ray}
     return BacktestResult(metrics, per_path, chunks[0].paths, config, market, problem, info)

@@ -149,6 +149,17 @@ class TablePolicy:
         ask = (1.0 - w) * self.ask[i] + w * self.ask[j]
         return (np.where(self.bid_on[near], bid, np.inf), np.where(self.ask_on[near], ask, np.inf))
 
+    def rows(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets over the inventory grid at many times: two ``(len(times), n)`` arrays, inf where
+        not quoted. Row ``i`` equals ``row(times[i])``."""
+        i, w = self._time_weights(np.asarray(times, dtype=float))
+        j = np.minimum(i + 1, self.times.size - 1)
+        near = np.where(w < 0.5, i, j)
+        w = w[:, None]
+        bid = (1.0 - w) * self.bid[i] + w * self.bid[j]
+        ask = (1.0 - w) * self.ask[i] + w * self.ask[j]
+        return np.where(self.bid_on[near], bid, np.inf), np.where(self.ask_on[near], ask, np.inf)
+
     def quotes(
         self, t: float | np.ndarray, q: np.ndarray, s: np.ndarray | None = None,
         rng: np.random.Generator | None = None,

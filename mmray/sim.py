@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmray._kernels import table_step
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy, TablePolicy
 
@@ -38,7 +39,8 @@ from mmray.policy import Policy, TablePolicy
 class ChunkResult:
     """Per-path outcomes of one chunk (arrays of length ``n_paths``) and recorded paths.
 
-    ``spread_sum`` / ``spread_count``: sum and number of steps where both sides were quoted.
+    ``spread_total`` / ``spread_steps``: sum of quoted spreads over the (path, step) pairs where
+    both sides were quoted, and the number of such pairs.
     ``paths`` (if recorded): ``{"t": (steps+1,), "s"|"q"|"pnl": (K, steps+1)}``.
     """
 
@@ -46,12 +48,12 @@ class ChunkResult:
     q_final: np.ndarray
     trades: np.ndarray
     max_drawdown: np.ndarray
-    spread_sum: np.ndarray
-    spread_count: np.ndarray
     q2_integral: np.ndarray
+    spread_total: float
+    spread_steps: int
     paths: dict[str, np.ndarray] | None = None
 
-    FIELDS = ("pnl", "q_final", "trades", "max_drawdown", "spread_sum", "spread_count", "q2_integral")
+    FIELDS = ("pnl", "q_final", "trades", "max_drawdown", "q2_integral")
 
 
 def fill_probability(delta: np.ndarray | float, market: MarketParams, dt: float, fill_model: str) -> np.ndarray:
@@ -113,108 +115,123 @@ def simulate_chunk(
     rng = np.random.default_rng(seed)
     n_steps = config.n_steps(problem.T)
     dt = config.dt
-    A, k, d = market.A, market.k, market.trade_size
+    k, d = market.k, market.trade_size
+    adt = market.A * dt
+    log_adt = math.log(adt)
     sq = market.sigma * math.sqrt(dt)
     mu_dt = market.drift * dt
-    log_adt = math.log(A * dt)
     q_max = problem.q_max
     tick = market.tick
     linear = config.fill_model == "linear"
+    gaussian = config.price_model == "gaussian"
     record = min(record, n_paths)
 
     s = np.full(n_paths, market.s0)
-    q = np.full(n_paths, float(config.q0))
-    cash = np.zeros(n_paths)
+    q = np.full(n_paths, config.q0)
+    mtm = np.zeros(n_paths)  # X + q S - (X_0 + q_0 S_0)
     trades = np.zeros(n_paths)
     peak = np.zeros(n_paths)
     mdd = np.zeros(n_paths)
-    spread_sum = np.zeros(n_paths)
-    spread_cnt = np.zeros(n_paths)
     q2 = np.zeros(n_paths)
-    e_bid = np.empty(n_paths)
-    e_ask = np.empty(n_paths)
-    z = np.empty(n_paths)
-    tmp = np.empty(n_paths)
+    e_bid, e_ask, z, tmp, dq = (np.empty(n_paths) for _ in range(5))
     fb = np.empty(n_paths, dtype=bool)
     fa = np.empty(n_paths, dtype=bool)
-    wealth0 = config.q0 * market.s0
+    spread_total = 0.0
+    spread_steps = 0
 
-    fast = _table_fast_path(policy, config.q0, d) if q_max is not None else None
+    # Table policies on the simulator's inventory grid: everything that depends only on (t, q) is
+    # computed once per step on the grid (a few dozen numbers) and gathered by inventory index.
+    fast = _table_fast_path(policy, config.q0, d) if (q_max is not None and tick == 0) else None
     if fast is not None:
         table, qi0 = fast
         qi = np.full(n_paths, qi0, dtype=np.intp)
-        no_bid = table.q_grid + d > q_max + 1e-9  # no bid at q = Q
-        no_ask = table.q_grid - d < -q_max - 1e-9  # no ask at q = -Q
+        bid_rows, ask_rows = table.rows(np.arange(n_steps) * dt)
+        bid_rows[:, table.q_grid + d > q_max + 1e-9] = np.inf  # no bid at q = Q
+        ask_rows[:, table.q_grid - d < -q_max - 1e-9] = np.inf  # no ask at q = -Q
+        # P(fill) = p  <=>  E > -ln p (linear) or E < L dt (poisson), with E ~ Exp(1)
+        with np.errstate(over="ignore"):
+            thr_b = k * bid_rows - log_adt if linear else np.exp(-k * bid_rows) * adt
+            thr_a = k * ask_rows - log_adt if linear else np.exp(-k * ask_rows) * adt
+        spread_rows = bid_rows + ask_rows
+        spread_rows[~np.isfinite(spread_rows)] = np.nan
+        off_b = np.where(np.isfinite(bid_rows), bid_rows, 0.0)
+        off_a = np.where(np.isfinite(ask_rows), ask_rows, 0.0)
 
     if record:
-        rec_s = np.empty((record, n_steps + 1))
-        rec_q = np.empty((record, n_steps + 1))
-        rec_p = np.empty((record, n_steps + 1))
+        rec_s, rec_q, rec_p = (np.empty((record, n_steps + 1)) for _ in range(3))
         rec_s[:, 0], rec_q[:, 0], rec_p[:, 0] = s[:record], q[:record], 0.0
 
     for j in range(n_steps):
         t = j * dt
-        # 1. quotes
-        if fast is not None:
-            bid_row, ask_row = table.row(t)
-            db = np.where(no_bid, np.inf, bid_row)[qi]
-            da = np.where(no_ask, np.inf, ask_row)[qi]
-        else:
-            db, da = policy.quotes(t, q, s, rng)
-            db = np.array(db, dtype=float, copy=True).reshape(n_paths) if np.ndim(db) else np.full(n_paths, float(db))
-            da = np.array(da, dtype=float, copy=True).reshape(n_paths) if np.ndim(da) else np.full(n_paths, float(da))
-            if q_max is not None:
-                db[q + d > q_max + 1e-9] = np.inf
-                da[q - d < -q_max - 1e-9] = np.inf
-        if tick > 0:
-            db = s - np.floor((s - db) / tick) * tick
-            da = np.ceil((s + da) / tick) * tick - s
-        # 2. fills: P(fill) = p  <=>  E > -ln p with E ~ Exp(1)
         rng.standard_exponential(out=e_bid)
         rng.standard_exponential(out=e_ask)
-        if linear:  # p = min(A dt e^{-k delta}, 1):  -ln p = k delta - ln(A dt)
-            np.multiply(db, k, out=tmp)
-            np.subtract(tmp, log_adt, out=tmp)
-            np.greater(e_bid, tmp, out=fb)
-            np.multiply(da, k, out=tmp)
-            np.subtract(tmp, log_adt, out=tmp)
-            np.greater(e_ask, tmp, out=fa)
-        else:  # p = 1 - exp(-L dt):  fill  <=>  E' < L dt with E' ~ Exp(1)
-            np.multiply(db, -k, out=tmp)
-            np.exp(tmp, out=tmp)
-            np.less(e_bid, tmp * (A * dt), out=fb)
-            np.multiply(da, -k, out=tmp)
-            np.exp(tmp, out=tmp)
-            np.less(e_ask, tmp * (A * dt), out=fa)
-        # spread statistics (before fills change anything)
+        if fast is not None:
+            if gaussian:
+                rng.standard_normal(out=z)
+            else:
+                rng.random(out=z)
+            total, count = table_step(
+                qi, q, s, mtm, trades, q2, peak, mdd, e_bid, e_ask, z,
+                thr_b[j], thr_a[j], off_b[j], off_a[j], spread_rows[j], linear, gaussian, d, sq, mu_dt,
+            )
+            spread_total += total
+            spread_steps += count
+            if record:
+                rec_s[:, j + 1], rec_q[:, j + 1], rec_p[:, j + 1] = s[:record], q[:record], mtm[:record]
+            continue
+        # generic policy: numpy over paths
+        db, da = policy.quotes(t, q, s, rng)
+        db = np.array(np.broadcast_to(db, (n_paths,)), dtype=float)
+        da = np.array(np.broadcast_to(da, (n_paths,)), dtype=float)
+        if q_max is not None:
+            db[q + d > q_max + 1e-9] = np.inf
+            da[q - d < -q_max - 1e-9] = np.inf
+        if tick > 0:  # round prices outward to the tick grid: bid down, ask up
+            db = s - np.floor((s - db) / tick) * tick
+            da = np.ceil((s + da) / tick) * tick - s
+        if linear:
+            np.greater(e_bid, k * db - log_adt, out=fb)
+            np.greater(e_ask, k * da - log_adt, out=fa)
+        else:
+            np.less(e_bid, np.exp(-k * db) * adt, out=fb)
+            np.less(e_ask, np.exp(-k * da) * adt, out=fa)
         np.add(db, da, out=tmp)
         both = np.isfinite(tmp)
-        spread_sum += np.where(both, tmp, 0.0)
-        spread_cnt += both
-        # 3. trades at the quoted prices
-        cash += d * (np.where(fa, s + da, 0.0) - np.where(fb, s - db, 0.0))
-        dq = fb.astype(np.intp) - fa
-        q += d * dq
+        spread_total += float(tmp[both].sum())
+        spread_steps += int(both.sum())
+        income = np.where(fb, db, 0.0)
+        income += np.where(fa, da, 0.0)
+        # trades at the quoted prices: d(X + qS) = Delta (fills x offsets) + q_after dS
+        np.subtract(fb, fa, out=dq, dtype=float)
+        if d != 1.0:
+            dq *= d
+            income *= d
+        q += dq
         trades += fb
         trades += fa
-        if fast is not None:
-            qi += dq
-        q2 += q * q * dt
-        # 4. mid moves
-        if config.price_model == "gaussian":
+        q2 += q * q
+        mtm += income
+        # the mid moves
+        if gaussian:
             rng.standard_normal(out=z)
-            s += mu_dt + sq * z
+            z *= sq
         else:
-            s += mu_dt + sq * (2.0 * (rng.random(out=z) < 0.5) - 1.0)
-        mtm = cash + q * s - wealth0
+            rng.random(out=z)
+            np.copyto(z, np.where(z < 0.5, -sq, sq))
+        if mu_dt:
+            z += mu_dt
+        s += z
+        z *= q
+        mtm += z
         np.maximum(peak, mtm, out=peak)
-        np.maximum(mdd, peak - mtm, out=mdd)
+        np.subtract(peak, mtm, out=tmp)
+        np.maximum(mdd, tmp, out=mdd)
         if record:
             rec_s[:, j + 1], rec_q[:, j + 1], rec_p[:, j + 1] = s[:record], q[:record], mtm[:record]
 
-    pnl = cash + q * s - problem.terminal(q) - wealth0
+    pnl = mtm - problem.terminal(q)
     paths = None
     if record:
         rec_p[:, -1] = pnl[:record]
         paths = {"t": np.arange(n_steps + 1) * dt, "s": rec_s, "q": rec_q, "pnl": rec_p}
-    return ChunkResult(pnl, q.copy(), trades, mdd, spread_sum, spread_cnt, q2, paths)
+    return ChunkResult(pnl, q, trades, mdd, q2 * dt, spread_total, spread_steps, paths)

@@ -99,7 +99,7 @@ def test_inventory_bounds_and_tick_rounding(glft_market):
     # tick: every fill happened at a price on the tick grid, so cash is a multiple of 0.5
     cash = res.pnl - res.q_final * res.paths["s"][:, -1]
     np.testing.assert_allclose(cash / 0.5, np.rint(cash / 0.5), atol=1e-6)
-    assert res.spread_sum.sum() / res.spread_count.sum() >= 0.4 - 1e-12  # rounded outward
+    assert res.spread_total / res.spread_steps >= 0.4 - 1e-12  # rounded outward
 
 
 def test_fill_frequency_matches_fill_probability(glft_market):
@@ -153,8 +153,7 @@ def test_metrics_standard_errors():
     rng = np.random.default_rng(0)
     pnl = rng.normal(1.0, 2.0, 40000)
     per_path = {"pnl": pnl, "q_final": np.zeros_like(pnl), "trades": np.ones_like(pnl),
-                "max_drawdown": np.zeros_like(pnl), "spread_sum": np.ones_like(pnl),
-                "spread_count": np.ones_like(pnl), "q2_integral": np.zeros_like(pnl)}
+                "max_drawdown": np.zeros_like(pnl), "q2_integral": np.zeros_like(pnl)}
     problem = ProblemParams(gamma=0.1)
     m = compute_metrics(per_path, MarketParams(), problem)
     assert m["pnl_mean_se"] == pytest.approx(2.0 / 200, rel=0.02)
