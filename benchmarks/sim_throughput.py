@@ -75,7 +75,8 @@ def main() -> None:
             simulate_chunk(policy, market, problem, c, chunk, np.random.SeedSequence(0))
             return time.perf_counter() - start
 
-        print(f"  simulator, {fill} fills, binomial prices: {ps / best_of(run_variant, repeats) / 1e6:8.2f} M path-steps/s")
+        rate = ps / best_of(run_variant, repeats) / 1e6
+        print(f"  simulator, {fill} fills, binomial prices: {rate:8.2f} M path-steps/s")
 
     if args.smoke:
         return
