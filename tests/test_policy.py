@@ -1,0 +1,80 @@
+"""Policies: table interpolation and masks, closed-form strategies against their formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmray import ClosedFormPolicy, TablePolicy, make_strategy, model
+from mmray.params import ProblemParams
+
+
+@pytest.fixture
+def table():
+    times = np.array([0.0, 1.0, 3.0])
+    q = np.array([-1.0, 0.0, 1.0])
+    bid = np.array([[1.0, 2.0, np.nan], [3.0, 4.0, np.nan], [5.0, 6.0, np.nan]])
+    ask = np.array([[np.nan, 2.5, 1.5], [np.nan, 4.5, 3.5], [np.nan, 6.5, 5.5]])
+    return TablePolicy.from_offsets(times, q, bid, ask)
+
+
+def test_linear_interpolation_in_time_and_masks(table):
+    bid, ask = table.quotes(2.0, np.array([-1.0, 0.0, 1.0]), np.zeros(3))
+    np.testing.assert_allclose(bid[:2], [4.0, 5.0])  # halfway between t=1 and t=3
+    np.testing.assert_allclose(ask[1:], [5.5, 4.5])
+    assert bid[2] == np.inf and ask[0] == np.inf  # no bid at q = Q, no ask at q = -Q
+    # before the first / after the last grid time: clamped to the end rows
+    np.testing.assert_allclose(table.quotes(-5.0, np.array([0.0]), np.zeros(1))[0], [2.0])
+    np.testing.assert_allclose(table.quotes(9.0, np.array([0.0]), np.zeros(1))[0], [6.0])
+
+
+def test_array_times_match_scalar_calls(table):
+    t = np.array([0.0, 0.25, 1.0, 2.9, 3.0])
+    q = np.array([0.0, -1.0, 1.0, 0.0, -1.0])
+    bid, ask = table.quotes(t, q, np.zeros(5))
+    for i in range(t.size):
+        b, a = table.quotes(float(t[i]), q[i : i + 1], np.zeros(1))
+        assert bid[i] == b[0] and ask[i] == a[0]
+    rows_b, rows_a = table.rows(t)
+    for i in range(t.size):
+        rb, ra = table.row(float(t[i]))
+        np.testing.assert_array_equal(rows_b[i], rb)
+        np.testing.assert_array_equal(rows_a[i], ra)
+
+
+def test_inventory_off_grid_is_clipped_and_rounded(table):
+    bid, _ = table.quotes(0.0, np.array([-7.0, 0.4, 0.6]), np.zeros(3))
+    np.testing.assert_allclose(bid[:2], [1.0, 2.0])
+    assert bid[2] == np.inf  # 0.6 rounds to q = 1
+
+
+def test_table_validation():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        TablePolicy.from_offsets(np.array([0.0, 0.0]), np.array([0.0]), np.ones((2, 1)), np.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"TablePolicy\.bid has shape \(1, 2\), expected \(1, 1\)"):
+        TablePolicy.from_offsets(np.array([0.0]), np.array([0.0]), np.ones((1, 2)), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="equally spaced"):
+        TablePolicy.from_offsets(np.array([0.0]), np.array([0.0, 1.0, 3.0]), np.ones((1, 3)), np.ones((1, 3)))
+
+
+def test_closed_forms_follow_their_formulas(glft_market):
+    problem = ProblemParams(gamma=0.02, T=100.0, q_max=None)
+    q = np.array([-3.0, 0.0, 2.0])
+    t = 40.0
+    bid, ask = make_strategy("as", glft_market, problem).quotes(t, q, np.full(3, 100.0))
+    r = model.as_reservation_price(t, q, 100.0, glft_market, problem)
+    half = model.as_spread(t, glft_market, problem) / 2
+    np.testing.assert_allclose(100.0 - bid, r - half)
+    np.testing.assert_allclose(100.0 + ask, r + half)
+    bid, ask = make_strategy("symmetric", glft_market, problem).quotes(t, q, None)
+    np.testing.assert_allclose(bid + ask, model.as_mean_spread(glft_market, problem))
+    bid, ask = make_strategy("inventory", glft_market, problem).quotes(t, q, None)
+    cf_bid, cf_ask = model.asymptotic_quotes(q, glft_market, problem)  # default = Guéant closed form
+    np.testing.assert_allclose(bid, cf_bid, rtol=1e-14)
+    np.testing.assert_allclose(ask, cf_ask, rtol=1e-14)
+    bid, ask = ClosedFormPolicy("constant", glft_market, problem, half_spread=0.7).quotes(t, q, None)
+    np.testing.assert_array_equal(bid, 0.7)
+    with pytest.raises(ValueError, match="unknown closed-form strategy 'magic'"):
+        ClosedFormPolicy("magic", glft_market, problem)
+    with pytest.raises(ValueError, match="unknown strategy 'magic'"):
+        make_strategy("magic", glft_market, problem)
