@@ -20,7 +20,9 @@ Every kind serialises to plain JSON metadata plus float/bool arrays
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -42,12 +44,21 @@ class Policy(Protocol):
     def to_checkpoint(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
 
 
+class Savable:
+    """Mixin: ``policy.save(directory)`` writes a checkpoint (see :func:`mmray.checkpoint.save_policy`)."""
+
+    def save(self, directory: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
+        from mmray.checkpoint import save_policy
+
+        return save_policy(self, directory, provenance)  # type: ignore[arg-type]
+
+
 def _as_dict(params: MarketParams | ProblemParams | None) -> dict[str, Any] | None:
     return None if params is None else params.to_dict()
 
 
 @dataclass(frozen=True, eq=False)
-class TablePolicy:
+class TablePolicy(Savable):
     """Offsets tabulated over a time grid and an inventory grid.
 
     Attributes
@@ -214,7 +225,7 @@ CLOSED_FORMS = ("as", "symmetric", "constant", "inventory")
 
 
 @dataclass(frozen=True, eq=False)
-class ClosedFormPolicy:
+class ClosedFormPolicy(Savable):
     """A strategy given by a formula of ``(t, q)``.
 
     ``name``:

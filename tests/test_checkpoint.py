@@ -44,7 +44,7 @@ def test_table_round_trip(tmp_path, table):
 @pytest.mark.parametrize("name", ["as", "symmetric", "constant", "inventory"])
 def test_closed_form_round_trip(tmp_path, glft_market, glft_problem, name):
     policy = make_strategy(name, glft_market, glft_problem)
-    loaded = load_policy(save_policy(policy, tmp_path / name))
+    loaded = load_policy(policy.save(tmp_path / name))
     assert isinstance(loaded, ClosedFormPolicy) and loaded.name == name
     for a, b in zip(_quotes(loaded), _quotes(policy), strict=True):
         np.testing.assert_array_equal(a, b)
