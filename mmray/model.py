@@ -40,7 +40,9 @@ def xi(problem: ProblemParams) -> float:
 def c_xi(market: MarketParams, problem: ProblemParams) -> float:
     """``C_xi = (1 + xi Delta / k)^(-k/(xi Delta) - 1)``; ``C_0 = e^-1`` (Guéant 2017 §3).
 
-    The optimal Hamiltonian of one side is ``H(p) = Delta (A / k) C_xi exp(-k p)``.
+    With exponential intensities, ``sup_delta Lambda(delta) (1 - exp(-xi Delta (delta - p))) / xi
+    = Delta (A / k) C_xi exp(-k p)`` (and ``sup_delta Lambda(delta) (delta - p) = (A/k) e^-1 e^(-k p)``
+    for ``xi = 0``), attained at ``delta = p + dtilde``.
     """
     x = xi(problem) * market.trade_size
     if x == 0.0:
@@ -70,6 +72,8 @@ def asymptotic_quotes(
     q: ArrayLike, market: MarketParams, problem: ProblemParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Guéant 2017 asymptotic (``T -> infinity``) bid and ask offsets at inventory ``q``.
+
+    Drift-free closed form: ``market.drift`` is ignored (see docs/math.md for the shifted form).
 
     Returns ``(delta_b, delta_a)`` in price units; the bid is ``S - delta_b``, the ask
     ``S + delta_a``. Valid for objectives A and B (see module docstring).

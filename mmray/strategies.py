@@ -19,9 +19,9 @@ def make_strategy(
     """Policy for strategy ``name``.
 
     ``optimal`` solves the model exactly (:func:`mmray.solvers.exact.solve_exact`) on
-    ``n_times`` time points (default: one per 1/1000 of the horizon, at least 201) and needs a
-    bounded inventory. The others are :class:`mmray.policy.ClosedFormPolicy`; ``half_spread``
-    and ``skew`` apply to ``constant`` and ``inventory``.
+    ``n_times`` equally spaced time points (default 1001) and needs a bounded inventory. The
+    others are :class:`mmray.policy.ClosedFormPolicy`; ``half_spread`` and ``skew`` apply to
+    ``constant`` and ``inventory``.
     """
     if name == "optimal":
         from mmray.solvers.exact import solve_exact
