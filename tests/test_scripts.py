@@ -1,0 +1,36 @@
+"""Benchmarks and examples run in their smoke modes (tiny budgets) and print what they promise."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> str:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_sim_throughput_smoke():
+    text = _run("benchmarks/sim_throughput.py", "--smoke")
+    ratio = float(re.search(r"ratio sim/RNG :\s+([0-9.]+)", text).group(1))
+    assert 0 < ratio < 2  # a ratio was measured (its value is the benchmark's business, not the test's)
+
+
+def test_exact_solver_smoke():
+    text = _run("benchmarks/exact_solver.py", "--smoke")
+    err = float(re.search(r"stepping vs expm = ([0-9.e+-]+)", text).group(1))
+    assert err < 1e-9  # two independent matrix exponentials agree
+
+
+@pytest.mark.parametrize("flag", [[], ["--markdown"]])
+def test_reproduce_as2008_small(flag):
+    text = _run("examples/reproduce_as2008.py", "--paths", "300", *flag)
+    assert text.count("inventory") == 3 and text.count("symmetric") == 3
