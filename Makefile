@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/exact_solver.py
 	$(PY) benchmarks/sim_throughput.py
+	$(PY) benchmarks/solvers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -2,26 +2,55 @@
 
 ``solve(market, problem, method="exact", **options)`` dispatches to:
 
-* ``exact`` - matrix exponential (:mod:`mmray.solvers.exact`), exponential intensities.
+* ``exact`` - matrix exponential (:mod:`mmray.solvers.exact`), exponential intensities;
+* ``fd`` - finite differences of the HJB system for any intensity (:mod:`mmray.solvers.fd`);
+* ``pi`` - backward induction / policy iteration of the simulator's tick-grid problem
+  (:mod:`mmray.solvers.pi`);
+* ``csp`` - constrained problem as an occupation-measure LP with OR-Tools (:mod:`mmray.solvers.csp`).
+
+See ``docs/solvers.md`` for when to use which.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
+from mmray.params import MarketParams, ProblemParams
+from mmray.solvers.constraints import Constraints
+from mmray.solvers.csp import ConstrainedSolution, InfeasibleConstraints, solve_csp
 from mmray.solvers.exact import solve_exact, stationary_quotes
+from mmray.solvers.fd import solve_fd
+from mmray.solvers.intensity import CustomIntensity, Exponential, Intensity, Logistic, PowerLaw
+from mmray.solvers.pi import solve_pi
+from mmray.solvers.random_policy import RandomTablePolicy
 from mmray.solvers.result import Solution
 
-from mmray.params import MarketParams, ProblemParams
+METHODS = ("exact", "fd", "pi", "csp")
 
-METHODS = ("exact",)
+_SOLVERS: dict[str, Callable[..., Solution]] = {
+    "exact": solve_exact, "fd": solve_fd, "pi": solve_pi, "csp": solve_csp,
+}
 
 
 def solve(market: MarketParams, problem: ProblemParams, method: str = "exact", **options: Any) -> Solution:
-    """Solve the problem with ``method`` (one of :data:`METHODS`)."""
-    if method == "exact":
-        return solve_exact(market, problem, **options)
-    raise ValueError(f"unknown solver method {method!r}; choose from {', '.join(METHODS)}")
+    """Solve the problem with ``method`` (one of :data:`METHODS`); ``options`` go to that solver.
+
+    Raises ``ValueError`` for an unknown method or an option the method does not take.
+    """
+    if method not in _SOLVERS:
+        raise ValueError(f"unknown solver method {method!r}; choose from {', '.join(METHODS)}")
+    fn = _SOLVERS[method]
+    accepted = [p for p in inspect.signature(fn).parameters if p not in ("market", "problem")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"solver {method!r} does not take option(s) {unknown}; it takes {accepted}")
+    return fn(market, problem, **options)
 
 
-__all__ = ["METHODS", "Solution", "solve", "solve_exact", "stationary_quotes"]
+__all__ = [
+    "METHODS", "ConstrainedSolution", "Constraints", "CustomIntensity", "Exponential", "InfeasibleConstraints",
+    "Intensity", "Logistic", "PowerLaw", "RandomTablePolicy", "Solution", "solve", "solve_csp", "solve_exact",
+    "solve_fd", "solve_pi", "stationary_quotes",
+]

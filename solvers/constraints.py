@@ -1,0 +1,134 @@
+"""Hard constraints on quoting, for the constrained solver (``csp``) and, in part, ``pi``.
+
+Market-maker obligations and risk limits that closed forms cannot handle. All are optional
+(``None`` = inactive). Quotes are offsets from the mid in price units; "ticks" means
+``offset / tick`` on the tick grid of the discrete problem.
+
+Per-state restrictions (they remove quote pairs at every state; ``pi`` honours them too):
+
+* ``max_spread`` - whenever both sides are quoted, ``delta_b + delta_a <= max_spread``;
+* ``bid_min_ticks``, ``bid_max_ticks``, ``ask_min_ticks``, ``ask_max_ticks`` - when a side is
+  quoted, its offset in ticks lies within these bounds.
+
+Global constraints on the occupation measure (expectations over paths, Altman 1999 ch. 3;
+``csp`` only):
+
+* ``min_two_sided`` - expected fraction of the decision steps at which both sides are quoted
+  ``>= min_two_sided`` (at ``|q| = Q`` one side is forbidden, so such steps do not count);
+* ``max_limit_prob`` - ``P(|q_j| = Q) <= max_limit_prob`` at every time ``t_j``, ``j = 1..N``;
+* ``max_terminal_q2`` - ``E[q_T^2] <= max_terminal_q2`` (shares^2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+PER_STATE = ("max_spread", "bid_min_ticks", "bid_max_ticks", "ask_min_ticks", "ask_max_ticks")
+GLOBAL = ("min_two_sided", "max_limit_prob", "max_terminal_q2")
+TICK_FIELDS = PER_STATE[1:]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Obligations and risk limits (see module docstring); every field ``None`` = inactive.
+
+    Parameters
+    ----------
+    max_spread : float, optional
+        Largest two-sided quoted spread ``delta_b + delta_a`` (price units), > 0.
+    min_two_sided : float, optional
+        Minimum expected fraction of steps quoting both sides, in ``[0, 1]``.
+    max_limit_prob : float, optional
+        ``epsilon`` in ``P(|q_j| = Q) <= epsilon`` for every ``j``, in ``[0, 1]``.
+    max_terminal_q2 : float, optional
+        Bound on ``E[q_T^2]`` (shares^2), >= 0.
+    bid_min_ticks, bid_max_ticks, ask_min_ticks, ask_max_ticks : int, optional
+        Per-side offset limits in ticks (integers; min <= max).
+    """
+
+    max_spread: float | None = None
+    min_two_sided: float | None = None
+    max_limit_prob: float | None = None
+    max_terminal_q2: float | None = None
+    bid_min_ticks: int | None = None
+    bid_max_ticks: int | None = None
+    ask_min_ticks: int | None = None
+    ask_max_ticks: int | None = None
+
+    def __post_init__(self) -> None:
+        def number(name: str) -> float | None:
+            value = getattr(self, name)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"Constraints.{name} must be a finite number or None, got {value!r}")
+            return float(value)
+
+        for name in ("max_spread", "min_two_sided", "max_limit_prob", "max_terminal_q2"):
+            object.__setattr__(self, name, number(name))
+        if self.max_spread is not None and self.max_spread <= 0:
+            raise ValueError(f"Constraints.max_spread must be > 0, got {self.max_spread!r}")
+        for name in ("min_two_sided", "max_limit_prob"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"Constraints.{name} must be a probability in [0, 1], got {value!r}")
+        if self.max_terminal_q2 is not None and self.max_terminal_q2 < 0:
+            raise ValueError(f"Constraints.max_terminal_q2 must be >= 0, got {self.max_terminal_q2!r}")
+        for name in TICK_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+                raise ValueError(f"Constraints.{name} must be an integer number of ticks or None, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for side in ("bid", "ask"):
+            lo, hi = getattr(self, f"{side}_min_ticks"), getattr(self, f"{side}_max_ticks")
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"Constraints.{side}_min_ticks={lo} exceeds {side}_max_ticks={hi}")
+
+    def active(self) -> list[str]:
+        """Names of the active (not ``None``) constraints, in field order."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def per_state_active(self) -> list[str]:
+        return [n for n in self.active() if n in PER_STATE]
+
+    def global_active(self) -> list[str]:
+        return [n for n in self.active() if n in GLOBAL]
+
+    def without(self, *names: str) -> Constraints:
+        """A copy with the named constraints switched off."""
+        return Constraints(**{k: (None if k in names else v) for k, v in asdict(self).items()})
+
+    def only(self, *names: str) -> Constraints:
+        """A copy with only the named constraints kept."""
+        return Constraints(**{k: (v if k in names else None) for k, v in asdict(self).items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Constraints:
+        data = dict(data or {})
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Constraints: unknown field(s) {unknown}; expected a subset of {sorted(names)}")
+        return cls(**data)
+
+    def describe(self, name: str) -> str:
+        """``name=value`` with the constraint's meaning, for messages."""
+        meaning = {
+            "max_spread": "two-sided spread <= {v} (price units)",
+            "min_two_sided": "fraction of steps quoting both sides >= {v}",
+            "max_limit_prob": "P(|q_t| = Q) <= {v} at every time",
+            "max_terminal_q2": "E[q_T^2] <= {v}",
+            "bid_min_ticks": "bid offset >= {v} ticks",
+            "bid_max_ticks": "bid offset <= {v} ticks",
+            "ask_min_ticks": "ask offset >= {v} ticks",
+            "ask_max_ticks": "ask offset <= {v} ticks",
+        }[name]
+        value = getattr(self, name)
+        return f"{name}={value!r} ({meaning.format(v=value)})"

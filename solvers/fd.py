@@ -1,0 +1,283 @@
+"""Finite-difference (time-stepping) solver of the HJB system for general intensities.
+
+The value function ``theta(t, q)`` (objective A: ``u = -exp(-gamma (x + q S + theta))``;
+objective B: ``u = x + q S + theta``) solves, on the inventory lattice ``q = -Q, ..., Q`` in steps
+of the trade size ``Delta`` (Guéant 2017 §2 and §3)::
+
+    0 = d theta/dt (t, q) + F(theta)(t, q),        theta(T, q) = -ell(q)
+    F(theta)_q = mu q - gamma sigma^2 q^2 / 2
+                 + 1{q < Q}  H_xi((theta_q - theta_{q+Delta}) / Delta)
+                 + 1{q > -Q} H_xi((theta_q - theta_{q-Delta}) / Delta)
+
+with the Hamiltonian ``H_xi`` of :mod:`mmray.solvers.intensity` (``xi = gamma`` for A, ``0`` for
+B). The inventory is already discrete, so only time is discretised: with ``dt = T / n_steps``,
+going backward from ``t = T``,
+
+* ``explicit``  : ``theta^n = theta^{n+1} + dt F(theta^{n+1})`` (first order);
+* ``implicit``  : ``theta^n - dt F(theta^n) = theta^{n+1}`` (first order, unconditionally stable);
+* ``cn``        : ``theta^n - dt/2 F(theta^n) = theta^{n+1} + dt/2 F(theta^{n+1})`` (second order;
+  the first ``rannacher_steps`` steps are each replaced by two implicit half steps, Rannacher
+  1984, which damps the transient of a non-smooth terminal penalty).
+
+The implicit equations are solved by Newton's method: the Jacobian ``I - w dt dF/dtheta`` is
+tridiagonal with ``dF_q/dtheta_{q+Delta} = -H'(p_b)/Delta >= 0`` (envelope theorem), an
+M-matrix, solved in ``O(n)`` by :func:`scipy.linalg.solve_banded`.
+
+Stability of the explicit step: the scheme is monotone (hence stable in the sup norm) when
+``1 + dt dF_q/dtheta_q >= 0`` for every ``q``, i.e. ``dt <= 1 / max_q r_q`` with
+``r_q = -(H'(p_b) + H'(p_a))/Delta`` (for objective B, ``r_q = Lambda(delta_b*) + Lambda(delta_a*)``:
+the total fill rate). The solver checks this at every step and either refuses
+(``on_unstable="raise"``, the message gives the largest stable ``dt``) or splits the step into
+stable sub-steps (``on_unstable="adapt"``).
+
+Optimal quotes: ``delta_b(t, q) = delta*((theta_q - theta_{q+Delta})/Delta)`` and
+``delta_a(t, q) = delta*((theta_q - theta_{q-Delta})/Delta)``, ``delta*`` the maximiser of the
+Hamiltonian (closed form or numerical). For ``Lambda = A e^(-k delta)`` this is the exact
+solution of :mod:`mmray.solvers.exact` up to the time-stepping error ``O(dt)`` (explicit,
+implicit) or ``O(dt^2)`` (cn); see ``docs/solvers.md`` for the measured orders.
+
+References
+----------
+Guéant 2017 (arXiv:1605.01862) §2-3; GLFT 2013 (arXiv:1105.3115); R. Rannacher, "Finite element
+solution of diffusion problems with irregular data", Numer. Math. 43 (1984).
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from typing import Any
+
+import numpy as np
+from scipy.linalg import solve_banded
+
+from mmray.model import xi as _xi
+from mmray.params import MarketParams, ProblemParams, inventory_grid
+from mmray.solvers.intensity import Exponential, Intensity, resolve_intensity
+from mmray.solvers.result import Solution
+
+SCHEMES = ("explicit", "implicit", "cn")
+ON_UNSTABLE = ("raise", "adapt")
+
+
+class HJBOperator:
+    """``F(theta)`` of the HJB system and its tridiagonal Jacobian, vectorised over inventory."""
+
+    def __init__(self, market: MarketParams, problem: ProblemParams, intensity: Intensity) -> None:
+        self.q = inventory_grid(problem, market)
+        self.size = market.trade_size
+        self.xi = _xi(problem)
+        self.intensity = intensity
+        self.running = market.drift * self.q - 0.5 * problem.gamma * market.sigma**2 * self.q**2
+
+    def momenta(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``p_b`` (rows q = -Q..Q-Delta) and ``p_a`` (rows q = -Q+Delta..Q) along the last axis."""
+        diff = (theta[..., :-1] - theta[..., 1:]) / self.size
+        return diff, -diff
+
+    def evaluate(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(F, diag, upper, lower)`` with ``diag_q = dF_q/dtheta_q``, ``upper_q = dF_q/dtheta_{q+1}``
+        (length n-1, rows 0..n-2) and ``lower_q = dF_q/dtheta_{q-1}`` (length n-1, rows 1..n-1)."""
+        pb, pa = self.momenta(theta)
+        m = pb.size
+        h, _, dh = self.intensity.hamiltonian(np.concatenate([pb, pa]), self.xi, self.size)
+        hb, ha, dhb, dha = h[:m], h[m:], dh[:m], dh[m:]
+        f = self.running.copy()
+        f[:-1] += hb
+        f[1:] += ha
+        diag = np.zeros_like(f)
+        diag[:-1] += dhb / self.size
+        diag[1:] += dha / self.size
+        return f, diag, -dhb / self.size, -dha / self.size
+
+    def quotes(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Optimal bid and ask offsets for every row of ``theta`` (NaN where a side is not quoted)."""
+        pb, pa = self.momenta(theta)
+        db = self.intensity.optimal_delta(pb, self.xi, self.size)
+        da = self.intensity.optimal_delta(pa, self.xi, self.size)
+        nan = np.full((*theta.shape[:-1], 1), np.nan)
+        return np.concatenate([db, nan], axis=-1), np.concatenate([nan, da], axis=-1)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"fd option {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def resolve_steps(T: float, n_steps: int | None, dt: float | None, default: int, who: str) -> int:
+    """Number of time steps from ``n_steps`` or ``dt`` (which must divide ``T``)."""
+    if n_steps is not None and dt is not None:
+        raise ValueError(f"{who}: give n_steps or dt, not both (got n_steps={n_steps!r}, dt={dt!r})")
+    if dt is not None:
+        if isinstance(dt, bool) or not isinstance(dt, int | float) or not math.isfinite(dt) or dt <= 0:
+            raise ValueError(f"{who} option dt must be a finite number > 0, got {dt!r}")
+        n = T / dt
+        steps = round(n)
+        if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
+            raise ValueError(f"{who} option dt={dt!r} must divide the horizon T={T!r} into a whole number of steps")
+        return steps
+    if n_steps is None:
+        return default
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
+        raise ValueError(f"{who} option n_steps must be an integer >= 1, got {n_steps!r}")
+    return int(n_steps)
+
+
+class _Stepper:
+    """One backward time step of each scheme, with diagnostics."""
+
+    def __init__(
+        self, op: HJBOperator, horizon: float, on_unstable: str, newton_tol: float, max_newton: int
+    ) -> None:
+        self.op = op
+        self.horizon = horizon
+        self.on_unstable = on_unstable
+        self.newton_tol = newton_tol
+        self.max_newton = max_newton
+        self.newton_iterations: list[int] = []
+        self.substeps = 0
+        self.max_rate = 0.0
+
+    def explicit(self, theta: np.ndarray, dt: float, t: float) -> np.ndarray:
+        """``theta + dt F(theta)``, split into equal stable pieces when ``on_unstable="adapt"``."""
+        remaining, pieces = dt, 1
+        while pieces > 0:
+            f, diag, _, _ = self.op.evaluate(theta)
+            rate = float(np.max(-diag, initial=0.0))
+            self.max_rate = max(self.max_rate, rate)
+            h = remaining / pieces
+            if rate * h > 1.0 + 1e-12:
+                limit = 1.0 / rate
+                if self.on_unstable == "raise":
+                    raise ValueError(
+                        f"fd: explicit step dt={dt:.6g} at t={t:.6g} exceeds the stability limit "
+                        f"dt <= 1/max_q(-dF_q/dtheta_q) = {limit:.6g} (total fill rate up to {rate:.6g} per time "
+                        f"unit); use scheme='implicit' or 'cn', n_steps >= {math.ceil(self.horizon / limit)}, "
+                        "or on_unstable='adapt'"
+                    )
+                pieces = math.ceil(rate * remaining * (1.0 + 1e-9))
+                h = remaining / pieces
+            theta = theta + h * f
+            self.substeps += 1
+            remaining -= h
+            pieces -= 1
+        return theta
+
+    def implicit(self, theta_old: np.ndarray, rhs: np.ndarray, w_dt: float) -> np.ndarray:
+        """Solve ``theta - w_dt F(theta) = rhs`` by Newton's method from ``theta_old``."""
+        theta = theta_old.copy()
+        n = theta.size
+        ab = np.zeros((3, n))
+        for it in range(1, self.max_newton + 1):
+            f, diag, upper, lower = self.op.evaluate(theta)
+            g = theta - w_dt * f - rhs
+            ab[1] = 1.0 - w_dt * diag
+            ab[0, 1:] = -w_dt * upper
+            ab[2, :-1] = -w_dt * lower
+            step = solve_banded((1, 1), ab, g, check_finite=False)
+            theta = theta - step
+            if float(np.max(np.abs(step))) <= self.newton_tol * (1.0 + float(np.max(np.abs(theta)))):
+                self.newton_iterations.append(it)
+                return theta
+        raise ValueError(
+            f"fd: Newton's method did not converge in max_newton={self.max_newton} iterations "
+            f"(last update {float(np.max(np.abs(step))):.3g}); reduce dt or raise max_newton"
+        )
+
+
+def solve_fd(
+    market: MarketParams,
+    problem: ProblemParams,
+    n_steps: int | None = None,
+    dt: float | None = None,
+    scheme: str = "cn",
+    intensity: Intensity | str | dict[str, Any] | None = None,
+    on_unstable: str = "raise",
+    newton_tol: float = 1e-12,
+    max_newton: int = 50,
+    rannacher_steps: int = 0,
+) -> Solution:
+    """Solve the HJB system of objective A or B backward in time.
+
+    Parameters
+    ----------
+    market, problem : MarketParams, ProblemParams
+        Model: volatility ``sigma``, drift ``mu``, trade size, risk aversion, horizon, inventory
+        bound ``Q`` (required), objective, terminal penalty ``ell(q)``.
+    n_steps, dt : int or float, optional
+        Time grid ``t_n = n dt``, ``dt = T / n_steps`` (default 1000 steps); ``dt`` must divide ``T``.
+    scheme : {"explicit", "implicit", "cn"}
+        Time stepping (see module docstring).
+    intensity : Intensity, str or dict, optional
+        ``Lambda(delta)`` of both sides (an instance, or a spec for
+        :func:`mmray.solvers.intensity.resolve_intensity`); default ``A exp(-k delta)`` of ``market``.
+    on_unstable : {"raise", "adapt"}
+        Explicit scheme only: refuse an unstable step, or split it into stable sub-steps.
+    newton_tol : float
+        Newton stops when the update is below ``newton_tol * (1 + max|theta|)`` (implicit, cn).
+    max_newton : int
+        Newton iteration limit per step.
+    rannacher_steps : int
+        ``cn`` only: number of initial steps (from ``T``) replaced by two implicit half steps
+        (default 0; use 2 for a non-smooth terminal penalty or intensity).
+
+    Returns
+    -------
+    Solution
+        ``method="fd"`` on the grid ``t_n``; ``info`` has the scheme, the intensity, Newton
+        iteration counts, explicit sub-steps and the largest stable explicit ``dt`` seen.
+    """
+    start = _time.perf_counter()
+    steps = resolve_steps(problem.T, n_steps, dt, 1000, "fd")
+    if scheme not in SCHEMES:
+        raise ValueError(f"fd option scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    if on_unstable not in ON_UNSTABLE:
+        raise ValueError(f"fd option on_unstable must be one of {', '.join(ON_UNSTABLE)}; got {on_unstable!r}")
+    intensity = resolve_intensity(intensity, market)
+    if intensity is None:
+        intensity = Exponential(market.A, market.k)
+    if not isinstance(intensity, Intensity):
+        raise ValueError(f"fd option intensity must be an mmray.solvers.intensity.Intensity, got {intensity!r}")
+    if isinstance(newton_tol, bool) or not isinstance(newton_tol, int | float) or not 0 < newton_tol < 1:
+        raise ValueError(f"fd option newton_tol must be in (0, 1), got {newton_tol!r}")
+    max_newton = _check_int("max_newton", max_newton, 1)
+    rannacher_steps = _check_int("rannacher_steps", rannacher_steps, 0)
+
+    op = HJBOperator(market, problem, intensity)
+    stepper = _Stepper(op, problem.T, on_unstable, float(newton_tol), max_newton)
+    h = problem.T / steps
+    times = np.arange(steps + 1) * h
+    times[-1] = problem.T
+    theta = np.empty((steps + 1, op.q.size))
+    theta[-1] = -problem.terminal(op.q)
+    for n in range(steps - 1, -1, -1):
+        old = theta[n + 1]
+        if scheme == "explicit":
+            theta[n] = stepper.explicit(old, h, times[n + 1])
+        elif scheme == "implicit":
+            theta[n] = stepper.implicit(old, old, h)
+        elif steps - 1 - n < rannacher_steps:  # Rannacher start: two implicit half steps
+            mid = stepper.implicit(old, old, 0.5 * h)
+            theta[n] = stepper.implicit(mid, mid, 0.5 * h)
+        else:
+            f_old = op.evaluate(old)[0]
+            theta[n] = stepper.implicit(old, old + 0.5 * h * f_old, 0.5 * h)
+    bid, ask = op.quotes(theta)
+    its = stepper.newton_iterations
+    info: dict[str, Any] = {
+        "scheme": scheme,
+        "n_steps": steps,
+        "dt": h,
+        "intensity": intensity.describe(),
+        "objective": problem.objective,
+        "newton_iterations_max": max(its) if its else 0,
+        "newton_iterations_mean": float(np.mean(its)) if its else 0.0,
+        "explicit_substeps": stepper.substeps if scheme == "explicit" else 0,
+        "rannacher_steps": rannacher_steps if scheme == "cn" else 0,
+        "seconds": _time.perf_counter() - start,
+    }
+    if scheme == "explicit":
+        info["max_rate"] = stepper.max_rate
+        info["stable_dt_limit"] = 1.0 / stepper.max_rate if stepper.max_rate > 0 else None
+    return Solution("fd", market, problem, times, op.q, theta, bid, ask, info)
