@@ -86,7 +86,7 @@ def main() -> None:
     big = SimConfig(dt=problem.T / 100, n_paths=n, chunk_size=chunk, seed=1)
     problem100 = problem
     print(f"\nRay scaling: {n} paths x 100 steps, {-(-n // chunk)} chunks of {chunk}")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         backtest(policy, market, problem100, big.replace(n_paths=2 * chunk), use_ray=True)  # warm the workers
         timings = {}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -48,6 +49,11 @@ META_FILE = "policy.json"
 ARRAYS_FILE = "arrays.npz"
 _REQUIRED = ("format", "format_version", "kind", "market", "problem", "params", "arrays",
              "arrays_sha256", "provenance")
+
+
+# policy kinds defined outside mmray.policy, imported only when a checkpoint of that kind is loaded
+# (importing mmray.solvers pulls in OR-Tools, which plain backtests do not need)
+LAZY_KINDS = {"random_table": "mmray.solvers.random_policy"}
 
 
 class CheckpointError(ValueError):
@@ -134,6 +140,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{path}: format_version {doc['format_version']!r} is not supported "
             f"(this mmray reads version {FORMAT_VERSION})"
         )
+    if doc["kind"] not in POLICY_KINDS and doc["kind"] in LAZY_KINDS:
+        importlib.import_module(LAZY_KINDS[doc["kind"]])  # registers the kind
     if doc["kind"] not in POLICY_KINDS:
         raise CheckpointError(f"{path}: unknown policy kind {doc['kind']!r}; known: {sorted(POLICY_KINDS)}")
     return doc

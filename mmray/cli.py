@@ -154,6 +154,13 @@ def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
     _log(args, f"solved with {args.method}: {solution.times.size} times x {solution.q_grid.size} inventories "
                f"in {solution.info.get('seconds', float('nan')):.3f} s")
     _log(args, _format_table(rows, ("bid_t0", "ask_t0", "bid_tT", "ask_tT")))
+    constraints = solution.info.get("constraints")
+    if constraints:
+        table = {name: {"bound": c.get("bound", float("nan")), "activity": c.get("activity", float("nan")),
+                        "binding": float(bool(c.get("binding"))), "shadow_price": c.get("shadow_price", float("nan")),
+                        "cost": c.get("cost", float("nan"))} for name, c in constraints.items()}
+        _log(args, "constraints (cost in objective units; binding = 1):")
+        _log(args, _format_table(table, ("bound", "activity", "binding", "shadow_price", "cost")))
     out: dict[str, Any] = {"method": args.method, "market": market.to_dict(), "problem": problem.to_dict(),
                            "quotes_t0": {"q": solution.q_grid, "bid": solution.bid[0], "ask": solution.ask[0]},
                            "theta_t0_q0": float(solution.theta[0, i0]), "info": solution.info}
@@ -186,12 +193,32 @@ def _policies(args: argparse.Namespace, market: MarketParams, problem: ProblemPa
     return {n: make_strategy(n, market, problem, half_spread=args.half_spread, skew=args.skew) for n in names}
 
 
+def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig) -> None:
+    """pi/csp policies are optimal for the discrete problem they were solved on: say when the backtest differs."""
+    prov = getattr(policy, "provenance", {}) or {}
+    info = prov.get("info") or {}
+    if prov.get("solver") not in ("pi", "csp"):
+        return
+    issues = []
+    if info.get("dt") is not None and abs(float(info["dt"]) - config.dt) > 1e-12:
+        issues.append(f"solved with dt={info['dt']}, simulated with dt={config.dt}")
+    if info.get("fill_model") and info["fill_model"] != config.fill_model:
+        issues.append(f"solved with fill model {info['fill_model']!r}, simulated with {config.fill_model!r}")
+    if market.tick > 0:
+        issues.append("its offsets are already on the tick grid; --tick > 0 rounds prices a second time")
+    if issues:
+        print(f"mmray backtest: warning: this {prov['solver']} policy is optimal for its own discrete problem: "
+              + "; ".join(issues), file=sys.stderr)
+
+
 def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     from mmray.backtest import backtest
 
     market, problem = _params(args)
     config = _sim_config(args, problem)
     policies = _policies(args, market, problem)
+    for policy in policies.values():
+        _warn_discrete_mismatch(policy, market, config)
     use_ray = _use_ray(args, config)
     record = 20 if args.out else 0
     results = {}

@@ -37,8 +37,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboar
         kwargs["dashboard_host"] = "127.0.0.1"
     if address:
         kwargs["address"] = address
-    elif num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
+    else:  # a fresh embedded instance; never attach by accident to another local cluster
+        kwargs["address"] = "local"
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(**kwargs)
 
