@@ -9,6 +9,8 @@ extracted policy; and the Monte Carlo simulator for the constraints themselves.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -178,12 +180,18 @@ def test_extracted_policy_reproduces_the_lp_occupation() -> None:
     assert occ["q2"] <= 2.0 + 1e-9 and occ["two_sided"] >= 0.985 - 1e-9 and occ["limit"] <= 0.01 + 1e-9
 
 
-def test_constraints_hold_on_the_simulator() -> None:
+def test_constraints_hold_on_the_simulator(tmp_path) -> None:
     # Monte Carlo with the simulator (tick 0: offsets are already on the grid, see docs): the
     # sampled randomised policy must meet each constraint within 3 standard errors and reproduce
     # the LP's value and activities within 4 SE (false-alarm probability ~1e-4 per check).
     sol = solve_csp(MARKET, MEDIUM, CONSTRAINED, constraint_costs=False, **MEDIUM_OPTS)
-    policy = load_policy(save_policy(sol.policy(), _tmp() / "csp"))  # what a user would backtest
+    path = save_policy(sol.policy(), tmp_path / "csp")
+    policy = load_policy(path)  # what a user would backtest
+    # a fresh process that never imported mmray.solvers loads the randomised kind too
+    check = ("import sys, mmray; p = mmray.load_policy(sys.argv[1]); "
+             "assert p.kind == 'random_table' and p.is_randomised(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", check, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
     n = 60_000
     res = backtest(policy, MARKET, MEDIUM, SimConfig(dt=1.0, n_paths=n, seed=7), record=n)
     act = sol.info["activities"]
@@ -205,13 +213,6 @@ def test_constraints_hold_on_the_simulator() -> None:
     f_mean, f_se = fractions.mean(), fractions.std(ddof=1) / np.sqrt(fractions.size)
     assert f_mean >= 0.985 - 3 * f_se
     assert abs(f_mean - act["two_sided_fraction"]) < 4 * f_se
-
-
-def _tmp():
-    import tempfile
-    from pathlib import Path
-
-    return Path(tempfile.mkdtemp(prefix="mmray-csp-"))
 
 
 def test_infeasible_constraint_sets_name_the_conflict() -> None:
