@@ -28,6 +28,7 @@ def chunk_plan(n_paths: int, chunk_size: int, seed: int) -> list[tuple[int, np.r
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Start an embedded Ray (or attach to ``address``) unless one is already running."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when ray is imported: set it first
     import ray
 
     if ray.is_initialized():
@@ -41,7 +42,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboar
         kwargs["address"] = "local"
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(**kwargs)
 
 

@@ -84,3 +84,18 @@ def test_console_script_and_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "mmray", "backtest", "--strategy", "constant", *SMALL, "--json"],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["strategy"] == "constant"
+
+
+@pytest.mark.ray
+def test_embedded_ray_from_a_clean_process_gives_the_local_numbers():
+    """`mmray backtest` with several chunks starts its own Ray (fresh process, no Ray settings in the
+    environment) and must print exactly the numbers of --local."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    args = [sys.executable, "-m", "mmray", "backtest", "--strategy", "optimal", "--T", "60", "--dt", "0.5",
+            "--paths", "3000", "--chunk-size", "1000", "--json"]
+    with_ray = subprocess.run([*args, "--workers", "2"], capture_output=True, text=True, env=env, timeout=300)
+    assert with_ray.returncode == 0, with_ray.stderr
+    local = subprocess.run([*args, "--local"], capture_output=True, text=True, env=env, timeout=300, check=True)
+    assert json.loads(with_ray.stdout) == json.loads(local.stdout)
