@@ -1,0 +1,825 @@
+"""Sweep specifications: typed, frozen dataclasses, loaded from YAML/JSON and validated.
+
+A sweep file holds one top-level mapping ``sweep``::
+
+    sweep:
+      kind: risk-aversion            # risk-aversion | hparams | robustness | rl
+      name: frontier                 # run directory prefix (default: the kind)
+      seed: 0                        # root of every trial seed
+      common_random_numbers: true    # every trial simulates the same paths (paired comparison)
+      market:  {sigma: 0.3, A: 0.9, k: 0.3}        # MarketParams fields (the base point)
+      problem: {T: 600, q_max: 30, objective: A}   # ProblemParams fields
+      sim:     {n_paths: 5000, dt: 1.0}            # SimConfig fields except seed
+      solver:  {method: exact, options: {}}        # solver of the optimal strategy, fixed options
+      strategies: [optimal, as, constant]
+      grid:  {gamma: [0.001, 0.01, 0.1]}           # explicit values per swept parameter
+      space: {q_max: {low: 5, high: 40, int: true}}  # ranges (random / optuna only)
+      perturb: {sigma: [0.5, 1, 2]}                # robustness: factors on the base market
+      combine: one-at-a-time                       # robustness: or grid
+      search:    {algorithm: grid, metric: sharpe, mode: max, num_samples: 1,
+                  max_concurrent: 0, asha: {rungs: 4, grace_period: 1, reduction_factor: 2}}
+      resources: {cpus_per_trial: 0.5, mc_ray: false, mc_workers: 1, reuse_actors: true}
+      failure:   {max_failures: 2}
+
+Every error raised while loading is a :class:`SweepConfigError` whose message names the file,
+the field as a path (``sweep.grid.gamma[2]``) and what was expected. ``kind: rl`` raises
+:class:`NotAvailableError`: RLlib training does not exist yet.
+
+Swept parameter names (keys of ``grid`` and ``space``):
+
+* any field of :class:`~mmray.params.MarketParams`, :class:`~mmray.params.ProblemParams` or
+  :class:`~mmray.params.SimConfig` (except ``seed``): ``gamma``, ``q_max``, ``tick``,
+  ``fill_model``, ``n_paths`` ...;
+* ``method``: the solver of the ``optimal`` strategy, one of :data:`mmray.solvers.METHODS`;
+* strategy options ``half_spread``, ``skew`` (``constant``/``inventory``), ``n_times``
+  (time-grid size of ``optimal``);
+* ``solver.<option>``: passed as ``option=value`` to :func:`mmray.solvers.solve`;
+  ``solver.constraints.<name>`` sets one field of the ``constraints`` option (obligations and
+  risk limits of the ``csp`` solver, e.g. ``solver.constraints.min_two_sided``), which is
+  passed as :class:`mmray.solvers.constraints.Constraints`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mmray.params import MarketParams, ProblemParams, SimConfig
+from mmray.strategies import STRATEGIES
+
+KINDS = ("risk-aversion", "hparams", "robustness", "rl")
+ALGORITHMS = ("grid", "random", "optuna")
+COMBINE = ("one-at-a-time", "grid")
+FAULT_MODES = ("raise", "exit")
+#: metrics a sweep can optimise, with their natural direction
+METRIC_MODES = {
+    "sharpe": "max", "ce_A": "max", "value_B": "max", "pnl_mean": "max", "pnl_std": "min",
+    "q_final_std": "min", "max_drawdown": "min", "trades_mean": "max",
+}
+PERTURBABLE = ("sigma", "A", "k")
+
+_MARKET = tuple(f.name for f in fields(MarketParams))
+_PROBLEM = tuple(f.name for f in fields(ProblemParams))
+_SIM = tuple(f.name for f in fields(SimConfig) if f.name != "seed")
+_STRATEGY_OPTIONS = ("half_spread", "skew", "n_times")
+_NUMBER = {"sigma", "A", "k", "drift", "trade_size", "tick", "s0", "gamma", "T", "terminal_penalty",
+           "dt", "q0", "half_spread", "skew"}
+_INTEGER = {"n_paths", "chunk_size", "n_times", "q_max"}
+_STRING = {"objective", "price_model", "fill_model", "method"}
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class SweepConfigError(ValueError):
+    """A sweep specification is invalid; the message names the file, the field and the fix."""
+
+
+class NotAvailableError(RuntimeError):
+    """A requested feature (the ``rl`` sweep kind) does not exist yet."""
+
+
+RL_NOT_AVAILABLE = (
+    "sweep kind 'rl' is not available yet: it needs RLlib training of mmray.envs, which is a "
+    "separate issue that has not landed. Use risk-aversion, hparams or robustness."
+)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A range searched by random or Optuna search.
+
+    Attributes
+    ----------
+    low, high : float
+        Bounds (both included).
+    log : bool
+        Sample uniformly in ``log`` space (needs ``low > 0``).
+    integer : bool
+        Integer values only (``int: true`` in a sweep file).
+    """
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class AshaSpec:
+    """Asynchronous successive halving (``ASHAScheduler``) over Monte Carlo batches.
+
+    A trial evaluates its paths in ``rungs`` equal batches and reports the metric on all paths
+    so far after each; ASHA stops the worse trials early.
+    """
+
+    rungs: int = 4
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How trials are chosen and what they are ranked by.
+
+    Attributes
+    ----------
+    algorithm : {"grid", "random", "optuna"}
+        Grid search over ``grid`` values; random or Optuna (TPE) search over ``grid`` (as
+        choices) and ``space`` (ranges).
+    metric : str
+        Backtest metric to rank (and for Optuna/ASHA, to optimise): one of :data:`METRIC_MODES`.
+    mode : {"max", "min"}
+        Direction; default from :data:`METRIC_MODES`.
+    num_samples : int
+        Trials for random/Optuna search; must be 1 for grid search.
+    max_concurrent : int
+        Most trials at once (0: as many as the resources allow).
+    asha : AshaSpec or None
+        Early stopping with ASHA (needs ``rungs >= 2``).
+    """
+
+    algorithm: str = "grid"
+    metric: str = "sharpe"
+    mode: str = "max"
+    num_samples: int = 1
+    max_concurrent: int = 0
+    asha: AshaSpec | None = None
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """Resources of one trial.
+
+    Attributes
+    ----------
+    cpus_per_trial : float
+        CPUs a trial reserves (fractional: several short trials per core).
+    mc_ray : bool
+        Run the trial's Monte Carlo chunks as Ray tasks (:func:`mmray.distributed.map_chunks`).
+        The trial then reserves a placement group of ``mc_workers`` 1-CPU bundles for those
+        tasks and no CPU for itself, so nested tasks can never wait for CPUs held by trials.
+    mc_workers : int
+        1-CPU bundles reserved per trial when ``mc_ray`` is on.
+    reuse_actors : bool
+        Reuse trial actors between trials (cuts per-trial overhead).
+    """
+
+    cpus_per_trial: float = 0.5
+    mc_ray: bool = False
+    mc_workers: int = 1
+    reuse_actors: bool = True
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Testing hook: trials whose parameters match ``match`` fail on their first ``times`` attempts.
+
+    ``how="raise"`` raises an exception; ``how="exit"`` kills the worker process (``os._exit``).
+    """
+
+    match: Mapping[str, Any]
+    times: int = 1
+    how: str = "raise"
+
+
+@dataclass(frozen=True)
+class FailureSpec:
+    """Retries (Tune ``FailureConfig``) and injected faults (tests)."""
+
+    max_failures: int = 2
+    inject: tuple[FaultSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class RobustnessSpec:
+    """Model misspecification: the true market is the base market with factors applied.
+
+    Attributes
+    ----------
+    perturb : tuple of (name, factors)
+        Multiplicative factors per parameter (``sigma``, ``A``, ``k``).
+    combine : {"one-at-a-time", "grid"}
+        One parameter perturbed at a time (plus the nominal point), or every combination.
+    """
+
+    perturb: tuple[tuple[str, tuple[float, ...]], ...]
+    combine: str = "one-at-a-time"
+
+    def scenarios(self) -> list[dict[str, float]]:
+        """The factor combinations, nominal first, in a fixed order."""
+        names = [n for n, _ in self.perturb]
+        nominal = dict.fromkeys(names, 1.0)
+        out = [nominal]
+        if self.combine == "grid":
+            import itertools
+
+            for combo in itertools.product(*(f for _, f in self.perturb)):
+                out.append(dict(zip(names, (float(c) for c in combo), strict=True)))
+        else:
+            for name, factors in self.perturb:
+                for f in factors:
+                    out.append({**nominal, name: float(f)})
+        seen: list[dict[str, float]] = []
+        for s in out:
+            if s not in seen:
+                seen.append(s)
+        return seen
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """The solver of the ``optimal`` strategy.
+
+    Attributes
+    ----------
+    method : str
+        One of :data:`mmray.solvers.METHODS` (``exact`` by default); a ``method`` grid overrides it.
+    options : mapping
+        Fixed keyword options of :func:`mmray.solvers.solve` (``solver.<option>`` grid values
+        override them); ``constraints`` is a mapping of constraint fields.
+    """
+
+    method: str = "exact"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A complete, validated sweep.
+
+    Attributes
+    ----------
+    kind : str
+        ``risk-aversion``, ``hparams`` or ``robustness``.
+    name : str
+        Run name prefix.
+    seed : int
+        Root seed: every trial's Monte Carlo seed derives from it.
+    market, problem, sim : MarketParams, ProblemParams, SimConfig
+        The base point every trial starts from (``sim.seed`` is replaced per trial).
+    strategies : tuple of str
+        Strategies compared (a grid dimension of the sweep).
+    grid : dict
+        Explicit values per swept parameter.
+    space : dict
+        :class:`Range` per swept parameter (random / Optuna).
+    robustness : RobustnessSpec or None
+        Perturbations (``kind="robustness"`` only).
+    search, resources, failure : SearchSpec, ResourceSpec, FailureSpec
+    common_random_numbers : bool
+        All trials use the same Monte Carlo seed (paired comparisons), else each trial's seed
+        derives from its parameters.
+    solver : SolverSpec
+        Solver method and fixed options of the ``optimal`` strategy.
+    source : str
+        Where the spec came from (file path or ``<builtin ...>``), for messages.
+    """
+
+    kind: str
+    name: str
+    seed: int = 0
+    market: MarketParams = field(default_factory=MarketParams)
+    problem: ProblemParams = field(default_factory=ProblemParams)
+    sim: SimConfig = field(default_factory=SimConfig)
+    strategies: tuple[str, ...] = ("optimal",)
+    grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    space: Mapping[str, Range] = field(default_factory=dict)
+    robustness: RobustnessSpec | None = None
+    search: SearchSpec = field(default_factory=SearchSpec)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    failure: FailureSpec = field(default_factory=FailureSpec)
+    common_random_numbers: bool = True
+    solver: SolverSpec = field(default_factory=lambda: SolverSpec())
+    source: str = "<builtin>"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Swept parameter names in table order (``strategy`` first)."""
+        names = ["strategy", *self.grid, *self.space]
+        if self.robustness is not None:
+            names += [f"{n}_factor" for n, _ in self.robustness.perturb]
+        return tuple(names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec in sweep-file form (``{"sweep": {...}}``); :func:`spec_from_dict` reads it back."""
+        sim = self.sim.to_dict()
+        sim.pop("seed")
+        body: dict[str, Any] = {
+            "kind": self.kind, "name": self.name, "seed": self.seed,
+            "common_random_numbers": self.common_random_numbers,
+            "market": self.market.to_dict(), "problem": self.problem.to_dict(), "sim": sim,
+            "strategies": list(self.strategies),
+            "solver": {"method": self.solver.method, "options": json.loads(json.dumps(dict(self.solver.options)))},
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "space": {k: {"low": r.low, "high": r.high, "log": r.log, "int": r.integer} for k, r in self.space.items()},
+            "search": {
+                "algorithm": self.search.algorithm, "metric": self.search.metric, "mode": self.search.mode,
+                "num_samples": self.search.num_samples, "max_concurrent": self.search.max_concurrent,
+                "asha": None if self.search.asha is None else vars(self.search.asha).copy(),
+            },
+            "resources": vars(self.resources).copy(),
+            "failure": {
+                "max_failures": self.failure.max_failures,
+                "inject": [{"match": dict(f.match), "times": f.times, "how": f.how} for f in self.failure.inject],
+            },
+        }
+        if self.robustness is not None:
+            body["perturb"] = {n: list(f) for n, f in self.robustness.perturb}
+            body["combine"] = self.robustness.combine
+        return {"sweep": body}
+
+    def replace(self, **changes: Any) -> SweepSpec:
+        """A copy with some fields changed (validated again through :func:`spec_from_dict`)."""
+        spec = replace(self, **changes)
+        return spec_from_dict(spec.to_dict(), source=spec.source)
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+
+class _Ctx:
+    """Builds error messages: ``<source>: <path>: <what>``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, path: str, message: str) -> SweepConfigError:
+        return SweepConfigError(f"{self.source}: {path}: {message}")
+
+    def mapping(self, value: Any, path: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.error(path, f"expected a mapping (key: value), got {_show(value)}")
+        for key in value:
+            if not isinstance(key, str):
+                raise self.error(path, f"keys must be strings, got {key!r}")
+        return dict(value)
+
+    def keys(self, value: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                did = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise self.error(f"{path}.{key}", f"unknown key{did}; expected one of {', '.join(allowed)}")
+
+    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and (not math.isfinite(value) or value != int(value))
+        ):
+            raise self.error(path, f"expected an integer, got {_show(value)}")
+        if minimum is not None and value < minimum:
+            raise self.error(path, f"expected an integer >= {minimum}, got {int(value)}")
+        return int(value)
+
+    def number(self, value: Any, path: str, positive: bool = False) -> float:
+        value = _coerce_number(value)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.error(path, f"expected a finite number, got {_show(value)}")
+        if positive and value <= 0:
+            raise self.error(path, f"expected a number > 0, got {value!r}")
+        return float(value)
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, f"expected true or false, got {_show(value)}")
+        return value
+
+    def choice(self, value: Any, path: str, allowed: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise self.error(path, f"expected one of {', '.join(allowed)}, got {_show(value)}")
+        return value
+
+    def values(self, value: Any, path: str) -> list[Any]:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise self.error(path, f"expected a non-empty list, got {_show(value)}")
+        if not value:
+            raise self.error(path, "expected a non-empty list, got an empty one")
+        return list(value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value)
+
+
+def _coerce_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; accept numeric strings for numeric fields."""
+    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _param_kind(name: str) -> str:
+    """Where a swept parameter goes: market | problem | sim | strategy | method | solver."""
+    if name.startswith("solver.") and len(name) > len("solver."):
+        return "solver"
+    if name in _MARKET:
+        return "market"
+    if name in _PROBLEM:
+        return "problem"
+    if name in _SIM:
+        return "sim"
+    if name in _STRATEGY_OPTIONS:
+        return "strategy"
+    if name == "method":
+        return "method"
+    raise KeyError(name)
+
+
+ALLOWED_PARAMS = (*_MARKET, *_PROBLEM, *_SIM, *_STRATEGY_OPTIONS, "method", "solver.<option>")
+
+
+def _solver_methods() -> tuple[str, ...]:
+    from mmray.solvers import METHODS
+
+    return tuple(METHODS)
+
+
+def _check_value(ctx: _Ctx, name: str, value: Any, path: str, base: _Base) -> Any:
+    """Type-check one value of swept parameter ``name`` and validate it against the base point."""
+    kind = _param_kind(name)
+    if kind == "solver":
+        if not _jsonable_scalar_or_list(value):
+            raise ctx.error(path, f"expected a number, string, boolean or list of them, got {_show(value)}")
+        return value
+    if name == "method":
+        return ctx.choice(value, path, _solver_methods())
+    if name in _STRING:
+        if not isinstance(value, str):
+            raise ctx.error(path, f"expected a string, got {_show(value)}")
+    elif name in _INTEGER:
+        if name == "q_max" and value is None:
+            pass
+        else:
+            value = ctx.integer(value, path, minimum=1)
+    elif name in _NUMBER:
+        value = ctx.number(value, path)
+    if kind == "strategy":
+        if name == "n_times" and value < 2:
+            raise ctx.error(path, f"expected an integer >= 2, got {value}")
+        return value
+    try:
+        base.with_value(name, value)
+    except ValueError as exc:
+        raise ctx.error(path, f"{exc}") from None
+    return value
+
+
+def _jsonable_scalar_or_list(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return not (isinstance(value, float) and not math.isfinite(value))
+    if isinstance(value, list | tuple):
+        return all(_jsonable_scalar_or_list(v) for v in value)
+    return False
+
+
+@dataclass(frozen=True)
+class _Base:
+    market: MarketParams
+    problem: ProblemParams
+    sim: SimConfig
+
+    def with_value(self, name: str, value: Any) -> _Base:
+        kind = _param_kind(name)
+        if kind == "market":
+            return replace(self, market=self.market.replace(**{name: value}))
+        if kind == "problem":
+            return replace(self, problem=self.problem.replace(**{name: value}))
+        if kind == "sim":
+            return replace(self, sim=self.sim.replace(**{name: value}))
+        return self
+
+
+def _section(ctx: _Ctx, raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:
+    data = ctx.mapping(raw.get(key), f"{path}.{key}")
+    allowed = tuple(f.name for f in fields(cls) if not (cls is SimConfig and f.name == "seed"))
+    ctx.keys(data, f"{path}.{key}", allowed)
+    for name, value in data.items():
+        p = f"{path}.{key}.{name}"
+        if name in _STRING:
+            if not isinstance(value, str):
+                raise ctx.error(p, f"expected a string, got {_show(value)}")
+        elif name in _INTEGER:
+            if not (name == "q_max" and value is None):
+                data[name] = ctx.integer(value, p, minimum=1)
+        elif name in _NUMBER:
+            data[name] = ctx.number(value, p)
+    try:
+        return cls(**data)
+    except ValueError as exc:
+        field_name = next((n for n in data if f".{n} " in str(exc)), None)
+        raise ctx.error(f"{path}.{key}" + (f".{field_name}" if field_name else ""), str(exc)) from None
+
+
+_TOP = ("kind", "name", "seed", "common_random_numbers", "market", "problem", "sim", "solver", "strategies",
+        "grid", "space", "perturb", "combine", "search", "resources", "failure")
+_DEFAULT_STRATEGIES = {
+    "risk-aversion": ("optimal", "as", "constant"), "hparams": ("optimal",), "robustness": ("optimal", "as"),
+}
+_DEFAULT_PERTURB = {"sigma": (0.5, 2.0), "A": (0.5, 2.0), "k": (0.5, 2.0)}
+
+
+def spec_from_dict(data: Any, source: str = "<dict>") -> SweepSpec:
+    """Validate a parsed sweep document (``{"sweep": {...}}``) and build a :class:`SweepSpec`.
+
+    Raises
+    ------
+    SweepConfigError
+        With ``source``, the field path and what was expected.
+    NotAvailableError
+        For ``kind: rl``.
+    """
+    ctx = _Ctx(source)
+    top = ctx.mapping(data, "top level")
+    if "sweep" not in top:
+        raise ctx.error("sweep", "missing: a sweep file holds one top-level mapping 'sweep'")
+    for key in top:
+        if key != "sweep":
+            raise ctx.error(key, "unknown top-level key; a sweep file holds one top-level mapping 'sweep'")
+    raw = ctx.mapping(top["sweep"], "sweep")
+    ctx.keys(raw, "sweep", _TOP)
+    if "kind" not in raw:
+        raise ctx.error("sweep.kind", f"missing; expected one of {', '.join(KINDS)}")
+    kind = ctx.choice(raw["kind"], "sweep.kind", KINDS)
+    if kind == "rl":
+        raise NotAvailableError(f"{source}: {RL_NOT_AVAILABLE}")
+    name = raw.get("name", kind)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ctx.error("sweep.name", f"expected a name of letters, digits, '-', '_' or '.', got {_show(name)}")
+    seed = ctx.integer(raw.get("seed", 0), "sweep.seed", minimum=0)
+    crn = ctx.boolean(raw.get("common_random_numbers", True), "sweep.common_random_numbers")
+
+    market = _section(ctx, raw, "market", MarketParams, "sweep")
+    problem = _section(ctx, raw, "problem", ProblemParams, "sweep")
+    sim = _section(ctx, raw, "sim", SimConfig, "sweep")
+    base = _Base(market, problem, sim)
+    try:
+        sim.n_steps(problem.T)
+    except ValueError as exc:
+        raise ctx.error("sweep.sim.dt", str(exc)) from None
+
+    strategies = tuple(ctx.values(raw.get("strategies", list(_DEFAULT_STRATEGIES[kind])), "sweep.strategies"))
+    for i, s in enumerate(strategies):
+        ctx.choice(s, f"sweep.strategies[{i}]", STRATEGIES)
+    if len(set(strategies)) != len(strategies):
+        raise ctx.error("sweep.strategies", f"duplicate strategy in {list(strategies)}")
+
+    search = _search(ctx, raw, kind, problem)
+    grid = _grid(ctx, raw, base)
+    space = _space(ctx, raw, base)
+    overlap = sorted(set(grid) & set(space))
+    if overlap:
+        raise ctx.error(f"sweep.space.{overlap[0]}", "also in sweep.grid; give a parameter in one of them")
+
+    robustness = None
+    if kind == "robustness":
+        robustness = _robustness(ctx, raw)
+        if grid or space:
+            raise ctx.error("sweep.grid" if grid else "sweep.space",
+                            "robustness sweeps vary the market through 'perturb', not grid/space")
+    else:
+        for key in ("perturb", "combine"):
+            if key in raw:
+                raise ctx.error(f"sweep.{key}", "only used by kind: robustness")
+
+    if kind == "risk-aversion":
+        if "gamma" not in grid:
+            raise ctx.error("sweep.grid.gamma", "missing: a risk-aversion sweep needs a list of gamma values")
+        if len(grid["gamma"]) < 2:
+            raise ctx.error("sweep.grid.gamma", "expected at least 2 values to trace a frontier")
+    if kind == "hparams" and not grid and not space and len(strategies) < 2:
+        raise ctx.error("sweep.grid", "an hparams sweep needs at least one parameter in grid or space")
+    if search.algorithm == "grid":
+        if space:
+            raise ctx.error(f"sweep.space.{next(iter(space))}",
+                            "ranges need search.algorithm random or optuna (grid search takes lists in sweep.grid)")
+        if search.num_samples != 1:
+            raise ctx.error("sweep.search.num_samples", "grid search runs each grid point once: expected 1")
+    if kind in ("risk-aversion", "robustness") and search.algorithm != "grid":
+        raise ctx.error("sweep.search.algorithm", f"a {kind} sweep is a grid: expected grid")
+    if search.asha is not None:
+        if kind == "robustness":
+            raise ctx.error("sweep.search.asha", "not used by robustness sweeps (no search)")
+        if sim.n_paths < search.asha.rungs:
+            raise ctx.error("sweep.search.asha.rungs",
+                            f"expected at most sim.n_paths={sim.n_paths} rungs, got {search.asha.rungs}")
+
+    if "optimal" in strategies and problem.q_max is None and "q_max" not in grid and "q_max" not in space:
+        raise ctx.error("sweep.problem.q_max", "strategy 'optimal' needs a bounded inventory: set q_max")
+    if "optimal" in strategies and problem.q_max is not None:
+        from mmray.params import inventory_grid
+
+        try:
+            inventory_grid(problem, market)
+        except ValueError as exc:
+            raise ctx.error("sweep.problem.q_max", str(exc)) from None
+
+    resources = _resources(ctx, raw)
+    failure = _failure(ctx, raw, strategies, grid, space)
+    solver = _solver(ctx, raw)
+    return SweepSpec(
+        kind=kind, name=name, seed=seed, market=market, problem=problem, sim=sim, strategies=strategies,
+        grid=grid, space=space, robustness=robustness, search=search, resources=resources,
+        failure=failure, common_random_numbers=crn, solver=solver, source=source,
+    )
+
+
+def _search(ctx: _Ctx, raw: Mapping[str, Any], kind: str, problem: ProblemParams) -> SearchSpec:
+    data = ctx.mapping(raw.get("search"), "sweep.search")
+    ctx.keys(data, "sweep.search", ("algorithm", "metric", "mode", "num_samples", "max_concurrent", "asha"))
+    default_metric = ("ce_A" if problem.objective == "A" else "value_B") if kind == "robustness" else "sharpe"
+    algorithm = ctx.choice(data.get("algorithm", "grid"), "sweep.search.algorithm", ALGORITHMS)
+    metric = ctx.choice(data.get("metric", default_metric), "sweep.search.metric", tuple(METRIC_MODES))
+    mode = ctx.choice(data.get("mode", METRIC_MODES[metric]), "sweep.search.mode", ("max", "min"))
+    num_samples = ctx.integer(data.get("num_samples", 1), "sweep.search.num_samples", minimum=1)
+    max_conc = ctx.integer(data.get("max_concurrent", 0), "sweep.search.max_concurrent", minimum=0)
+    asha = None
+    raw_asha = data.get("asha")
+    if raw_asha is True:
+        asha = AshaSpec()
+    elif raw_asha not in (None, False):
+        a = ctx.mapping(raw_asha, "sweep.search.asha")
+        ctx.keys(a, "sweep.search.asha", ("rungs", "grace_period", "reduction_factor"))
+        asha = AshaSpec(
+            rungs=ctx.integer(a.get("rungs", 4), "sweep.search.asha.rungs", minimum=2),
+            grace_period=ctx.integer(a.get("grace_period", 1), "sweep.search.asha.grace_period", minimum=1),
+            reduction_factor=ctx.integer(a.get("reduction_factor", 2), "sweep.search.asha.reduction_factor",
+                                         minimum=2),
+        )
+        if asha.grace_period > asha.rungs:
+            raise ctx.error("sweep.search.asha.grace_period",
+                            f"expected at most rungs={asha.rungs}, got {asha.grace_period}")
+    return SearchSpec(algorithm, metric, mode, num_samples, max_conc, asha)
+
+
+def _grid(ctx: _Ctx, raw: Mapping[str, Any], base: _Base) -> dict[str, tuple[Any, ...]]:
+    data = ctx.mapping(raw.get("grid"), "sweep.grid")
+    out: dict[str, tuple[Any, ...]] = {}
+    for name, values in data.items():
+        path = f"sweep.grid.{name}"
+        _known_param(ctx, name, path)
+        vals = ctx.values(values, path)
+        checked = [_check_value(ctx, name, v, f"{path}[{i}]", base) for i, v in enumerate(vals)]
+        for i, v in enumerate(checked):
+            if v in checked[:i]:
+                raise ctx.error(f"{path}[{i}]", f"duplicate value {v!r}")
+        out[name] = tuple(checked)
+    return out
+
+
+def _known_param(ctx: _Ctx, name: str, path: str) -> None:
+    try:
+        _param_kind(name)
+    except KeyError:
+        hint = difflib.get_close_matches(name, ALLOWED_PARAMS, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ctx.error(path, f"unknown parameter{did}; expected one of {', '.join(ALLOWED_PARAMS)}") from None
+    if name == "seed":
+        raise ctx.error(path, "trial seeds derive from sweep.seed; set sweep.seed instead")
+
+
+def _space(ctx: _Ctx, raw: Mapping[str, Any], base: _Base) -> dict[str, Range]:
+    data = ctx.mapping(raw.get("space"), "sweep.space")
+    out: dict[str, Range] = {}
+    for name, value in data.items():
+        path = f"sweep.space.{name}"
+        _known_param(ctx, name, path)
+        if name in _STRING:
+            raise ctx.error(path, "a string parameter cannot be a range; list its values in sweep.grid")
+        r = ctx.mapping(value, path)
+        ctx.keys(r, path, ("low", "high", "log", "int"))
+        for key in ("low", "high"):
+            if key not in r:
+                raise ctx.error(f"{path}.{key}", "missing")
+        integer = ctx.boolean(r.get("int", name in _INTEGER), f"{path}.int")
+        if name in _INTEGER and not integer:
+            raise ctx.error(f"{path}.int", f"{name} is an integer parameter: expected true")
+        low = ctx.integer(r["low"], f"{path}.low") if integer else ctx.number(r["low"], f"{path}.low")
+        high = ctx.integer(r["high"], f"{path}.high") if integer else ctx.number(r["high"], f"{path}.high")
+        if not low < high:
+            raise ctx.error(path, f"expected low < high, got low={low!r}, high={high!r}")
+        log = ctx.boolean(r.get("log", False), f"{path}.log")
+        if log and low <= 0:
+            raise ctx.error(f"{path}.low", f"a log range needs low > 0, got {low!r}")
+        if _param_kind(name) != "solver":
+            _check_value(ctx, name, low, f"{path}.low", base)
+            _check_value(ctx, name, high, f"{path}.high", base)
+        out[name] = Range(float(low), float(high), log, integer)
+    return out
+
+
+def _robustness(ctx: _Ctx, raw: Mapping[str, Any]) -> RobustnessSpec:
+    data = ctx.mapping(raw.get("perturb"), "sweep.perturb") or {k: list(v) for k, v in _DEFAULT_PERTURB.items()}
+    perturb = []
+    for name, values in data.items():
+        path = f"sweep.perturb.{name}"
+        if name not in PERTURBABLE:
+            raise ctx.error(path, f"unknown parameter; expected one of {', '.join(PERTURBABLE)}")
+        factors = tuple(ctx.number(v, f"{path}[{i}]", positive=True) for i, v in enumerate(ctx.values(values, path)))
+        perturb.append((name, factors))
+    combine = ctx.choice(raw.get("combine", "one-at-a-time"), "sweep.combine", COMBINE)
+    return RobustnessSpec(tuple(perturb), combine)
+
+
+def _solver(ctx: _Ctx, raw: Mapping[str, Any]) -> SolverSpec:
+    data = ctx.mapping(raw.get("solver"), "sweep.solver")
+    ctx.keys(data, "sweep.solver", ("method", "options"))
+    method = ctx.choice(data.get("method", "exact"), "sweep.solver.method", _solver_methods())
+    options = ctx.mapping(data.get("options"), "sweep.solver.options")
+    for name, value in options.items():
+        path = f"sweep.solver.options.{name}"
+        if name == "constraints":
+            for key, v in ctx.mapping(value, path).items():
+                if not _jsonable_scalar_or_list(v):
+                    raise ctx.error(f"{path}.{key}", f"expected a number, string, boolean or null, got {_show(v)}")
+        elif not _jsonable_scalar_or_list(value):
+            raise ctx.error(path, f"expected a number, string, boolean or list of them, got {_show(value)}")
+    return SolverSpec(method, options)
+
+
+def _resources(ctx: _Ctx, raw: Mapping[str, Any]) -> ResourceSpec:
+    data = ctx.mapping(raw.get("resources"), "sweep.resources")
+    ctx.keys(data, "sweep.resources", ("cpus_per_trial", "mc_ray", "mc_workers", "reuse_actors"))
+    return ResourceSpec(
+        cpus_per_trial=ctx.number(data.get("cpus_per_trial", 0.5), "sweep.resources.cpus_per_trial", positive=True),
+        mc_ray=ctx.boolean(data.get("mc_ray", False), "sweep.resources.mc_ray"),
+        mc_workers=ctx.integer(data.get("mc_workers", 1), "sweep.resources.mc_workers", minimum=1),
+        reuse_actors=ctx.boolean(data.get("reuse_actors", True), "sweep.resources.reuse_actors"),
+    )
+
+
+def _failure(
+    ctx: _Ctx, raw: Mapping[str, Any], strategies: tuple[str, ...], grid: Mapping[str, Any], space: Mapping[str, Any]
+) -> FailureSpec:
+    data = ctx.mapping(raw.get("failure"), "sweep.failure")
+    ctx.keys(data, "sweep.failure", ("max_failures", "inject"))
+    max_failures = ctx.integer(data.get("max_failures", 2), "sweep.failure.max_failures", minimum=0)
+    inject = []
+    for i, item in enumerate(data.get("inject") or []):
+        path = f"sweep.failure.inject[{i}]"
+        f = ctx.mapping(item, path)
+        ctx.keys(f, path, ("match", "times", "how"))
+        match = ctx.mapping(f.get("match"), f"{path}.match")
+        for key in match:
+            if key not in ("strategy", *grid, *space):
+                raise ctx.error(f"{path}.match.{key}", "expected a swept parameter or 'strategy'")
+        inject.append(FaultSpec(
+            match=match, times=ctx.integer(f.get("times", 1), f"{path}.times", minimum=1),
+            how=ctx.choice(f.get("how", "raise"), f"{path}.how", FAULT_MODES),
+        ))
+    return FailureSpec(max_failures, tuple(inject))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a YAML (``.yaml``/``.yml``) or JSON sweep file.
+
+    Raises
+    ------
+    SweepConfigError
+        Missing or unreadable file, syntax error (with line and column) or invalid content.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SweepConfigError(f"{source}: no such sweep file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepConfigError(f"{source}: cannot read: {exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SweepConfigError(f"{source}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+            raise SweepConfigError(f"{source}: {where}invalid YAML: {exc.problem}") from None
+        except yaml.YAMLError as exc:
+            raise SweepConfigError(f"{source}: invalid YAML: {exc}") from None
+    if data is None:
+        raise SweepConfigError(f"{source}: empty file; expected a top-level mapping 'sweep'")
+    return spec_from_dict(data, source=source)

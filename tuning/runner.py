@@ -1,0 +1,309 @@
+"""Run, resume and publish a sweep: Ray start-up, ``Tuner``/``Tuner.restore``, artefacts.
+
+Layout of a run (``<storage>/<name>``, a local directory or an ``s3://`` / ``gs://`` URI)::
+
+    sweep.json            the validated spec (what --resume reloads)
+    experiment_state-*    Tune's experiment state, searcher state, trial directories
+    results.parquet/.csv  one row per trial          (mmray.tuning.results)
+    trials.json           Tune trial ids, nodes, pids, timings
+    frontier.png ...      plots
+    report.md             short report
+    best_policy/          best trial's policy: `mmray backtest --policy <run>/best_policy`
+
+Each trial's final report carries a small checkpoint with its metrics; with
+``CheckpointConfig(num_to_keep=1)`` Tune saves its experiment state as soon as it records one,
+so a driver killed at any moment resumes without re-running a trial it had recorded as
+finished, and a trial that had checkpointed is restored from its metrics, not recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mmray.tuning.config import SweepConfigError, SweepSpec, spec_from_dict
+from mmray.tuning.results import TrialRecord, records_from_result_grid, write_artefacts
+
+SPEC_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How (not what) to run a sweep.
+
+    Attributes
+    ----------
+    storage : str
+        Directory or URI (``s3://bucket/prefix``) that holds run directories.
+    name : str or None
+        Run directory name; default ``<sweep name>-<UTC timestamp>``.
+    address : str or None
+        Attach to a running cluster (``"auto"`` or ``host:port``) instead of starting Ray.
+    num_cpus : int or None
+        CPUs of the embedded Ray (default: all local CPUs). Ignored with ``address``.
+    dashboard : bool
+        Start the embedded Ray with its dashboard on 127.0.0.1:8265.
+    verbose : int
+        Tune console output: 0 silent, 1 progress table, 2 every result.
+    """
+
+    storage: str = "runs"
+    name: str | None = None
+    address: str | None = None
+    num_cpus: int | None = None
+    dashboard: bool = False
+    verbose: int = 1
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or resumed) sweep produced."""
+
+    spec: SweepSpec
+    run_dir: str
+    table: pd.DataFrame
+    files: dict[str, str]
+    best: int | None
+    seconds: float
+    dashboard_url: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best_row(self) -> dict[str, Any] | None:
+        return None if self.best is None else self.table.iloc[self.best].to_dict()
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def start_ray(options: RunOptions) -> tuple[bool, str | None]:
+    """Start an embedded Ray (all local CPUs unless ``num_cpus``) or attach to ``address``.
+
+    Returns ``(started_here, dashboard_url)``; reuses a session that is already initialised.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False, _dashboard_url(None)
+    kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": options.verbose >= 2}
+    if options.address:
+        kwargs["address"] = options.address
+    else:
+        kwargs["address"] = "local"  # never attach silently to someone else's cluster
+        kwargs["num_cpus"] = options.num_cpus or os.cpu_count() or 1
+        kwargs["include_dashboard"] = options.dashboard
+        if options.dashboard:
+            kwargs.update(dashboard_host="127.0.0.1", dashboard_port=8265)
+    ctx = ray.init(**kwargs)
+    return True, _dashboard_url(ctx) if (options.dashboard or options.address) else None
+
+
+def _dashboard_url(ctx: Any) -> str | None:
+    url = getattr(ctx, "dashboard_url", None) if ctx is not None else None
+    if not url:
+        return None
+    return url if url.startswith("http") else f"http://{url}"
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if _is_uri(storage) else str(Path(storage) / name)
+
+
+def _split(run_dir: str) -> tuple[str, str]:
+    run_dir = run_dir.rstrip("/")
+    if _is_uri(run_dir):
+        head, _, name = run_dir.rpartition("/")
+        return head, name
+    p = Path(run_dir).expanduser().resolve()
+    return str(p.parent), p.name
+
+
+def _normalise_storage(storage: str) -> str:
+    return storage if _is_uri(storage) else str(Path(storage).expanduser().resolve())
+
+
+def _read_text(path: str) -> str:
+    if not _is_uri(path):
+        return Path(path).read_text()
+    import pyarrow.fs as pafs
+
+    fs, p = pafs.FileSystem.from_uri(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def _exists(path: str) -> bool:
+    if not _is_uri(path):
+        return Path(path).exists()
+    import pyarrow.fs as pafs
+
+    fs, p = pafs.FileSystem.from_uri(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def _write_spec(spec: SweepSpec, run_dir: str) -> None:
+    text = json.dumps({**spec.to_dict(), "mmray": {"source": spec.source}}, indent=2) + "\n"
+    if _is_uri(run_dir):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(run_dir)
+        fs.create_dir(p, recursive=True)
+        with fs.open_output_stream(f"{p}/{SPEC_FILE}") as f:
+            f.write(text.encode())
+        return
+    from mmray.tuning.results import atomic_write
+
+    atomic_write(Path(run_dir) / SPEC_FILE, lambda t: t.write_text(text))
+
+
+def load_run_spec(run_dir: str) -> SweepSpec:
+    """The spec a run was started with (its ``sweep.json``)."""
+    path = _join(run_dir, SPEC_FILE) if _is_uri(run_dir) else str(Path(run_dir) / SPEC_FILE)
+    if not _exists(path):
+        raise SweepConfigError(f"{path}: missing; --resume needs a run directory created by mmray.tune")
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise SweepConfigError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    meta = data.pop("mmray", {}) if isinstance(data, dict) else {}
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return spec_from_dict(data, source=source or path)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _tuner(spec: SweepSpec, storage: str, name: str, verbose: int) -> Any:
+    from ray import tune
+
+    from mmray.tuning import sweeps
+
+    metric, mode = ("loss", "min") if spec.kind == "robustness" else (spec.search.metric, spec.search.mode)
+    tune_config = tune.TuneConfig(
+        metric=metric, mode=mode, search_alg=sweeps.search_algorithm(spec), scheduler=sweeps.scheduler(spec),
+        num_samples=spec.search.num_samples, reuse_actors=spec.resources.reuse_actors,
+    )
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage, verbose=verbose, progress_reporter=_reporter(spec),
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # result.json, progress.csv; no TensorBoard
+        failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+    return tune.Tuner(sweeps.trainable(spec), param_space=sweeps.param_space(spec), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def _reporter(spec: SweepSpec) -> Any:
+    """Tune's console progress table: the swept parameters and the key metrics."""
+    from ray.tune import CLIReporter
+
+    metric = spec.search.metric
+    metrics = ["loss", "loss_se", metric] if spec.kind == "robustness" else [metric, f"{metric}_se"]
+    metrics += [m for m in ("pnl_mean", "pnl_std", "q_final_std", "n_paths_done") if m not in metrics]
+    params = [p for p in ("strategy", *spec.grid, *spec.space, "scenario")
+              if p != "scenario" or spec.robustness is not None]
+    return CLIReporter(parameter_columns=params, metric_columns=metrics, max_progress_rows=40,
+                       max_report_frequency=15, sort_by_metric=False, max_column_length=24)
+
+
+def _fit(tuner: Any, verbose: int) -> list[TrialRecord]:
+    import logging
+
+    # a trial's final report carries a checkpoint, which (with num_to_keep=1) makes Tune save its
+    # experiment state at once: frequent by design, so no warning about it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter progress table
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are given explicitly
+    if verbose < 2:
+        for name in ("ray.tune", "ray.train", "ray.air"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    return records_from_result_grid(tuner.fit())
+
+
+def _publish(spec: SweepSpec, records: list[TrialRecord], run_dir: str, seconds: float) -> tuple[Any, dict[str, str]]:
+    if not _is_uri(run_dir):
+        art = write_artefacts(spec, records, Path(run_dir), seconds)
+        return art, {k: str(v) for k, v in art.files.items()}
+    import pyarrow.fs as pafs
+
+    with tempfile.TemporaryDirectory(prefix="mmray-tune-") as tmp:
+        art = write_artefacts(spec, records, Path(tmp), seconds, display_dir=run_dir)
+        fs, p = pafs.FileSystem.from_uri(run_dir)
+        pafs.copy_files(tmp, p, destination_filesystem=fs)
+        files = {k: _join(run_dir, str(Path(v).relative_to(tmp))) for k, v in art.files.items()}
+    return art, files
+
+
+def run_sweep(spec: SweepSpec, options: RunOptions | None = None) -> RunSummary:
+    """Run ``spec`` on Ray Tune and write its artefacts; see the module docstring for the layout.
+
+    Raises
+    ------
+    SweepConfigError
+        The run directory already holds a sweep (use :func:`resume_sweep` or another name).
+    """
+    options = options or RunOptions()
+    storage = _normalise_storage(options.storage)
+    name = options.name or f"{spec.name}-{_dt.datetime.now(_dt.UTC).strftime('%Y%m%d-%H%M%S')}"
+    run_dir = _join(storage, name)
+    if _exists(_join(run_dir, SPEC_FILE)):
+        raise SweepConfigError(f"{run_dir}: already holds a sweep; continue it with --resume {run_dir} "
+                               "or choose another --name")
+    started, url = start_ray(options)
+    try:
+        _write_spec(spec, run_dir)
+        t0 = time.perf_counter()
+        records = _fit(_tuner(spec, storage, name, options.verbose), options.verbose)
+        seconds = time.perf_counter() - t0
+        art, files = _publish(spec, records, run_dir, seconds)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return RunSummary(spec, run_dir, art.table, files, art.best, seconds, url)
+
+
+def resume_sweep(run_dir: str, options: RunOptions | None = None) -> RunSummary:
+    """Continue an interrupted sweep with ``Tuner.restore``: finished trials are kept,
+    unfinished and errored ones run (again), then the artefacts are rewritten."""
+    from ray import tune
+
+    from mmray.tuning import sweeps
+
+    options = options or RunOptions()
+    run_dir = run_dir.rstrip("/") if _is_uri(run_dir) else str(Path(run_dir).expanduser().resolve())
+    spec = load_run_spec(run_dir)
+    if not tune.Tuner.can_restore(run_dir):
+        raise SweepConfigError(f"{run_dir}: no Tune experiment state to resume (did the sweep start?)")
+    started, url = start_ray(options)
+    try:
+        t0 = time.perf_counter()
+        tuner = tune.Tuner.restore(run_dir, trainable=sweeps.trainable(spec), resume_unfinished=True,
+                                   resume_errored=True)
+        records = _fit(tuner, options.verbose)
+        seconds = time.perf_counter() - t0
+        art, files = _publish(spec, records, run_dir, seconds)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return RunSummary(spec, run_dir, art.table, files, art.best, seconds, url)

@@ -1,0 +1,354 @@
+"""What one trial does: build a policy with the plain solver functions, backtest it, report.
+
+:func:`evaluate_trial` is plain Python (no Ray): parameters in, metrics out. :func:`run_trial`
+is the Ray Tune function trainable around it; it adds ``tune.report`` (once, or once per
+Monte Carlo rung for ASHA), attempt counting and the fault-injection testing hook.
+
+Robustness trials build the policy for the base ("believed") market, simulate it in the
+perturbed ("true") market, and compare with the policy that is optimal for the true market on
+the same paths (common random numbers): ``loss = metric(true optimum) - metric(policy)``
+(sign flipped for metrics that are minimised) with a paired standard error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from mmray.backtest import METRIC_KEYS, backtest, compute_metrics
+from mmray.params import MarketParams, ProblemParams, SimConfig
+from mmray.policy import Policy
+from mmray.tuning.config import SweepSpec, _param_kind
+from mmray.tuning.seeds import batch_seeds, trial_seed
+
+#: metrics every trial reports (and every results table holds), after the sweep's own metric
+KEY_METRICS = ("pnl_mean", "pnl_std", "q_final_std", "sharpe", "ce_A", "value_B")
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Everything one trial needs, resolved from the sweep spec and the trial's parameters.
+
+    Attributes
+    ----------
+    strategy : str
+        Strategy name (:data:`mmray.strategies.STRATEGIES`).
+    market : MarketParams
+        The market the policy is built for.
+    problem : ProblemParams
+    sim : SimConfig
+        Backtest configuration with the trial's seed.
+    method : str
+        Solver method of the ``optimal`` strategy.
+    strategy_options : dict
+        ``half_spread``, ``skew``, ``n_times`` for :func:`mmray.make_strategy`.
+    solver_options : dict
+        Keyword options for :func:`mmray.solvers.solve`.
+    true_market : MarketParams or None
+        Robustness: the market that is simulated (``None``: ``market``).
+    """
+
+    strategy: str
+    market: MarketParams
+    problem: ProblemParams
+    sim: SimConfig
+    method: str = "exact"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    solver_options: dict[str, Any] = field(default_factory=dict)
+    true_market: MarketParams | None = None
+
+    @property
+    def simulated_market(self) -> MarketParams:
+        return self.market if self.true_market is None else self.true_market
+
+
+def trial_setup(spec: SweepSpec, params: Mapping[str, Any]) -> TrialSetup:
+    """Resolve a trial's parameters (a Tune config) against the sweep's base point."""
+    market, problem, sim = spec.market.to_dict(), spec.problem.to_dict(), spec.sim.to_dict()
+    strategy_options: dict[str, Any] = {}
+    solver_options: dict[str, Any] = {k: v for k, v in spec.solver.options.items() if k != "constraints"}
+    constraints: dict[str, Any] = dict(spec.solver.options.get("constraints") or {})
+    method = spec.solver.method
+    for name, value in params.items():
+        if name in ("strategy", "scenario"):
+            continue
+        kind = _param_kind(name)
+        if kind == "market":
+            market[name] = value
+        elif kind == "problem":
+            problem[name] = value
+        elif kind == "sim":
+            sim[name] = value
+        elif kind == "strategy":
+            strategy_options[name] = value
+        elif kind == "method":
+            method = value
+        else:
+            option = name.removeprefix("solver.")
+            if option.startswith("constraints."):
+                constraints[option.removeprefix("constraints.")] = value
+            else:
+                solver_options[option] = value
+    for d in (problem, sim, strategy_options):  # integer parameters may arrive as integral floats
+        for name in ("q_max", "n_paths", "chunk_size", "n_times"):
+            if isinstance(d.get(name), float) and d[name].is_integer():
+                d[name] = int(d[name])
+    if constraints:
+        solver_options["constraints"] = _constraints(constraints)
+    sim["seed"] = trial_seed(spec.seed, params, spec.common_random_numbers)
+    m = MarketParams.from_dict(market)
+    true_market = None
+    if "scenario" in params:
+        factors = params["scenario"]
+        true_market = m.replace(**{k: getattr(m, k) * float(f) for k, f in factors.items()})
+    return TrialSetup(
+        strategy=str(params.get("strategy", spec.strategies[0])), market=m,
+        problem=ProblemParams.from_dict(problem), sim=SimConfig.from_dict(sim), method=method,
+        strategy_options=strategy_options, solver_options=solver_options, true_market=true_market,
+    )
+
+
+def _constraints(fields: Mapping[str, Any]) -> Any:
+    """The ``constraints`` solver option (obligations, risk limits) from its fields."""
+    from mmray.solvers import Constraints
+
+    return Constraints.from_dict(dict(fields))
+
+
+def build_policy(setup: TrialSetup) -> Policy:
+    """The trial's policy, from :func:`mmray.make_strategy` or :func:`mmray.solvers.solve`."""
+    from mmray.strategies import make_strategy
+
+    opts = setup.strategy_options
+    if setup.strategy == "optimal":
+        if setup.method != "exact" or setup.solver_options:
+            from mmray.solvers import solve
+
+            return solve(setup.market, setup.problem, method=setup.method, **setup.solver_options).policy()
+        return make_strategy("optimal", setup.market, setup.problem, n_times=opts.get("n_times"))
+    return make_strategy(setup.strategy, setup.market, setup.problem,
+                         half_spread=opts.get("half_spread"), skew=opts.get("skew"))
+
+
+def _influence(metric: str, per_path: Mapping[str, np.ndarray], market: MarketParams,
+               problem: ProblemParams) -> np.ndarray | None:
+    """Per-path influence function of ``metric`` (for paired standard errors), if linearisable."""
+    pnl = per_path["pnl"]
+    if metric == "pnl_mean":
+        return pnl
+    if metric == "value_B":
+        return pnl - 0.5 * problem.gamma * market.sigma**2 * per_path["q2_integral"]
+    if metric == "ce_A":
+        g = problem.gamma
+        z = -g * pnl
+        w = np.exp(z - z.max())
+        return -(w / w.mean()) / g
+    return None
+
+
+def _run_batches(
+    policy: Policy, setup: TrialSetup, rungs: int, use_ray: bool,
+    on_rung: Callable[[dict[str, float], int], None] | None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Backtest in ``rungs`` batches; ``on_rung(metrics_so_far, paths_so_far)`` after each."""
+    market = setup.simulated_market
+    n = setup.sim.n_paths
+    sizes = [n // rungs + (1 if b < n % rungs else 0) for b in range(rungs)]
+    seeds = batch_seeds(setup.sim.seed, rungs)
+    parts: list[dict[str, np.ndarray]] = []
+    metrics: dict[str, float] = {}
+    done = 0
+    for size, seed in zip(sizes, seeds, strict=True):
+        res = backtest(policy, market, setup.problem, setup.sim.replace(n_paths=size, seed=seed), use_ray=use_ray)
+        parts.append(res.per_path)
+        done += size
+        per_path = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        metrics = res.metrics if len(parts) == 1 else compute_metrics(per_path, market, setup.problem)
+        if on_rung is not None:
+            on_rung(metrics, done)
+    return metrics, per_path
+
+
+def ordered(spec: SweepSpec, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Metrics with the sweep's metric (and robustness loss) first: Tune's table shows the first 4."""
+    first = ["loss", "loss_rel", spec.search.metric] if spec.kind == "robustness" else [spec.search.metric]
+    keys = [*first, *KEY_METRICS, *METRIC_KEYS]
+    keys += [f"{k}_se" for k in keys] + list(metrics)
+    out: dict[str, Any] = {}
+    for k in keys:
+        if k in metrics and k not in out:
+            out[k] = metrics[k]
+    return out
+
+
+def evaluate_trial(
+    spec: SweepSpec,
+    params: Mapping[str, Any],
+    use_ray: bool | None = None,
+    on_rung: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Solve and backtest one trial; plain Python (Ray only if ``use_ray``).
+
+    Parameters
+    ----------
+    spec : SweepSpec
+    params : mapping
+        The trial's swept parameters (its Tune config).
+    use_ray : bool, optional
+        Monte Carlo chunks as Ray tasks; default ``spec.resources.mc_ray``.
+    on_rung : callable, optional
+        Called with the metrics so far after each ASHA rung (all but the last).
+
+    Returns
+    -------
+    dict
+        Ordered metrics (see :func:`ordered`), plus ``seed`` and ``n_paths_done``.
+    """
+    setup = trial_setup(spec, params)
+    use_ray = spec.resources.mc_ray if use_ray is None else use_ray
+    rungs = spec.search.asha.rungs if spec.search.asha is not None else 1
+    policy = build_policy(setup)
+    extra = {"seed": setup.sim.seed}
+
+    def rung(metrics: dict[str, float], done: int) -> None:
+        if on_rung is not None and done < setup.sim.n_paths:
+            on_rung({**ordered(spec, metrics), **extra, "n_paths_done": done})
+
+    metrics, per_path = _run_batches(policy, setup, rungs, use_ray, rung)
+    out = dict(metrics)
+    if setup.true_market is not None:
+        out.update(_robustness_loss(spec, setup, policy, metrics, per_path, use_ray))
+    return {**ordered(spec, out), **extra, "n_paths_done": setup.sim.n_paths}
+
+
+def _robustness_loss(
+    spec: SweepSpec, setup: TrialSetup, policy: Policy, metrics: Mapping[str, float],
+    per_path: Mapping[str, np.ndarray], use_ray: bool,
+) -> dict[str, float]:
+    metric = spec.search.metric
+    truth_setup = replace(setup, strategy="optimal", market=setup.simulated_market, strategy_options={})
+    if truth_setup == replace(setup, strategy_options={}):  # already the optimum of the simulated market
+        t_metrics, t_paths = metrics, per_path
+    else:
+        t_metrics, t_paths = _run_batches(build_policy(truth_setup), truth_setup, 1, use_ray, None)
+    sign = 1.0 if spec.search.mode == "max" else -1.0
+    truth, value = t_metrics[metric], metrics[metric]
+    loss = sign * (truth - value)
+    a = _influence(metric, t_paths, setup.simulated_market, setup.problem)
+    b = _influence(metric, per_path, setup.simulated_market, setup.problem)
+    n = per_path["pnl"].size
+    se = float(np.std(a - b, ddof=1) / math.sqrt(n)) if a is not None and b is not None and n > 1 else float("nan")
+    return {
+        "loss": float(loss), "loss_se": se,
+        "loss_rel": float(loss / abs(truth)) if truth else float("nan"),
+        f"truth_{metric}": float(truth),
+    }
+
+
+# --------------------------------------------------------------------------- Tune side
+
+
+def _attempt() -> int:
+    """This trial's attempt number (1 outside Tune), counted with marker files.
+
+    The markers live under the trial's working directory (Tune's cwd for the trial, stable
+    across retries in new or reused actors, unlike ``get_trial_dir()``), keyed by trial id.
+    """
+    try:
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id()
+    except Exception:  # not inside a Tune trial
+        return 1
+    if not trial_id:
+        return 1
+    marker_dir = os.path.join(os.getcwd(), ".mmray-attempts", str(trial_id))
+    os.makedirs(marker_dir, exist_ok=True)
+    n = 1 + len(os.listdir(marker_dir))
+    with open(os.path.join(marker_dir, str(n)), "w") as fh:
+        fh.write(str(os.getpid()))
+    return n
+
+
+def _matches(match: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    for key, want in match.items():
+        got = params.get(key)
+        if isinstance(want, int | float) and isinstance(got, int | float) and not isinstance(want, bool):
+            if not math.isclose(float(got), float(want), rel_tol=1e-12, abs_tol=0.0):
+                return False
+        elif got != want:
+            return False
+    return True
+
+
+def _inject_faults(spec: SweepSpec, params: Mapping[str, Any], attempt: int) -> None:
+    for fault in spec.failure.inject:
+        if _matches(fault.match, params) and attempt <= fault.times:
+            if fault.how == "exit":
+                os._exit(17)
+            described = ", ".join(f"{k}={v}" for k, v in fault.match.items())
+            raise RuntimeError(f"injected failure for trial {described} (attempt {attempt})")
+
+
+FINAL_FILE = "mmray-final.json"
+
+
+def _restored_final() -> dict[str, Any] | None:
+    """The final metrics of this trial if Tune restored it from its completion checkpoint."""
+    import json
+
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        path = os.path.join(d, FINAL_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path) as fh:
+            return json.load(fh)
+
+
+def _report_final(result: dict[str, Any]) -> None:
+    """Report the final metrics with a small checkpoint holding them.
+
+    The checkpoint makes Tune save its experiment state right away (``CheckpointConfig``
+    ``num_to_keep=1``), and a trial restored from it after a driver crash reports these metrics
+    without running again.
+    """
+    import json
+    import tempfile
+
+    from ray import tune
+
+    with tempfile.TemporaryDirectory(prefix="mmray-trial-") as d:
+        with open(os.path.join(d, FINAL_FILE), "w") as fh:
+            json.dump(result, fh, allow_nan=True)
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
+    """Ray Tune function trainable: one trial of ``spec`` with parameters ``config``.
+
+    Reports the ordered metrics (once per ASHA rung when the sweep uses ASHA), the seed,
+    the attempt number and the node it ran on; the final report carries a checkpoint with the
+    metrics. Wrapped by :func:`tune.with_parameters`.
+    """
+    import ray
+    from ray import tune
+
+    final = _restored_final()
+    if final is not None:  # finished before a driver crash: nothing to recompute
+        tune.report(final)
+        return
+    attempt = _attempt()
+    _inject_faults(spec, config, attempt)
+    info = {"attempt": attempt, "node_id": ray.get_runtime_context().get_node_id()}
+    result = evaluate_trial(spec, config, on_rung=lambda m: tune.report({**m, **info}))
+    _report_final({**result, **info})
