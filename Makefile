@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/exact_solver.py
 	$(PY) benchmarks/sim_throughput.py
 	$(PY) benchmarks/solvers.py
+	$(PY) benchmarks/tune_scaling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -29,22 +29,22 @@ def table_step(
     """
     spread_total = 0.0
     spread_steps = 0
+    # branch-free body: fills happen with probability ~0.1-0.5 per step, which branches mispredict
     for i in range(qi.size):
         j = qi[i]
-        if not np.isnan(spread[j]):
-            spread_total += spread[j]
-            spread_steps += 1
+        spr = spread[j]
+        ok = not np.isnan(spr)
+        spread_total += spr if ok else 0.0
+        spread_steps += 1 if ok else 0
         if linear:
-            fb = e_bid[i] > thr_b[j]
-            fa = e_ask[i] > thr_a[j]
+            nb = 1.0 if e_bid[i] > thr_b[j] else 0.0
+            na = 1.0 if e_ask[i] > thr_a[j] else 0.0
         else:
-            fb = e_bid[i] < thr_b[j]
-            fa = e_ask[i] < thr_a[j]
-        income = (off_b[j] if fb else 0.0) + (off_a[j] if fa else 0.0)
-        nb = 1.0 if fb else 0.0
-        na = 1.0 if fa else 0.0
+            nb = 1.0 if e_bid[i] < thr_b[j] else 0.0
+            na = 1.0 if e_ask[i] < thr_a[j] else 0.0
+        income = off_b[j] * nb + off_a[j] * na
         dq = nb - na
-        qi[i] = j + (1 if fb else 0) - (1 if fa else 0)
+        qi[i] = j + np.intp(dq)
         if d != 1.0:
             dq *= d
             income *= d
@@ -62,9 +62,7 @@ def table_step(
         s[i] += dz
         m += qn * dz
         mtm[i] = m
-        if m > peak[i]:
-            peak[i] = m
-        dd = peak[i] - m
-        if dd > mdd[i]:
-            mdd[i] = dd
+        pk = max(peak[i], m)
+        peak[i] = pk
+        mdd[i] = max(mdd[i], pk - m)
     return spread_total, spread_steps
