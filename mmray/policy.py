@@ -53,6 +53,31 @@ class Savable:
         return save_policy(self, directory, provenance)  # type: ignore[arg-type]
 
 
+def freeze_arrays(obj: object, floats: tuple[str, ...], bools: tuple[str, ...] = ()) -> None:
+    """Turn the named fields of a frozen dataclass into read-only contiguous float / bool arrays."""
+    for names, dtype in ((floats, float), (bools, bool)):
+        for name in names:
+            arr = np.ascontiguousarray(getattr(obj, name), dtype=dtype)
+            arr.setflags(write=False)
+            object.__setattr__(obj, name, arr)
+
+
+def check_grids(owner: str, times: np.ndarray, q_grid: np.ndarray, finite: tuple[tuple[str, np.ndarray], ...]) -> None:
+    """Shared checks of table-like policies: non-empty 1-d grids, finite arrays, strictly increasing
+    times, equally spaced increasing inventories; errors name ``owner.field``."""
+    if times.ndim != 1 or q_grid.ndim != 1 or times.size < 1 or q_grid.size < 1:
+        raise ValueError(f"{owner}: times and q_grid must be non-empty 1-d arrays")
+    for name, arr in finite:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{owner}.{name} has non-finite values")
+    if times.size > 1 and np.any(np.diff(times) <= 0):
+        raise ValueError(f"{owner}.times must be strictly increasing")
+    if q_grid.size > 1:
+        steps = np.diff(q_grid)
+        if np.any(steps <= 0) or np.ptp(steps) > 1e-9 * max(1.0, steps[0]):
+            raise ValueError(f"{owner}.q_grid must be equally spaced and increasing")
+
+
 def _as_dict(params: MarketParams | ProblemParams | None) -> dict[str, Any] | None:
     return None if params is None else params.to_dict()
 
@@ -86,31 +111,15 @@ class TablePolicy(Savable):
     kind: ClassVar[str] = "table"
 
     def __post_init__(self) -> None:
-        for name in ("times", "q_grid", "bid", "ask"):
-            arr = np.ascontiguousarray(getattr(self, name), dtype=float)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
-        for name in ("bid_on", "ask_on"):
-            arr = np.ascontiguousarray(getattr(self, name), dtype=bool)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
+        freeze_arrays(self, ("times", "q_grid", "bid", "ask"), ("bid_on", "ask_on"))
         n_t, n_q = self.times.size, self.q_grid.size
-        if self.times.ndim != 1 or self.q_grid.ndim != 1 or n_t < 1 or n_q < 1:
-            raise ValueError("TablePolicy: times and q_grid must be non-empty 1-d arrays")
         for name in ("bid", "ask", "bid_on", "ask_on"):
             if getattr(self, name).shape != (n_t, n_q):
                 raise ValueError(
                     f"TablePolicy.{name} has shape {getattr(self, name).shape}, expected {(n_t, n_q)}"
                 )
-        for name in ("times", "q_grid", "bid", "ask"):
-            if not np.all(np.isfinite(getattr(self, name))):
-                raise ValueError(f"TablePolicy.{name} has non-finite values")
-        if n_t > 1 and np.any(np.diff(self.times) <= 0):
-            raise ValueError("TablePolicy.times must be strictly increasing")
-        if n_q > 1:
-            steps = np.diff(self.q_grid)
-            if np.any(steps <= 0) or np.ptp(steps) > 1e-9 * max(1.0, steps[0]):
-                raise ValueError("TablePolicy.q_grid must be equally spaced and increasing")
+        check_grids("TablePolicy", self.times, self.q_grid,
+                    tuple((name, getattr(self, name)) for name in ("times", "q_grid", "bid", "ask")))
 
     @classmethod
     def from_offsets(

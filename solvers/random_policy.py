@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mmray.params import MarketParams, ProblemParams
-from mmray.policy import Savable, register_policy_kind
+from mmray.policy import Savable, check_grids, freeze_arrays, register_policy_kind
 
 
 def _params(cls: type, data: dict[str, Any] | None) -> Any:
@@ -71,17 +71,8 @@ class RandomTablePolicy(Savable):
     }
 
     def __post_init__(self) -> None:
-        for name in ("times", "q_grid", "prob", "bid", "ask"):
-            arr = np.ascontiguousarray(getattr(self, name), dtype=float)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
-        for name in ("bid_on", "ask_on"):
-            arr = np.ascontiguousarray(getattr(self, name), dtype=bool)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
+        freeze_arrays(self, ("times", "q_grid", "prob", "bid", "ask"), ("bid_on", "ask_on"))
         n_t, n_q = self.times.size, self.q_grid.size
-        if self.times.ndim != 1 or self.q_grid.ndim != 1 or n_t < 1 or n_q < 1:
-            raise ValueError("RandomTablePolicy: times and q_grid must be non-empty 1-d arrays")
         if self.prob.ndim != 3 or self.prob.shape[:2] != (n_t, n_q) or self.prob.shape[2] < 1:
             raise ValueError(f"RandomTablePolicy.prob has shape {self.prob.shape}, expected ({n_t}, {n_q}, K>=1)")
         for name in ("bid", "ask", "bid_on", "ask_on"):
@@ -89,17 +80,10 @@ class RandomTablePolicy(Savable):
                 raise ValueError(
                     f"RandomTablePolicy.{name} has shape {getattr(self, name).shape}, expected {self.prob.shape}"
                 )
-        for name in ("times", "q_grid", "prob", "bid", "ask"):
-            if not np.all(np.isfinite(getattr(self, name))):
-                raise ValueError(f"RandomTablePolicy.{name} has non-finite values")
+        check_grids("RandomTablePolicy", self.times, self.q_grid,
+                    tuple((name, getattr(self, name)) for name in ("times", "q_grid", "prob", "bid", "ask")))
         if np.any(self.prob < 0) or np.max(np.abs(self.prob.sum(axis=2) - 1.0)) > 1e-9:
             raise ValueError("RandomTablePolicy.prob must be >= 0 and sum to 1 over the last axis")
-        if n_t > 1 and np.any(np.diff(self.times) <= 0):
-            raise ValueError("RandomTablePolicy.times must be strictly increasing")
-        if n_q > 1:
-            steps = np.diff(self.q_grid)
-            if np.any(steps <= 0) or np.ptp(steps) > 1e-9 * max(1.0, steps[0]):
-                raise ValueError("RandomTablePolicy.q_grid must be equally spaced and increasing")
         object.__setattr__(self, "_cum", np.cumsum(self.prob, axis=2))
 
     @property

@@ -266,19 +266,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions | None = None) -> RunSummary:
     if _exists(_join(run_dir, SPEC_FILE)):
         raise SweepConfigError(f"{run_dir}: already holds a sweep; continue it with --resume {run_dir} "
                                "or choose another --name")
-    started, url = start_ray(options)
-    try:
-        _write_spec(spec, run_dir)
-        t0 = time.perf_counter()
-        records = _fit(_tuner(spec, storage, name, options.verbose), options.verbose)
-        seconds = time.perf_counter() - t0
-        art, files = _publish(spec, records, run_dir, seconds)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    return RunSummary(spec, run_dir, art.table, files, art.best, seconds, url)
+    return _execute(spec, run_dir, options, lambda: _tuner(spec, storage, name, options.verbose), True)
 
 
 def resume_sweep(run_dir: str, options: RunOptions | None = None) -> RunSummary:
@@ -293,12 +281,18 @@ def resume_sweep(run_dir: str, options: RunOptions | None = None) -> RunSummary:
     spec = load_run_spec(run_dir)
     if not tune.Tuner.can_restore(run_dir):
         raise SweepConfigError(f"{run_dir}: no Tune experiment state to resume (did the sweep start?)")
+    return _execute(spec, run_dir, options, lambda: tune.Tuner.restore(
+        run_dir, trainable=sweeps.trainable(spec), resume_unfinished=True, resume_errored=True), False)
+
+
+def _execute(spec: SweepSpec, run_dir: str, options: RunOptions, make_tuner: Any, write_spec: bool) -> RunSummary:
+    """Start Ray if needed, fit the tuner ``make_tuner()`` builds, publish the artefacts, stop Ray."""
     started, url = start_ray(options)
     try:
+        if write_spec:
+            _write_spec(spec, run_dir)
         t0 = time.perf_counter()
-        tuner = tune.Tuner.restore(run_dir, trainable=sweeps.trainable(spec), resume_unfinished=True,
-                                   resume_errored=True)
-        records = _fit(tuner, options.verbose)
+        records = _fit(make_tuner(), options.verbose)
         seconds = time.perf_counter() - t0
         art, files = _publish(spec, records, run_dir, seconds)
     finally:
