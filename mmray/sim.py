@@ -18,9 +18,15 @@ as ``E > -ln p``, which spares the ``exp`` in the linear model. Draws per step: 
 variate and two exponentials per path, always in the same order, so a chunk's numbers depend
 only on its seed.
 
-Tracked per path: cash ``X``, inventory ``q``, mark-to-market PnL ``X + q S`` and its maximum
-drawdown, number of fills, the sum of quoted spreads, ``int q^2 dt``. At ``T`` the PnL is
-``X_T + q_T S_T - ell(q_T) - (X_0 + q_0 S_0)``.
+Tracked per path: inventory ``q``, mid ``S``, mark-to-market PnL ``W = X + q S - (X_0 + q_0 S_0)``
+updated as ``dW = Delta (1_b delta_b + 1_a delta_a) + q_after dS`` and its maximum drawdown,
+number of fills, ``int q^2 dt``; per chunk, the sum and count of quoted spreads. At ``T`` the
+PnL is ``W_T - ell(q_T)``.
+
+Table policies on the simulator's inventory grid take a fast path: fill thresholds and offsets
+are computed once per (step, inventory level) and one fused numba kernel
+(:func:`mmray._kernels.table_step`) updates all paths; the draws and the order of floating-point
+operations are those of the generic numpy path, so both give the same numbers.
 """
 
 from __future__ import annotations
