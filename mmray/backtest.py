@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from mmray.distributed import chunk_plan, map_chunks
+from mmray.distributed import chunk_plan, map_chunks, path_step_progress
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy
 from mmray.sim import ChunkResult, simulate_chunk
@@ -82,13 +82,6 @@ def compute_metrics(
     return m
 
 
-def _run_chunk(
-    policy: Policy, market: MarketParams, problem: ProblemParams, config: SimConfig,
-    n_paths: int, seed: np.random.SeedSequence, record: int,
-) -> ChunkResult:
-    return simulate_chunk(policy, market, problem, config, n_paths, seed, record)
-
-
 def backtest(
     policy: Policy,
     market: MarketParams,
@@ -124,10 +117,12 @@ def backtest(
     start = time.perf_counter()
     plan = chunk_plan(config.n_paths, config.chunk_size, config.seed)
     args = [(size, seq, record if i == 0 else 0) for i, (size, seq) in enumerate(plan)]
-    chunks = map_chunks(
-        _run_chunk, args, shared=(policy, market, problem, config), use_ray=use_ray,
-        progress=progress, desc="backtest", task_cpus=task_cpus,
-    )
+    # progress: per finished chunk with Ray; in path-steps locally (long single-chunk runs too)
+    with path_step_progress(config.n_paths * config.n_steps(problem.T), "backtest", progress and not use_ray) as bar:
+        chunks = map_chunks(
+            simulate_chunk, args, shared=(policy, market, problem, config), use_ray=use_ray,
+            progress=progress, desc="backtest", task_cpus=task_cpus, local_kwargs={"on_steps": bar.update},
+        )
     per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
     steps = sum(c.spread_steps for c in chunks)
     spread_mean = sum(c.spread_total for c in chunks) / steps if steps else float("nan")

@@ -51,6 +51,14 @@ def _progress(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-
     return tqdm(total=total, desc=desc, unit="chunk", disable=not enabled, file=sys.stderr, leave=False)
 
 
+def path_step_progress(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
+    """A progress bar counting simulated path-steps (stderr; disabled unless ``enabled``)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=" path-steps", unit_scale=True, disable=not enabled,
+                file=sys.stderr, leave=False)
+
+
 def map_chunks(
     fn: Callable[..., Any],
     args: Sequence[tuple[Any, ...]],
@@ -59,20 +67,18 @@ def map_chunks(
     progress: bool = False,
     desc: str = "chunks",
     task_cpus: float = 1.0,
+    local_kwargs: dict[str, Any] | None = None,
 ) -> list[Any]:
     """``[fn(*shared, *a) for a in args]``, optionally as Ray tasks; results in ``args`` order.
 
     ``shared`` arguments (the policy, parameters) are put in Ray's object store once.
     ``task_cpus`` is the CPU reservation of each Ray task (fractional inside Tune trials).
+    ``local_kwargs`` (e.g. a progress callback) are passed to ``fn`` only when it runs in this
+    process. The chunk-count progress bar is shown for Ray runs; local callers report finer
+    progress through ``local_kwargs``.
     """
-    show = progress and len(args) > 1
     if not use_ray:
-        out = []
-        with _progress(len(args), desc, show) as bar:
-            for a in args:
-                out.append(fn(*shared, *a))
-                bar.update(1)
-        return out
+        return [fn(*shared, *a, **(local_kwargs or {})) for a in args]
     import ray
 
     ensure_ray()
@@ -82,7 +88,7 @@ def map_chunks(
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(refs)
     pending = list(refs)
-    with _progress(len(refs), desc, show) as bar:
+    with _progress(len(refs), desc, progress and len(refs) > 1) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:

@@ -32,6 +32,7 @@ operations are those of the generic numpy path, so both give the same numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +101,7 @@ def simulate_chunk(
     n_paths: int,
     seed: np.random.SeedSequence | int,
     record: int = 0,
+    on_steps: Callable[[int], None] | None = None,
 ) -> ChunkResult:
     """Simulate ``n_paths`` paths of the market under ``policy``.
 
@@ -117,6 +119,8 @@ def simulate_chunk(
         All randomness of the chunk comes from ``np.random.default_rng(seed)``.
     record : int
         Number of paths whose full trajectories (s, q, pnl) are kept.
+    on_steps : callable, optional
+        Progress callback, called with a number of path-steps done (about 100 times a chunk).
     """
     rng = np.random.default_rng(seed)
     n_steps = config.n_steps(problem.T)
@@ -167,8 +171,11 @@ def simulate_chunk(
         rec_s, rec_q, rec_p = (np.empty((record, n_steps + 1)) for _ in range(3))
         rec_s[:, 0], rec_q[:, 0], rec_p[:, 0] = s[:record], q[:record], 0.0
 
+    report_every = max(1, n_steps // 100)
     for j in range(n_steps):
         t = j * dt
+        if on_steps is not None and j % report_every == 0 and j:
+            on_steps(report_every * n_paths)
         rng.standard_exponential(out=e_bid)
         rng.standard_exponential(out=e_ask)
         if fast is not None:
@@ -235,6 +242,8 @@ def simulate_chunk(
         if record:
             rec_s[:, j + 1], rec_q[:, j + 1], rec_p[:, j + 1] = s[:record], q[:record], mtm[:record]
 
+    if on_steps is not None:
+        on_steps((n_steps - (n_steps - 1) // report_every * report_every) * n_paths)
     pnl = mtm - problem.terminal(q)
     paths = None
     if record:
