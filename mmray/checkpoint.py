@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from mmray.io import to_jsonable
+from mmray.io import default_mode, to_jsonable
 from mmray.policy import POLICY_KINDS, Policy
 
 FORMAT = "mmray-policy"
@@ -106,6 +106,7 @@ def save_policy(policy: Policy, directory: str | os.PathLike[str], provenance: d
     try:
         (tmp / ARRAYS_FILE).write_bytes(blob)
         (tmp / META_FILE).write_text(text + "\n")
+        os.chmod(tmp, default_mode(directory=True))
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)

@@ -26,23 +26,31 @@ def chunk_plan(n_paths: int, chunk_size: int, seed: int) -> list[tuple[int, np.r
     return list(zip(sizes, seeds, strict=True))
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Start an embedded Ray (or attach to ``address``) unless one is already running."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when ray is imported: set it first
+def ensure_ray(
+    address: str | None = None, num_cpus: int | None = None, dashboard: bool = False, log_to_driver: bool = True
+) -> Any | None:
+    """Start an embedded Ray (or attach to ``address``) unless one is already running.
+
+    Returns Ray's context when this call started or attached to Ray, ``None`` when a session was
+    already initialised. The embedded instance is always a fresh one (never attached by accident
+    to another local cluster); its dashboard, if asked for, listens on 127.0.0.1:8265.
+    """
+    if "ray" not in sys.modules:  # read when ray is imported: too late to set afterwards
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": dashboard, "logging_level": "ERROR"}
-    if dashboard:
-        kwargs["dashboard_host"] = "127.0.0.1"
+        return None
+    kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": log_to_driver}
     if address:
         kwargs["address"] = address
-    else:  # a fresh embedded instance; never attach by accident to another local cluster
-        kwargs["address"] = "local"
+    else:
+        kwargs.update(address="local", include_dashboard=dashboard)
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
+        if dashboard:
+            kwargs.update(dashboard_host="127.0.0.1", dashboard_port=8265)
+    return ray.init(**kwargs)
 
 
 def _progress(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]

@@ -137,3 +137,18 @@ def test_pickled_object_arrays_are_refused(tmp_path, table):
     _edit_meta(path, lambda m: m.update(arrays_sha256=hashlib.sha256(buf.getvalue()).hexdigest()))
     with pytest.raises(CheckpointError, match="cannot read arrays without pickle"):
         load_policy(path)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path, table):
+    """Temp files are private (0600/0700); checkpoints renamed from them must not stay private."""
+    import os
+    import stat
+
+    from mmray.io import atomic_write_text, default_mode
+
+    path = save_policy(table, tmp_path / "ckpt")
+    assert stat.S_IMODE(os.stat(path).st_mode) == default_mode(directory=True)
+    for name in (META_FILE, ARRAYS_FILE):
+        assert stat.S_IMODE(os.stat(path / name).st_mode) == default_mode()
+    text = atomic_write_text(tmp_path / "r.json", "{}")
+    assert stat.S_IMODE(os.stat(text).st_mode) == default_mode()

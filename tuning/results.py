@@ -1,7 +1,7 @@
 """Sweep artefacts: results table, plots, markdown report, best policy, trial manifest.
 
 Everything in a run directory except Tune's own files is written here, each final file
-atomically (temporary file in the same directory, then ``os.replace``):
+atomically (:func:`mmray.io.atomic_write`: temporary file in the same directory, then ``os.replace``):
 
 * ``results.parquet`` / ``results.csv`` - one row per trial: ``trial`` (row number), the swept
   parameters, ``seed``, ``status`` (ok | stopped | error), the metrics with standard errors,
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mmray.backtest import METRIC_KEYS
+from mmray.io import atomic_write
 from mmray.tuning.config import SweepSpec
 from mmray.tuning.trainables import KEY_METRICS
 
@@ -155,22 +154,7 @@ def results_table(spec: SweepSpec, records: Sequence[TrialRecord]) -> tuple[pd.D
     return df.reset_index(drop=True), ordered_records
 
 
-# --------------------------------------------------------------------------- atomic files
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a final artefact is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+# --------------------------------------------------------------------------- artefact files
 
 
 def write_table(df: pd.DataFrame, run_dir: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from mmray.io import atomic_write
 from mmray.tuning.config import SweepConfigError, SweepSpec, spec_from_dict
 from mmray.tuning.results import TrialRecord, records_from_result_grid, write_artefacts
 
@@ -89,20 +90,11 @@ def start_ray(options: RunOptions) -> tuple[bool, str | None]:
 
     Returns ``(started_here, dashboard_url)``; reuses a session that is already initialised.
     """
-    import ray
+    from mmray.distributed import ensure_ray
 
-    if ray.is_initialized():
-        return False, _dashboard_url(None)
-    kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": options.verbose >= 2}
-    if options.address:
-        kwargs["address"] = options.address
-    else:
-        kwargs["address"] = "local"  # never attach silently to someone else's cluster
-        kwargs["num_cpus"] = options.num_cpus or os.cpu_count() or 1
-        kwargs["include_dashboard"] = options.dashboard
-        if options.dashboard:
-            kwargs.update(dashboard_host="127.0.0.1", dashboard_port=8265)
-    ctx = ray.init(**kwargs)
+    ctx = ensure_ray(options.address, options.num_cpus, options.dashboard, log_to_driver=options.verbose >= 2)
+    if ctx is None:  # a session was already running
+        return False, None
     return True, _dashboard_url(ctx) if (options.dashboard or options.address) else None
 
 
@@ -166,8 +158,6 @@ def _write_spec(spec: SweepSpec, run_dir: str) -> None:
         with fs.open_output_stream(f"{p}/{SPEC_FILE}") as f:
             f.write(text.encode())
         return
-    from mmray.tuning.results import atomic_write
-
     atomic_write(Path(run_dir) / SPEC_FILE, lambda t: t.write_text(text))
 
 
