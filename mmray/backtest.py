@@ -113,12 +113,12 @@ def backtest(
     task_cpus : float
         CPUs reserved by each chunk's Ray task.
     """
-    config.n_steps(problem.T)  # validate dt before spawning anything
+    n_steps = config.n_steps(problem.T)  # validates dt before spawning anything
     start = time.perf_counter()
     plan = chunk_plan(config.n_paths, config.chunk_size, config.seed)
     args = [(size, seq, record if i == 0 else 0) for i, (size, seq) in enumerate(plan)]
     # progress: per finished chunk with Ray; in path-steps locally (long single-chunk runs too)
-    with path_step_progress(config.n_paths * config.n_steps(problem.T), "backtest", progress and not use_ray) as bar:
+    with path_step_progress(config.n_paths * n_steps, "backtest", progress and not use_ray) as bar:
         chunks = map_chunks(
             simulate_chunk, args, shared=(policy, market, problem, config), use_ray=use_ray,
             progress=progress, desc="backtest", task_cpus=task_cpus, local_kwargs={"on_steps": bar.update},

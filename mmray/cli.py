@@ -32,10 +32,6 @@ TABLE_KEYS = ("pnl_mean", "pnl_std", "sharpe", "max_drawdown", "trades_mean", "s
               "q_final_mean", "q_final_std", "ce_A", "value_B")
 
 
-class CliError(Exception):
-    """A user error: printed as ``mmray: error: ...`` with exit status 2."""
-
-
 def _q_max(text: str) -> int | None:
     if text.lower() in ("none", "inf", "unbounded"):
         return None
@@ -134,18 +130,10 @@ def _use_ray(args: argparse.Namespace, config: SimConfig) -> bool:
 def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
     from mmray.checkpoint import save_policy
     from mmray.solvers import solve
+    from mmray.solvers.cli_args import solver_options
 
     market, problem = _params(args)
-    options: dict[str, Any] = {}
-    try:
-        from mmray.solvers.cli_args import solver_options
-    except ImportError:
-        solver_options = None
-    if solver_options is not None:
-        options = solver_options(args.method, args)
-    elif args.n_times is not None:
-        options["n_times"] = args.n_times
-    solution = solve(market, problem, method=args.method, **options)
+    solution = solve(market, problem, method=args.method, **solver_options(args.method, args))
     i0 = int(np.argmin(np.abs(solution.q_grid)))
     rows = {}
     for j in sorted({0, i0 // 2, i0, (i0 + solution.q_grid.size - 1) // 2, solution.q_grid.size - 1}):
@@ -288,15 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from mmray.solvers import METHODS
+    from mmray.solvers.cli_args import add_solver_arguments
 
     p = sub.add_parser("solve", help="solve the model and optionally save the policy")
     p.add_argument("--method", choices=METHODS, default="exact")
-    try:
-        from mmray.solvers.cli_args import add_solver_arguments
-    except ImportError:
-        p.add_argument("--n-times", type=int, default=None, help="time grid size")
-    else:
-        add_solver_arguments(p)
+    add_solver_arguments(p)
     _add_model_flags(p)
     p.add_argument("--out", type=Path, help="write policy checkpoint (OUT/policy), plot and solution.json")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -328,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = args.func(args)
-    except (ValueError, CliError) as exc:  # validation errors name the field and value
+    except ValueError as exc:  # validation errors name the field and value
         parser.exit(2, f"mmray {args.command}: error: {exc}\n")
     if args.json:
         print(json.dumps(to_jsonable(out), allow_nan=False))

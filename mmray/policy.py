@@ -161,17 +161,12 @@ class TablePolicy(Savable):
 
     def row(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Offsets over the whole inventory grid at one time (inf where not quoted)."""
-        i, w = self._time_weights(t)
-        i, w = int(i), float(w)
-        j = min(i + 1, self.times.size - 1)
-        near = i if w < 0.5 else j
-        bid = (1.0 - w) * self.bid[i] + w * self.bid[j]
-        ask = (1.0 - w) * self.ask[i] + w * self.ask[j]
-        return (np.where(self.bid_on[near], bid, np.inf), np.where(self.ask_on[near], ask, np.inf))
+        bid, ask = self.rows(np.array([t], dtype=float))
+        return bid[0], ask[0]
 
     def rows(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Offsets over the inventory grid at many times: two ``(len(times), n)`` arrays, inf where
-        not quoted. Row ``i`` equals ``row(times[i])``."""
+        not quoted; linear interpolation in time, the quoting mask of the nearest grid time."""
         i, w = self._time_weights(np.asarray(times, dtype=float))
         j = np.minimum(i + 1, self.times.size - 1)
         near = np.where(w < 0.5, i, j)

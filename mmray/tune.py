@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any
 
+from mmray.io import to_jsonable
 from mmray.tuning.config import ALGORITHMS, KINDS, METRIC_MODES, NotAvailableError, SweepConfigError, SweepSpec
 
 
@@ -108,14 +108,6 @@ def load_requested_spec(args: argparse.Namespace) -> SweepSpec:
     return _overrides(spec, args)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if hasattr(v, "item"):
-        return _jsonable(v.item())
-    return v
-
-
 def _print_summary(summary: Any, as_json: bool) -> None:
     from mmray.tuning.results import summary_columns
 
@@ -124,11 +116,10 @@ def _print_summary(summary: Any, as_json: bool) -> None:
     if as_json:
         out = {
             "run_dir": summary.run_dir, "seconds": summary.seconds, "n_trials": len(df),
-            "status": counts, "files": summary.files, "best": summary.best_row and {
-                k: _jsonable(v) for k, v in summary.best_row.items()},
-            "rows": [{k: _jsonable(v) for k, v in r.items()} for r in df.to_dict(orient="records")],
+            "status": counts, "files": summary.files, "best": summary.best_row,
+            "rows": df.to_dict(orient="records"),
         }
-        print(json.dumps(out, indent=1, default=str))
+        print(json.dumps(to_jsonable(out), indent=1, default=str))
         return
     import pandas as pd
 
