@@ -42,8 +42,12 @@ def test_sweep_spreads_over_both_nodes(cluster, tmp_path: Path) -> None:
 
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2 and ray.cluster_resources()["CPU"] == 2
-    # one full CPU per trial (~0.5 s each): two trials at a time can only run on different nodes
-    summary = run_sweep(_spec(cpus_per_trial=1.0), RunOptions(storage=str(tmp_path), name="c", verbose=0))
+    # One full CPU per trial: Tune reserves one placement group per pending trial, and two 1-CPU
+    # groups fit only on different nodes. Without actor reuse each trial keeps the node of its own
+    # group; with reuse, an actor that finished on a fast node can take every later trial while the
+    # other node's worker is still starting (seen once on a loaded CI machine).
+    summary = run_sweep(_spec(cpus_per_trial=1.0, reuse_actors=False),
+                        RunOptions(storage=str(tmp_path), name="c", verbose=0))
     df = summary.table
     assert len(df) == 6 and (df["status"] == "ok").all()
     trials = json.loads((tmp_path / "c" / "trials.json").read_text())["trials"]
