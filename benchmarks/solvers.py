@@ -31,10 +31,11 @@ from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import TablePolicy
 from mmray.solvers.constraints import Constraints
 from mmray.solvers.csp import solve_csp
+from mmray.solvers.discrete import TickGrid
 from mmray.solvers.exact import generator, solve_exact, stationary_quotes
 from mmray.solvers.fd import solve_fd
 from mmray.solvers.intensity import Logistic, PowerLaw
-from mmray.solvers.pi import build_mdp, solve_pi
+from mmray.solvers.pi import solve_pi
 
 GLFT = MarketParams(sigma=0.3, A=0.9, k=0.3)
 
@@ -158,7 +159,7 @@ def _pi_vs_rounded(market: MarketParams) -> None:
     for tick in (0.25, 0.5, 1.0):
         opts = {"n_steps": 60, "tick": tick, "n_levels": 15}
         sol = solve_pi(market, problem, **opts)
-        mdp = build_mdp(market, problem, **opts)
+        mdp = TickGrid(**opts).mdp(market, problem)
         ex = solve_exact(market, problem, times=mdp.times)
         b_idx, a_idx = mdp.nearest_levels(ex.bid[:-1], "bid"), mdp.nearest_levels(ex.ask[:-1], "ask")
         v_round = mdp.evaluate(b_idx, a_idx)[0, 10]

@@ -20,6 +20,7 @@ from typing import Any
 from mmray.params import MarketParams, ProblemParams
 from mmray.solvers.constraints import Constraints
 from mmray.solvers.csp import ConstrainedSolution, InfeasibleConstraints, solve_csp
+from mmray.solvers.discrete import TickGrid
 from mmray.solvers.exact import solve_exact, stationary_quotes
 from mmray.solvers.fd import solve_fd
 from mmray.solvers.intensity import CustomIntensity, Exponential, Intensity, Logistic, PowerLaw
@@ -42,7 +43,10 @@ def solve(market: MarketParams, problem: ProblemParams, method: str = "exact", *
     if method not in _SOLVERS:
         raise ValueError(f"unknown solver method {method!r}; choose from {', '.join(METHODS)}")
     fn = _SOLVERS[method]
-    accepted = [p for p in inspect.signature(fn).parameters if p not in ("market", "problem")]
+    params = inspect.signature(fn).parameters.values()
+    accepted = [p.name for p in params if p.name not in ("market", "problem") and p.kind != p.VAR_KEYWORD]
+    if any(p.kind == p.VAR_KEYWORD for p in params):  # pi, csp: the TickGrid fields as keywords
+        accepted += list(TickGrid.field_names())
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"solver {method!r} does not take option(s) {unknown}; it takes {accepted}")
@@ -51,6 +55,6 @@ def solve(market: MarketParams, problem: ProblemParams, method: str = "exact", *
 
 __all__ = [
     "METHODS", "ConstrainedSolution", "Constraints", "CustomIntensity", "Exponential", "InfeasibleConstraints",
-    "Intensity", "Logistic", "PowerLaw", "RandomTablePolicy", "Solution", "solve", "solve_csp", "solve_exact",
-    "solve_fd", "solve_pi", "stationary_quotes",
+    "Intensity", "Logistic", "PowerLaw", "RandomTablePolicy", "Solution", "TickGrid", "solve", "solve_csp",
+    "solve_exact", "solve_fd", "solve_pi", "stationary_quotes",
 ]

@@ -57,12 +57,10 @@ import numpy as np
 from mmray.params import MarketParams, ProblemParams
 from mmray.policy import TablePolicy
 from mmray.solvers.constraints import GLOBAL, Constraints
-from mmray.solvers.discrete import TickMDP
+from mmray.solvers.discrete import TickGrid, TickMDP
 from mmray.solvers.dw import DantzigWolfe, DWResult, Infeasible, InfeasibleConstraints, conflict_set
-from mmray.solvers.intensity import Intensity
 from mmray.solvers.lp_direct import all_columns, solve_direct
 from mmray.solvers.occupation import OccupationModel, activity_of
-from mmray.solvers.pi import _mdp_info, build_mdp
 from mmray.solvers.random_policy import RandomTablePolicy
 from mmray.solvers.result import Solution
 
@@ -100,14 +98,8 @@ def solve_csp(
     market: MarketParams,
     problem: ProblemParams,
     constraints: Constraints | None = None,
-    n_steps: int | None = None,
-    dt: float | None = None,
-    tick: float | None = None,
-    n_levels: int = 15,
-    min_level: int | None = None,
-    levels: np.ndarray | list[int] | None = None,
-    allow_no_quote: bool = True,
-    fill_model: str = "poisson",
+    grid: TickGrid | None = None,
+    *,
     q0: float = 0.0,
     formulation: str = "dw",
     lp_solver: str = "GLOP",
@@ -116,7 +108,7 @@ def solve_csp(
     milp_solver: str = "SCIP",
     milp_time_limit: float = 60.0,
     max_cg_iter: int = 2000,
-    intensity: Intensity | str | dict[str, Any] | None = None,
+    **grid_options: Any,
 ) -> ConstrainedSolution:
     """Optimal (randomised) tick-grid policy under hard constraints, objective B.
 
@@ -126,8 +118,9 @@ def solve_csp(
         Model; objective must be ``"B"`` (linear in the occupation measure).
     constraints : Constraints, optional
         Obligations and risk limits; ``None`` = unconstrained (the optimum then equals ``pi``).
-    n_steps, dt, tick, n_levels, min_level, levels, allow_no_quote, fill_model, intensity
-        The discrete problem, as for :func:`mmray.solvers.pi.solve_pi`.
+    grid : TickGrid, optional
+        The discrete problem, as for :func:`mmray.solvers.pi.solve_pi` (``price_model`` plays no
+        part: objective B is linear in the inventory).
     q0 : float
         Initial inventory (a grid level): occupation measures start there.
     formulation : {"dw", "direct"}
@@ -146,6 +139,8 @@ def solve_csp(
         Seconds for the mixed-integer solve (the best policy found is returned with its status).
     max_cg_iter : int
         Column-generation iteration limit per LP.
+    **grid_options
+        Fields of :class:`TickGrid` given directly; they override ``grid``.
 
     Returns
     -------
@@ -181,8 +176,7 @@ def solve_csp(
         raise ValueError(f"csp option milp_time_limit must be a number > 0, got {milp_time_limit!r}")
     if isinstance(q0, bool) or not isinstance(q0, int | float) or not math.isfinite(q0):
         raise ValueError(f"csp option q0 must be a finite number, got {q0!r}")
-    mdp = build_mdp(market, problem, n_steps, dt, tick, n_levels, min_level, levels, allow_no_quote,
-                    fill_model, "gaussian", intensity, who="csp")
+    mdp = TickGrid.of(grid, grid_options, "csp").mdp(market, problem, "csp")
     om = OccupationModel(mdp, constraints, float(q0))
     names = constraints.active()
     if "max_limit_prob" in names and om.i0 in (0, om.n - 1) and constraints.max_limit_prob < 1.0:
@@ -195,7 +189,7 @@ def solve_csp(
         res = dw.solve(names)
     except Infeasible:
         raise conflict_set(dw, constraints, names) from None
-    info: dict[str, Any] = _mdp_info(mdp)
+    info: dict[str, Any] = mdp.describe()
     info.update({"q0": float(q0), "formulation": formulation, "lp_solver": lp_solver, "active": names})
     if formulation == "direct":
         direct = solve_direct(om, names, lp_solver)

@@ -39,7 +39,8 @@ so that the simulator does not round the prices again (see ``docs/solvers.md``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,8 @@ from mmray.model import delta_tilde
 from mmray.params import FILL_MODELS, PRICE_MODELS, MarketParams, ProblemParams, inventory_grid
 from mmray.sim import fill_probability
 from mmray.solvers.constraints import Constraints
-from mmray.solvers.intensity import Intensity
+from mmray.solvers.fd import resolve_steps
+from mmray.solvers.intensity import Intensity, resolve_intensity
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,73 @@ def make_grid(
     return QuoteGrid(float(tick), np.asarray(levels), allow_no_quote)
 
 
+@dataclass(frozen=True)
+class TickGrid:
+    """The discrete problem's options, shared by the ``pi`` and ``csp`` solvers.
+
+    Either solver takes a ``TickGrid`` as ``grid=`` and/or these fields as keyword options
+    (``solve(market, problem, method="pi", tick=0.5, n_levels=9)``); keywords override ``grid``.
+
+    Attributes
+    ----------
+    n_steps, dt : int or float, optional
+        Decision step ``dt = T / n_steps`` (default 200 steps; ``dt`` must divide ``T``). Backtest a
+        tick-grid policy with the same ``dt``.
+    tick : float, optional
+        Tick size (price units); default ``market.tick``.
+    n_levels, min_level, levels : optional
+        Quote levels in ticks: ``levels`` explicitly, else ``min_level .. min_level + n_levels - 1``
+        (default centred on the myopic quote, see :func:`make_grid`).
+    allow_no_quote : bool
+        Allow leaving a side empty (the forbidden side at ``|q| = Q`` is never quoted).
+    fill_model, price_model : str
+        As in :class:`mmray.params.SimConfig`; ``price_model`` matters for objective A only.
+    intensity : Intensity, str or dict, optional
+        Fill rate (see :func:`mmray.solvers.intensity.resolve_intensity`); default the simulator's
+        ``A exp(-k delta)`` through :func:`mmray.sim.fill_probability`.
+    """
+
+    n_steps: int | None = None
+    dt: float | None = None
+    tick: float | None = None
+    n_levels: int = 15
+    min_level: int | None = None
+    levels: Any = None
+    allow_no_quote: bool = True
+    fill_model: str = "poisson"
+    price_model: str = "gaussian"
+    intensity: Any = None
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, grid: TickGrid | None, options: dict[str, Any], who: str) -> TickGrid:
+        """``grid`` (default all defaults) with ``options`` applied; unknown names are an error."""
+        if grid is not None and not isinstance(grid, TickGrid):
+            raise ValueError(f"{who} option grid must be an mmray.solvers.TickGrid, got {grid!r}")
+        unknown = sorted(set(options) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"{who} does not take option(s) {unknown}; its tick-grid options are {list(cls.field_names())}"
+            )
+        return replace(grid if grid is not None else cls(), **options)
+
+    def mdp(self, market: MarketParams, problem: ProblemParams, who: str = "pi") -> TickMDP:
+        """The :class:`TickMDP` these options describe for ``market`` and ``problem``."""
+        steps = resolve_steps(problem.T, self.n_steps, self.dt, 200, who)
+        intensity = resolve_intensity(self.intensity, market)
+        if intensity is not None and not isinstance(intensity, Intensity):
+            raise ValueError(
+                f"{who} option intensity must be an mmray.solvers.intensity.Intensity, got {self.intensity!r}"
+            )
+        if not isinstance(self.allow_no_quote, bool):
+            raise ValueError(f"{who} option allow_no_quote must be True or False, got {self.allow_no_quote!r}")
+        grid = make_grid(market, problem, self.tick, self.n_levels, self.min_level, self.levels, self.allow_no_quote)
+        return TickMDP(market, problem, grid, steps, self.fill_model, self.price_model, intensity)
+
+
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"option {name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -204,6 +273,18 @@ class TickMDP:
         g, s2 = problem.gamma, market.sigma**2
         self.running = market.drift * self.dt * self.q - 0.5 * g * s2 * self.dt * self.q**2
         self.terminal = -problem.terminal(self.q)
+
+    def describe(self) -> dict[str, Any]:
+        """The discrete problem as JSON-ready data (``Solution.info`` of ``pi`` and ``csp``)."""
+        return {
+            "grid": self.grid.describe(),
+            "n_steps": self.n_steps,
+            "dt": self.dt,
+            "fill_model": self.fill_model,
+            "price_model": self.price_model,
+            "intensity": None if self.intensity is None else self.intensity.describe(),
+            "n_q": int(self.q.size),
+        }
 
     # ------------------------------------------------------------------ actions
     @property

@@ -38,50 +38,10 @@ from scipy.linalg import solve_banded
 
 from mmray.params import MarketParams, ProblemParams
 from mmray.solvers.constraints import Constraints
-from mmray.solvers.discrete import TickMDP, make_grid
-from mmray.solvers.fd import resolve_steps
-from mmray.solvers.intensity import Intensity, resolve_intensity
+from mmray.solvers.discrete import TickGrid, TickMDP
 from mmray.solvers.result import Solution
 
 HORIZONS = ("finite", "discounted", "average")
-
-
-def build_mdp(
-    market: MarketParams,
-    problem: ProblemParams,
-    n_steps: int | None = None,
-    dt: float | None = None,
-    tick: float | None = None,
-    n_levels: int = 15,
-    min_level: int | None = None,
-    levels: np.ndarray | list[int] | None = None,
-    allow_no_quote: bool = True,
-    fill_model: str = "poisson",
-    price_model: str = "gaussian",
-    intensity: Intensity | str | dict[str, Any] | None = None,
-    who: str = "pi",
-) -> TickMDP:
-    """The tick-grid MDP from solver options (shared by ``pi`` and ``csp``)."""
-    steps = resolve_steps(problem.T, n_steps, dt, 200, who)
-    intensity = resolve_intensity(intensity, market)
-    if intensity is not None and not isinstance(intensity, Intensity):
-        raise ValueError(f"{who} option intensity must be an mmray.solvers.intensity.Intensity, got {intensity!r}")
-    if not isinstance(allow_no_quote, bool):
-        raise ValueError(f"{who} option allow_no_quote must be True or False, got {allow_no_quote!r}")
-    grid = make_grid(market, problem, tick, n_levels, min_level, levels, allow_no_quote)
-    return TickMDP(market, problem, grid, steps, fill_model, price_model, intensity)
-
-
-def _mdp_info(mdp: TickMDP) -> dict[str, Any]:
-    return {
-        "grid": mdp.grid.describe(),
-        "n_steps": mdp.n_steps,
-        "dt": mdp.dt,
-        "fill_model": mdp.fill_model,
-        "price_model": mdp.price_model,
-        "intensity": None if mdp.intensity is None else mdp.intensity.describe(),
-        "n_q": int(mdp.q.size),
-    }
 
 
 def _check_per_state(constraints: Constraints | None) -> Constraints | None:
@@ -101,20 +61,13 @@ def _check_per_state(constraints: Constraints | None) -> Constraints | None:
 def solve_pi(
     market: MarketParams,
     problem: ProblemParams,
-    n_steps: int | None = None,
-    dt: float | None = None,
-    tick: float | None = None,
-    n_levels: int = 15,
-    min_level: int | None = None,
-    levels: np.ndarray | list[int] | None = None,
-    allow_no_quote: bool = True,
-    fill_model: str = "poisson",
-    price_model: str = "gaussian",
+    grid: TickGrid | None = None,
+    *,
     horizon: str = "finite",
     discount_rate: float | None = None,
     max_iter: int = 100,
-    intensity: Intensity | str | dict[str, Any] | None = None,
     constraints: Constraints | None = None,
+    **grid_options: Any,
 ) -> Solution:
     """Optimal tick-grid policy of the simulator's discrete problem.
 
@@ -122,26 +75,17 @@ def solve_pi(
     ----------
     market, problem : MarketParams, ProblemParams
         Model; ``problem.q_max`` must be set.
-    n_steps, dt : int or float, optional
-        Decision step ``dt = T / n_steps`` (default 200 steps); use the same ``dt`` in the backtest.
-    tick : float, optional
-        Tick size (price units); default ``market.tick``.
-    n_levels, min_level, levels : optional
-        Quote levels in ticks: ``levels`` explicitly, else ``min_level .. min_level + n_levels - 1``
-        (default centred on the myopic quote, see :func:`mmray.solvers.discrete.make_grid`).
-    allow_no_quote : bool
-        Allow leaving a side empty (always the case for the forbidden side at ``|q| = Q``).
-    fill_model, price_model : str
-        As in :class:`mmray.params.SimConfig`; ``price_model`` matters for objective A only.
+    grid : TickGrid, optional
+        The discrete problem (steps, tick levels, fill and price models, intensity); see
+        :class:`mmray.solvers.discrete.TickGrid`. Use the same ``dt`` and fill model in the backtest.
+    **grid_options
+        Fields of :class:`TickGrid` given directly (``tick=0.5, n_levels=9``); they override ``grid``.
     horizon : {"finite", "discounted", "average"}
         See module docstring. Stationary horizons need objective B.
     discount_rate : float, optional
         ``rho > 0`` per time unit, for ``horizon="discounted"``.
     max_iter : int
         Policy-iteration limit (stationary horizons).
-    intensity : Intensity, str or dict, optional
-        Fill rate (see :func:`mmray.solvers.intensity.resolve_intensity`); default the simulator's
-        ``A exp(-k delta)`` through :func:`mmray.sim.fill_probability`.
     constraints : Constraints, optional
         Per-state restrictions (max spread, per-side tick limits) applied as admissible pairs.
 
@@ -174,10 +118,9 @@ def solve_pi(
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"pi option max_iter must be an integer >= 1, got {max_iter!r}")
     constraints = _check_per_state(constraints)
-    mdp = build_mdp(market, problem, n_steps, dt, tick, n_levels, min_level, levels, allow_no_quote,
-                    fill_model, price_model, intensity)
+    mdp = TickGrid.of(grid, grid_options, "pi").mdp(market, problem, "pi")
     mask = mdp.pair_mask(constraints)
-    info = _mdp_info(mdp)
+    info = mdp.describe()
     info["horizon"] = horizon
     info["constraints"] = constraints.to_dict() if constraints is not None else {}
     i0 = int(np.argmin(np.abs(mdp.q)))

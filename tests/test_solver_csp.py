@@ -24,9 +24,10 @@ from mmray.solvers import solve
 from mmray.solvers.cli_args import add_solver_arguments, solver_options
 from mmray.solvers.constraints import Constraints
 from mmray.solvers.csp import ConstrainedSolution, InfeasibleConstraints, solve_csp
+from mmray.solvers.discrete import TickGrid
 from mmray.solvers.lp_direct import solve_direct
 from mmray.solvers.occupation import OccupationModel
-from mmray.solvers.pi import build_mdp, solve_pi
+from mmray.solvers.pi import solve_pi
 from mmray.solvers.random_policy import RandomTablePolicy
 
 MARKET = MarketParams(sigma=0.3, A=0.9, k=0.3, drift=0.005)
@@ -223,7 +224,7 @@ def test_infeasible_constraint_sets_name_the_conflict() -> None:
     with pytest.raises(InfeasibleConstraints, match=r"min_two_sided=0\.9.*max_terminal_q2=0\.0.*conflict") as err:
         solve_csp(MARKET, SMALL, c, **SMALL_OPTS)
     assert err.value.conflict == ["min_two_sided", "max_terminal_q2"]
-    mdp = build_mdp(MARKET, SMALL, **SMALL_OPTS)
+    mdp = TickGrid(**SMALL_OPTS).mdp(MARKET, SMALL)
     om = OccupationModel(mdp, c, 0.0)
     assert solve_direct(om, ["min_two_sided", "max_terminal_q2"], "GLOP").status == "infeasible"
     assert solve_direct(om, ["min_two_sided"], "GLOP").status == "optimal"

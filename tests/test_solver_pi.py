@@ -19,8 +19,9 @@ from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import TablePolicy
 from mmray.solvers import solve
 from mmray.solvers.constraints import Constraints
+from mmray.solvers.discrete import TickGrid
 from mmray.solvers.exact import generator, solve_exact, stationary_quotes
-from mmray.solvers.pi import build_mdp, solve_pi
+from mmray.solvers.pi import solve_pi
 
 MARKET = MarketParams(sigma=0.3, A=0.9, k=0.3, drift=0.005)
 
@@ -75,7 +76,7 @@ def test_pi_beats_rounded_exact_policy_exactly_and_on_the_simulator() -> None:
     # mean agrees with the exact difference within 4 SE.
     pr = problem("B", T=30.0, terminal_penalty=0.05)
     sol = solve_pi(MARKET, pr, n_steps=30, tick=0.5, n_levels=15, min_level=0)
-    mdp = build_mdp(MARKET, pr, n_steps=30, tick=0.5, n_levels=15, min_level=0)
+    mdp = TickGrid(n_steps=30, tick=0.5, n_levels=15, min_level=0).mdp(MARKET, pr)
     ex = solve_exact(MARKET, pr, times=mdp.times)
     b_idx = mdp.nearest_levels(ex.bid[:-1], "bid")
     a_idx = mdp.nearest_levels(ex.ask[:-1], "ask")
@@ -181,6 +182,25 @@ def test_pi_options_are_validated() -> None:
         solve_pi(MARKET, pr, tick=0.5, fill_model="exact")
     with pytest.raises(ValueError, match="no admissible quote pair"):
         solve_pi(MARKET, pr, tick=0.5, allow_no_quote=False, constraints=Constraints(bid_max_ticks=-1))
+
+
+def test_tick_grid_object_and_keywords_are_one_problem() -> None:
+    # A TickGrid passed as grid= and the same fields as keywords describe the same MDP; keywords
+    # override the grid's fields; unknown names and a wrong grid type are refused by name.
+    pr = problem("B")
+    grid = TickGrid(n_steps=20, tick=0.5, n_levels=9, min_level=2)
+    by_object = solve_pi(MARKET, pr, grid)
+    by_keywords = solve(MARKET, pr, "pi", n_steps=20, tick=0.5, n_levels=9, min_level=2)
+    np.testing.assert_array_equal(by_object.theta, by_keywords.theta)
+    assert by_object.info["grid"] == by_keywords.info["grid"]
+    overridden = solve_pi(MARKET, pr, grid, n_levels=5)
+    assert overridden.info["grid"]["levels"] == [2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['n_level'\].*'n_levels'"):
+        solve(MARKET, pr, "pi", tick=0.5, n_level=9)
+    with pytest.raises(ValueError, match=r"pi does not take option\(s\) \['tik'\]"):
+        solve_pi(MARKET, pr, grid, tik=0.5)
+    with pytest.raises(ValueError, match="grid must be an mmray.solvers.TickGrid"):
+        solve_pi(MARKET, pr, {"tick": 0.5})
 
 
 @pytest.mark.parametrize("horizon", ["finite", "average"])
