@@ -26,8 +26,11 @@ Quant. Finance 8 (2008).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
+
+from mmray.checks import choice, integer, real
 
 Objective = Literal["A", "B"]
 PriceModel = Literal["gaussian", "binomial"]
@@ -38,30 +41,10 @@ PRICE_MODELS = ("gaussian", "binomial")
 FILL_MODELS = ("linear", "poisson")
 
 
-def _finite(obj: object, name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(
-            f"{type(obj).__name__}.{name} must be a finite number, got {value!r}"
-        )
-
-
-def _positive(obj: object, name: str, value: float) -> None:
-    _finite(obj, name, value)
-    if value <= 0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
-
-
-def _nonnegative(obj: object, name: str, value: float) -> None:
-    _finite(obj, name, value)
-    if value < 0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be >= 0, got {value!r}")
-
-
-def _choice(obj: object, name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(
-            f"{type(obj).__name__}.{name} must be one of {', '.join(allowed)}; got {value!r}"
-        )
+def _check(obj: object, name: str, check: Callable[..., Any], *args: Any, **bounds: Any) -> None:
+    """Validate field ``name`` of ``obj`` with a :mod:`mmray.checks` function and store the converted value."""
+    value = check(f"{type(obj).__name__}.{name}", getattr(obj, name), *args, **bounds)
+    object.__setattr__(obj, name, value)
 
 
 class _Params:
@@ -116,15 +99,11 @@ class MarketParams(_Params):
     s0: float = 100.0
 
     def __post_init__(self) -> None:
-        _positive(self, "sigma", self.sigma)
-        _positive(self, "A", self.A)
-        _positive(self, "k", self.k)
-        _finite(self, "drift", self.drift)
-        _positive(self, "trade_size", self.trade_size)
-        _nonnegative(self, "tick", self.tick)
-        _finite(self, "s0", self.s0)
-        for f in fields(self):
-            object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        for name in ("sigma", "A", "k", "trade_size"):
+            _check(self, name, real, gt=0)
+        _check(self, "tick", real, ge=0)
+        _check(self, "drift", real)
+        _check(self, "s0", real)
 
 
 @dataclass(frozen=True)
@@ -157,8 +136,8 @@ class ProblemParams(_Params):
     terminal_penalty: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive(self, "gamma", self.gamma)
-        _positive(self, "T", self.T)
+        _check(self, "gamma", real, gt=0)
+        _check(self, "T", real, gt=0)
         if self.q_max is not None:
             if isinstance(self.q_max, bool) or not isinstance(self.q_max, int | float):
                 raise ValueError(f"ProblemParams.q_max must be an integer or None, got {self.q_max!r}")
@@ -167,10 +146,8 @@ class ProblemParams(_Params):
                     f"ProblemParams.q_max must be a positive integer or None, got {self.q_max!r}"
                 )
             object.__setattr__(self, "q_max", int(self.q_max))
-        _choice(self, "objective", self.objective, OBJECTIVES)
-        _nonnegative(self, "terminal_penalty", self.terminal_penalty)
-        for name in ("gamma", "T", "terminal_penalty"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+        _check(self, "objective", choice, OBJECTIVES)
+        _check(self, "terminal_penalty", real, ge=0)
 
     def terminal(self, q):  # type: ignore[no-untyped-def]
         """Terminal penalty ``ell(q) = terminal_penalty * q^2`` (vectorised)."""
@@ -210,18 +187,13 @@ class SimConfig(_Params):
     q0: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive(self, "dt", self.dt)
-        for name in ("n_paths", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SimConfig.{name} must be a positive integer, got {value!r}")
-        _choice(self, "price_model", self.price_model, PRICE_MODELS)
-        _choice(self, "fill_model", self.fill_model, FILL_MODELS)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"SimConfig.seed must be a non-negative integer, got {self.seed!r}")
-        _finite(self, "q0", self.q0)
-        object.__setattr__(self, "dt", float(self.dt))
-        object.__setattr__(self, "q0", float(self.q0))
+        _check(self, "dt", real, gt=0)
+        _check(self, "n_paths", integer, ge=1)
+        _check(self, "chunk_size", integer, ge=1)
+        _check(self, "price_model", choice, PRICE_MODELS)
+        _check(self, "fill_model", choice, FILL_MODELS)
+        _check(self, "seed", integer, ge=0)
+        _check(self, "q0", real)
 
     def n_steps(self, T: float) -> int:
         """Number of steps of length ``dt`` covering ``[0, T]``; rejects a ``dt`` that does not divide ``T``."""

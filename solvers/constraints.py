@@ -21,9 +21,10 @@ Global constraints on the occupation measure (expectations over paths, Altman 19
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from mmray.checks import real
 
 PER_STATE = ("max_spread", "bid_min_ticks", "bid_max_ticks", "ask_min_ticks", "ask_max_ticks")
 GLOBAL = ("min_two_sided", "max_limit_prob", "max_terminal_q2")
@@ -58,24 +59,15 @@ class Constraints:
     ask_max_ticks: int | None = None
 
     def __post_init__(self) -> None:
-        def number(name: str) -> float | None:
-            value = getattr(self, name)
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"Constraints.{name} must be a finite number or None, got {value!r}")
-            return float(value)
-
+        bounds: dict[str, dict[str, float]] = {"max_spread": {"gt": 0.0}, "max_terminal_q2": {"ge": 0.0}}
         for name in ("max_spread", "min_two_sided", "max_limit_prob", "max_terminal_q2"):
-            object.__setattr__(self, name, number(name))
-        if self.max_spread is not None and self.max_spread <= 0:
-            raise ValueError(f"Constraints.max_spread must be > 0, got {self.max_spread!r}")
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, real(f"Constraints.{name}", value, **bounds.get(name, {})))
         for name in ("min_two_sided", "max_limit_prob"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"Constraints.{name} must be a probability in [0, 1], got {value!r}")
-        if self.max_terminal_q2 is not None and self.max_terminal_q2 < 0:
-            raise ValueError(f"Constraints.max_terminal_q2 must be >= 0, got {self.max_terminal_q2!r}")
         for name in TICK_FIELDS:
             value = getattr(self, name)
             if value is None:

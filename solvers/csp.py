@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from mmray.checks import choice, flag, integer, real
 from mmray.params import MarketParams, ProblemParams
 from mmray.policy import TablePolicy
 from mmray.solvers.constraints import GLOBAL, Constraints
@@ -88,12 +89,6 @@ class ConstrainedSolution(Solution):
 
 
 # ---------------------------------------------------------------------- public entry point
-def _check_option(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"csp option {name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
-
-
 def solve_csp(
     market: MarketParams,
     problem: ProblemParams,
@@ -164,18 +159,14 @@ def solve_csp(
         raise ValueError(
             f"csp option constraints must be an mmray.solvers.constraints.Constraints, got {constraints!r}"
         )
-    formulation = _check_option("formulation", formulation, FORMULATIONS)
-    lp_solver = _check_option("lp_solver", lp_solver, LP_SOLVERS)
-    milp_solver = _check_option("milp_solver", milp_solver, MILP_SOLVERS)
-    for name, value in (("constraint_costs", constraint_costs), ("deterministic", deterministic)):
-        if not isinstance(value, bool):
-            raise ValueError(f"csp option {name} must be True or False, got {value!r}")
-    if isinstance(max_cg_iter, bool) or not isinstance(max_cg_iter, int) or max_cg_iter < 1:
-        raise ValueError(f"csp option max_cg_iter must be an integer >= 1, got {max_cg_iter!r}")
-    if isinstance(milp_time_limit, bool) or not isinstance(milp_time_limit, int | float) or not milp_time_limit > 0:
-        raise ValueError(f"csp option milp_time_limit must be a number > 0, got {milp_time_limit!r}")
-    if isinstance(q0, bool) or not isinstance(q0, int | float) or not math.isfinite(q0):
-        raise ValueError(f"csp option q0 must be a finite number, got {q0!r}")
+    formulation = choice("csp option formulation", formulation, FORMULATIONS)
+    lp_solver = choice("csp option lp_solver", lp_solver, LP_SOLVERS)
+    milp_solver = choice("csp option milp_solver", milp_solver, MILP_SOLVERS)
+    constraint_costs = flag("csp option constraint_costs", constraint_costs)
+    deterministic = flag("csp option deterministic", deterministic)
+    max_cg_iter = integer("csp option max_cg_iter", max_cg_iter, ge=1)
+    milp_time_limit = real("csp option milp_time_limit", milp_time_limit, gt=0)
+    q0 = real("csp option q0", q0)
     mdp = TickGrid.of(grid, grid_options, "csp").mdp(market, problem, "csp")
     om = OccupationModel(mdp, constraints, float(q0))
     names = constraints.active()

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from mmray.checks import choice, flag, integer, real
 from mmray.model import delta_tilde
 from mmray.params import FILL_MODELS, PRICE_MODELS, MarketParams, ProblemParams, inventory_grid
 from mmray.sim import fill_probability
@@ -72,10 +73,7 @@ class QuoteGrid:
     allow_no_quote: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.tick, bool) or not isinstance(self.tick, int | float) or not (
-            math.isfinite(self.tick) and self.tick > 0
-        ):
-            raise ValueError(f"QuoteGrid.tick must be a finite number > 0, got {self.tick!r}")
+        object.__setattr__(self, "tick", real("QuoteGrid.tick", self.tick, gt=0))
         levels = np.asarray(self.levels)
         if levels.ndim != 1 or levels.size < 1 or not np.all(np.isfinite(levels)) or np.any(levels != np.round(levels)):
             raise ValueError(f"QuoteGrid.levels must be a non-empty 1-d array of integers, got {self.levels!r}")
@@ -84,8 +82,7 @@ class QuoteGrid:
             raise ValueError("QuoteGrid.levels must be strictly increasing")
         levels.setflags(write=False)
         object.__setattr__(self, "levels", levels)
-        object.__setattr__(self, "tick", float(self.tick))
-        object.__setattr__(self, "allow_no_quote", bool(self.allow_no_quote))
+        object.__setattr__(self, "allow_no_quote", flag("QuoteGrid.allow_no_quote", self.allow_no_quote))
 
     @property
     def offsets(self) -> np.ndarray:
@@ -124,17 +121,14 @@ def make_grid(
                 f"(got MarketParams.tick={market.tick!r})"
             )
         tick = market.tick
-    if isinstance(tick, bool) or not isinstance(tick, int | float) or not (math.isfinite(tick) and tick > 0):
-        raise ValueError(f"option tick must be a finite number > 0, got {tick!r}")
+    tick = real("option tick", tick, gt=0)
     if levels is None:
-        if isinstance(n_levels, bool) or not isinstance(n_levels, int | np.integer) or n_levels < 1:
-            raise ValueError(f"option n_levels must be an integer >= 1, got {n_levels!r}")
+        n_levels = integer("option n_levels", n_levels, ge=1)
         if min_level is None:
             min_level = max(0, round(delta_tilde(market, problem) / tick) - n_levels // 2)
-        if isinstance(min_level, bool) or not isinstance(min_level, int | np.integer):
-            raise ValueError(f"option min_level must be an integer (ticks), got {min_level!r}")
-        levels = np.arange(int(min_level), int(min_level) + int(n_levels))
-    return QuoteGrid(float(tick), np.asarray(levels), allow_no_quote)
+        min_level = integer("option min_level (ticks)", min_level)
+        levels = np.arange(min_level, min_level + n_levels)
+    return QuoteGrid(tick, np.asarray(levels), allow_no_quote)
 
 
 @dataclass(frozen=True)
@@ -198,16 +192,9 @@ class TickGrid:
             raise ValueError(
                 f"{who} option intensity must be an mmray.solvers.intensity.Intensity, got {self.intensity!r}"
             )
-        if not isinstance(self.allow_no_quote, bool):
-            raise ValueError(f"{who} option allow_no_quote must be True or False, got {self.allow_no_quote!r}")
+        flag(f"{who} option allow_no_quote", self.allow_no_quote)
         grid = make_grid(market, problem, self.tick, self.n_levels, self.min_level, self.levels, self.allow_no_quote)
         return TickMDP(market, problem, grid, steps, self.fill_model, self.price_model, intensity)
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"option {name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 class TickMDP:
@@ -241,8 +228,8 @@ class TickMDP:
         intensity: Intensity | None = None,
     ) -> None:
         self.market, self.problem, self.grid = market, problem, grid
-        self.fill_model = _check_choice("fill_model", fill_model, FILL_MODELS)
-        self.price_model = _check_choice("price_model", price_model, PRICE_MODELS)
+        self.fill_model = choice("option fill_model", fill_model, FILL_MODELS)
+        self.price_model = choice("option price_model", price_model, PRICE_MODELS)
         self.n_steps = int(n_steps)
         self.dt = problem.T / self.n_steps
         self.times = np.arange(self.n_steps + 1) * self.dt

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import solve_banded
 
+from mmray.checks import choice, integer, real
 from mmray.model import xi as _xi
 from mmray.params import MarketParams, ProblemParams, inventory_grid
 from mmray.solvers.intensity import Exponential, Intensity, resolve_intensity
@@ -99,19 +100,12 @@ class HJBOperator:
         return np.concatenate([db, nan], axis=-1), np.concatenate([nan, da], axis=-1)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"fd option {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def resolve_steps(T: float, n_steps: int | None, dt: float | None, default: int, who: str) -> int:
     """Number of time steps from ``n_steps`` or ``dt`` (which must divide ``T``)."""
     if n_steps is not None and dt is not None:
         raise ValueError(f"{who}: give n_steps or dt, not both (got n_steps={n_steps!r}, dt={dt!r})")
     if dt is not None:
-        if isinstance(dt, bool) or not isinstance(dt, int | float) or not math.isfinite(dt) or dt <= 0:
-            raise ValueError(f"{who} option dt must be a finite number > 0, got {dt!r}")
+        dt = real(f"{who} option dt", dt, gt=0)
         n = T / dt
         steps = round(n)
         if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
@@ -119,9 +113,7 @@ def resolve_steps(T: float, n_steps: int | None, dt: float | None, default: int,
         return steps
     if n_steps is None:
         return default
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-        raise ValueError(f"{who} option n_steps must be an integer >= 1, got {n_steps!r}")
-    return int(n_steps)
+    return integer(f"{who} option n_steps", n_steps, ge=1)
 
 
 class _Stepper:
@@ -230,22 +222,19 @@ def solve_fd(
     """
     start = _time.perf_counter()
     steps = resolve_steps(problem.T, n_steps, dt, 1000, "fd")
-    if scheme not in SCHEMES:
-        raise ValueError(f"fd option scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
-    if on_unstable not in ON_UNSTABLE:
-        raise ValueError(f"fd option on_unstable must be one of {', '.join(ON_UNSTABLE)}; got {on_unstable!r}")
+    scheme = choice("fd option scheme", scheme, SCHEMES)
+    on_unstable = choice("fd option on_unstable", on_unstable, ON_UNSTABLE)
     intensity = resolve_intensity(intensity, market)
     if intensity is None:
         intensity = Exponential(market.A, market.k)
     if not isinstance(intensity, Intensity):
         raise ValueError(f"fd option intensity must be an mmray.solvers.intensity.Intensity, got {intensity!r}")
-    if isinstance(newton_tol, bool) or not isinstance(newton_tol, int | float) or not 0 < newton_tol < 1:
-        raise ValueError(f"fd option newton_tol must be in (0, 1), got {newton_tol!r}")
-    max_newton = _check_int("max_newton", max_newton, 1)
-    rannacher_steps = _check_int("rannacher_steps", rannacher_steps, 0)
+    newton_tol = real("fd option newton_tol", newton_tol, gt=0, lt=1)
+    max_newton = integer("fd option max_newton", max_newton, ge=1)
+    rannacher_steps = integer("fd option rannacher_steps", rannacher_steps, ge=0)
 
     op = HJBOperator(market, problem, intensity)
-    stepper = _Stepper(op, problem.T, on_unstable, float(newton_tol), max_newton)
+    stepper = _Stepper(op, problem.T, on_unstable, newton_tol, max_newton)
     h = problem.T / steps
     times = np.arange(steps + 1) * h
     times[-1] = problem.T

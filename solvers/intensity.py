@@ -55,23 +55,12 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import expit, wrightomega
 
+from mmray.checks import real
 from mmray.params import MarketParams
 
 INTENSITIES = ("exponential", "power", "logistic")
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-
-
-def _check_positive(owner: str, name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{owner}.{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_finite(owner: str, name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _gain(z: np.ndarray, xi: float, size: float) -> np.ndarray:
@@ -237,8 +226,8 @@ class Exponential(Intensity):
     name: ClassVar[str] = "exponential"
 
     def __init__(self, A: float, k: float) -> None:
-        self.A = _check_positive("Exponential", "A", A)
-        self.k = _check_positive("Exponential", "k", k)
+        self.A = real("Exponential.A", A, gt=0)
+        self.k = real("Exponential.k", k, gt=0)
         self.scale = 1.0 / self.k
 
     def rate(self, delta: np.ndarray | float) -> np.ndarray:
@@ -263,9 +252,9 @@ class PowerLaw(Intensity):
     name: ClassVar[str] = "power"
 
     def __init__(self, A: float, k: float, alpha: float) -> None:
-        self.A = _check_positive("PowerLaw", "A", A)
-        self.k = _check_positive("PowerLaw", "k", k)
-        self.alpha = _check_positive("PowerLaw", "alpha", alpha)
+        self.A = real("PowerLaw.A", A, gt=0)
+        self.k = real("PowerLaw.k", k, gt=0)
+        self.alpha = real("PowerLaw.alpha", alpha, gt=0)
         if self.alpha <= 1.0:
             raise ValueError(
                 f"PowerLaw.alpha must be > 1 (otherwise sup_delta Lambda(delta) delta is infinite), got {alpha!r}"
@@ -299,9 +288,9 @@ class Logistic(Intensity):
     name: ClassVar[str] = "logistic"
 
     def __init__(self, A: float, alpha: float, beta: float) -> None:
-        self.A = _check_positive("Logistic", "A", A)
-        self.alpha = _check_finite("Logistic", "alpha", alpha)
-        self.beta = _check_positive("Logistic", "beta", beta)
+        self.A = real("Logistic.A", A, gt=0)
+        self.alpha = real("Logistic.alpha", alpha)
+        self.beta = real("Logistic.beta", beta, gt=0)
         self.scale = 1.0 / self.beta
 
     def rate(self, delta: np.ndarray | float) -> np.ndarray:
@@ -352,7 +341,7 @@ class CustomIntensity(Intensity):
             raise ValueError(f"CustomIntensity.func must be callable, got {func!r}")
         self.func = func
         self._log_slope = log_slope
-        self.scale = _check_positive("CustomIntensity", "scale", scale)
+        self.scale = real("CustomIntensity.scale", scale, gt=0)
         self.label = str(label)
         grid = np.linspace(probe[0], probe[1], 257) * self.scale
         values = np.asarray(func(grid), dtype=float)

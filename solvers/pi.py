@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import solve_banded
 
+from mmray.checks import choice, integer, real
 from mmray.params import MarketParams, ProblemParams
 from mmray.solvers.constraints import Constraints
 from mmray.solvers.discrete import TickGrid, TickMDP
@@ -99,24 +100,17 @@ def solve_pi(
         grid truncates the optimum; widen ``levels``).
     """
     start = _time.perf_counter()
-    if horizon not in HORIZONS:
-        raise ValueError(f"pi option horizon must be one of {', '.join(HORIZONS)}; got {horizon!r}")
+    horizon = choice("pi option horizon", horizon, HORIZONS)
     if horizon != "finite" and problem.objective != "B":
         raise ValueError(
             f"pi horizon={horizon!r} needs objective B (risk-neutral with running penalty); "
             f"got objective {problem.objective!r}"
         )
     if horizon == "discounted":
-        if isinstance(discount_rate, bool) or not isinstance(discount_rate, int | float) or not (
-            math.isfinite(discount_rate) and discount_rate > 0
-        ):
-            raise ValueError(
-                f"pi option discount_rate must be a number > 0 for horizon='discounted', got {discount_rate!r}"
-            )
+        discount_rate = real("pi option discount_rate (horizon='discounted')", discount_rate, gt=0)
     elif discount_rate is not None:
         raise ValueError(f"pi option discount_rate applies to horizon='discounted' only (horizon={horizon!r})")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"pi option max_iter must be an integer >= 1, got {max_iter!r}")
+    max_iter = integer("pi option max_iter", max_iter, ge=1)
     constraints = _check_per_state(constraints)
     mdp = TickGrid.of(grid, grid_options, "pi").mdp(market, problem, "pi")
     mask = mdp.pair_mask(constraints)

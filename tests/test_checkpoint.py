@@ -108,7 +108,7 @@ REJECTIONS = [
     ("wrong dtype", lambda p: _rewrite_arrays(p, lambda a: a.update(bid_on=a["bid_on"].astype(float))),
      "array 'bid_on' has dtype float64, expected kind 'b'"),
     ("bad params", lambda p: _edit_meta(p, lambda m: m["market"].update(sigma=-1)),
-     r"invalid content: MarketParams\.sigma must be > 0, got -1"),
+     r"invalid content: MarketParams\.sigma must be a finite number > 0, got -1"),
 ]
 
 

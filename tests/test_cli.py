@@ -66,7 +66,7 @@ def test_unbounded_closed_form_and_simulate(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["backtest", "--sigma", "-1"], "MarketParams.sigma must be > 0, got -1.0"),
+        (["backtest", "--sigma", "-1"], "MarketParams.sigma must be a finite number > 0, got -1.0"),
         (["backtest", "--T", "1", "--dt", "0.3"], "SimConfig.dt=0.3 must divide the horizon T=1.0"),
         (["backtest", "--strategy", "optimal", "--q-max", "none"], "'optimal' needs a bounded inventory"),
         (["backtest", "--q-max", "2.5"], "expected a positive integer or 'none', got '2.5'"),

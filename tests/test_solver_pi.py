@@ -174,7 +174,8 @@ def test_pi_options_are_validated() -> None:
         solve_pi(MARKET, pr, tick=0.5, horizon="infinite")
     with pytest.raises(ValueError, match="needs objective B"):
         solve_pi(MARKET, problem("A"), tick=0.5, horizon="average")
-    with pytest.raises(ValueError, match="discount_rate must be a number > 0"):
+    with pytest.raises(ValueError, match=r"discount_rate \(horizon=.discounted.\)"
+                       r" must be a finite number > 0, got None"):
         solve_pi(MARKET, pr, tick=0.5, horizon="discounted")
     with pytest.raises(ValueError, match="use method='csp'"):
         solve_pi(MARKET, pr, tick=0.5, constraints=Constraints(min_two_sided=0.5))
@@ -199,7 +200,7 @@ def test_tick_grid_object_and_keywords_are_one_problem() -> None:
         solve(MARKET, pr, "pi", tick=0.5, n_level=9)
     with pytest.raises(ValueError, match=r"pi does not take option\(s\) \['tik'\]"):
         solve_pi(MARKET, pr, grid, tik=0.5)
-    with pytest.raises(ValueError, match="grid must be an mmray.solvers.TickGrid"):
+    with pytest.raises(ValueError, match=r"grid must be an mmray\.solvers\.TickGrid"):
         solve_pi(MARKET, pr, {"tick": 0.5})
 
 

@@ -67,7 +67,7 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
     ("text", "path", "expected"),
     [
         ("grid:\n    gamma: [0.01, 0.1, abc]", "sweep.grid.gamma[2]", "expected a finite number, got the string 'abc'"),
-        ("grid:\n    gamma: [0.01, -0.1]", "sweep.grid.gamma[1]", "ProblemParams.gamma must be > 0"),
+        ("grid:\n    gamma: [0.01, -0.1]", "sweep.grid.gamma[1]", "ProblemParams.gamma must be a finite number > 0"),
         ("grid:\n    gamma: [0.01, 0.01]", "sweep.grid.gamma[1]", "duplicate value"),
         ("grid:\n    gamma: 0.01", "sweep.grid.gamma", "expected a non-empty list"),
         ("grid:\n    gama: [0.01, 0.1]", "sweep.grid.gama", "unknown parameter (did you mean 'gamma'?)"),
@@ -80,7 +80,8 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
         ("grid:\n    gamma: [0.01, 0.1]\n  search: {algorithm: optuna}", "sweep.search.algorithm",
          "a risk-aversion sweep is a grid: expected grid"),
         ("grid:\n    gamma: [0.01, 0.1]\n  sim: {dt: 7.0}", "sweep.sim.dt", "must divide the horizon T=60.0"),
-        ("grid:\n    gamma: [0.01, 0.1]\n  market: {sigma: -1}", "sweep.market.sigma", "must be > 0, got -1"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  market: {sigma: -1}", "sweep.market.sigma",
+         "must be a finite number > 0, got -1"),
         ("grid:\n    gamma: [0.01, 0.1]\n  problem: {q_max: 2.5}", "sweep.problem.q_max", "expected an integer"),
         ("grid:\n    gamma: [0.01, 0.1]\n  resources: {cpus_per_trial: 0}", "sweep.resources.cpus_per_trial",
          "expected a number > 0"),
@@ -156,7 +157,8 @@ def test_cli_reports_bad_file_without_starting_ray(tmp_path: Path, capsys: pytes
     file = _write(tmp_path, GOOD.replace("1.0]", "-1.0]"))
     assert main(["--config", str(file), "--storage", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert f"mmray tune: error: {file}: sweep.grid.gamma[2]: ProblemParams.gamma must be > 0" in err
+    expected = f"{file}: sweep.grid.gamma[2]: ProblemParams.gamma must be a finite number > 0, got -1.0"
+    assert f"mmray tune: error: {expected}" in err
     assert not (tmp_path / "runs").exists()
     assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
     assert "no such sweep file" in capsys.readouterr().err
