@@ -95,7 +95,8 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
         while time.monotonic() < deadline and proc.poll() is None:
             if dashboard is None:
                 dashboard = _dashboard_status(tmp_path / "first.log")
-            if sum(s == "TERMINATED" for s in _statuses(run).values()) >= 2:
+            # interrupt once two trials are saved as finished and the dashboard has answered
+            if dashboard is not None and sum(s == "TERMINATED" for s in _statuses(run).values()) >= 2:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the sweep finished before it could be interrupted"
