@@ -9,7 +9,9 @@ How to run::
 What to expect: for gamma = 0.1, 0.01 and 1, the "inventory" strategy (mmray's ``as``) and the
 "symmetric" strategy, the average spread, mean profit, std of profit, mean and std of the final
 inventory, next to the published numbers (1000 paths in the paper); mmray's numbers carry
-standard errors, and agree with the paper within a few of them.
+standard errors, and agree with the paper within a few of them. Below the table, the symmetric
+strategy's exact moments (:func:`mmray.model.constant_quote_moments`: a constant quote has a closed
+form) next to the paper and the simulation.
 
 Setup (the paper's): s = 100, T = 1, sigma = 2, dt = 0.005, k = 1.5, A = 140, q0 = 0; the mid moves
 +-sigma sqrt(dt) with probability 1/2; a quote at distance delta is hit with probability
@@ -19,9 +21,9 @@ A exp(-k delta) dt in each step; no inventory bound.
 from __future__ import annotations
 
 import argparse
-import math
 
 from mmray import MarketParams, ProblemParams, SimConfig, backtest, make_strategy
+from mmray.model import as_mean_spread, constant_quote_moments
 
 # (spread, profit, std(profit), final q, std(final q)) from AS 2008 §3.3
 PUBLISHED = {
@@ -44,9 +46,29 @@ def run(paths: int, seed: int) -> list[dict[str, object]]:
         problem = ProblemParams(gamma=gamma, T=1.0, q_max=None)
         m = backtest(make_strategy(name, market, problem), market, problem, config).metrics
         ours = (m["spread_mean"], m["pnl_mean"], m["pnl_std"], m["q_final_mean"], m["q_final_std"])
-        se = (None, m["pnl_mean_se"], m["pnl_std_se"], m["q_final_mean_se"], m["q_final_std"] / math.sqrt(2 * paths))
-        rows.append({"gamma": gamma, "strategy": LABEL[name], "published": published, "mmray": ours, "se": se})
+        se = (None, m["pnl_mean_se"], m["pnl_std_se"], m["q_final_mean_se"], m["q_final_std_se"])
+        row = {"gamma": gamma, "strategy": LABEL[name], "published": published, "mmray": ours, "se": se}
+        if name == "symmetric":
+            half = 0.5 * as_mean_spread(market, problem)
+            row["exact"] = constant_quote_moments(market, half, problem.T, config.dt, config.fill_model)
+        rows.append(row)
     return rows
+
+
+def exact_lines(rows: list[dict[str, object]], markdown: bool) -> list[str]:
+    """The symmetric strategy: exact profit mean/std and final-inventory std vs paper and simulation."""
+    head = ("| γ | profit exact / paper / mmray | std(profit) exact / paper / mmray "
+            "| std(final q) exact / paper / mmray |")
+    lines = [head, "|---|---|---|---|"] if markdown else ["symmetric strategy, exact moments / paper / mmray:"]
+    for r in rows:
+        if "exact" not in r:
+            continue
+        ex, pub, ours = r["exact"], r["published"], r["mmray"]
+        cells = [f"{e:.2f} / {pub[i]:.2f} / {ours[i]:.2f}"  # type: ignore[index]
+                 for e, i in ((ex.pnl_mean, 1), (ex.pnl_std, 2), (ex.q_final_std, 4))]  # type: ignore[attr-defined]
+        lines.append(f"| {r['gamma']:g} | " + " | ".join(cells) + " |" if markdown
+                     else f"  gamma {r['gamma']:g}: profit {cells[0]}, std {cells[1]}, std q_T {cells[2]}")
+    return lines
 
 
 def markdown(rows: list[dict[str, object]], paths: int, seed: int) -> str:
@@ -59,7 +81,8 @@ def markdown(rows: list[dict[str, object]], paths: int, seed: int) -> str:
         for pub, ours, se in zip(r["published"], r["mmray"], r["se"], strict=True):  # type: ignore[call-overload]
             cells.append(f"{pub:.2f} / {ours:.2f}" + (f" ± {se:.2f}" if se is not None else ""))
         lines.append(f"| {r['gamma']:g} | {r['strategy']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    lines += ["", "Symmetric strategy: exact moments (`mmray.model.constant_quote_moments`), the paper, mmray.", ""]
+    return "\n".join(lines + exact_lines(rows, markdown=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = " ".join(f"{p:6.2f}/{o:6.2f}" for p, o in zip(r["published"], r["mmray"], strict=True))  # type: ignore[call-overload]
         print(f"{r['gamma']:>6g} {r['strategy']:>10} | {pairs}")
     print("(paper / mmray)")
+    print("\n".join(exact_lines(rows, markdown=False)))
     return 0
 
 

@@ -3,7 +3,7 @@
 Metrics (each with its standard error ``<name>_se`` where one applies):
 
 * ``pnl_mean``, ``pnl_std`` - terminal PnL ``W = X_T + q_T S_T - ell(q_T) - W_0``;
-* ``sharpe`` - ``pnl_mean / pnl_std`` per episode (SE ``sqrt((1 + S^2/2)/n)``, Lo 2002);
+* ``sharpe`` - ``pnl_mean / pnl_std`` per episode;
 * ``max_drawdown`` - mean over paths of the largest peak-to-trough fall of mark-to-market PnL;
 * ``trades_mean`` - fills per path; ``spread_mean`` - average quoted spread (steps where both
   sides are quoted);
@@ -11,6 +11,13 @@ Metrics (each with its standard error ``<name>_se`` where one applies):
 * ``ce_A`` - objective A certainty equivalent ``-(1/gamma) ln E[exp(-gamma W)]`` (SE by the
   delta method);
 * ``value_B`` - objective B value ``E[W - (gamma sigma^2 / 2) int q^2 dt]``.
+
+Standard errors of means are ``std / sqrt(n)``. Those of a standard deviation and of the Sharpe
+ratio use the sample skewness ``g3`` and kurtosis ``g4`` (not excess), because market-making PnL
+is far from normal (a sum of ``q dS`` with a random ``q``: ``g4`` is about 5.6 for AS 2008's
+symmetric strategy): ``se(std) = std sqrt((g4 - 1) / (4 n))`` (delta method; ``std / sqrt(2n)``
+for normal data) and ``se(S) = sqrt((1 + S^2/2 - g3 S + (g4 - 3) S^2 / 4) / n)`` (Mertens 2002;
+Lo 2002's ``sqrt((1 + S^2/2)/n)`` for normal data).
 """
 
 from __future__ import annotations
@@ -47,6 +54,15 @@ class BacktestResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _shape(x: np.ndarray) -> tuple[float, float]:
+    """Sample skewness and kurtosis (not excess) of ``x``; ``(0, 3)``, the normal values, if ``x`` is constant."""
+    c = x - x.mean()
+    m2 = float(np.mean(c * c))
+    if m2 <= 0.0:
+        return 0.0, 3.0
+    return float(np.mean(c**3)) / m2**1.5, float(np.mean(c**4)) / m2**2
+
+
 def compute_metrics(
     per_path: dict[str, np.ndarray], market: MarketParams, problem: ProblemParams, spread_mean: float = float("nan")
 ) -> dict[str, float]:
@@ -56,7 +72,9 @@ def compute_metrics(
     root_n = math.sqrt(n)
     mean, std = float(pnl.mean()), float(pnl.std(ddof=1)) if n > 1 else 0.0
     sharpe = mean / std if std > 0 else float("nan")
+    skew, kurt = _shape(pnl)
     qf = per_path["q_final"]
+    q_std = float(qf.std(ddof=1)) if n > 1 else 0.0
     mdd = per_path["max_drawdown"]
     trades = per_path["trades"]
     g = problem.gamma
@@ -69,13 +87,15 @@ def compute_metrics(
     m = {
         "n_paths": n,
         "pnl_mean": mean, "pnl_mean_se": std / root_n, "pnl_std": std,
-        "pnl_std_se": std / math.sqrt(2 * max(n - 1, 1)),
-        "sharpe": sharpe, "sharpe_se": math.sqrt((1 + 0.5 * sharpe**2) / n) if std > 0 else float("nan"),
+        "pnl_std_se": std * math.sqrt(max(kurt - 1.0, 0.0) / (4 * n)),
+        "sharpe": sharpe,
+        "sharpe_se": math.sqrt(max(1 + 0.5 * sharpe**2 - skew * sharpe + 0.25 * (kurt - 3) * sharpe**2, 0.0) / n)
+        if std > 0 else float("nan"),
         "max_drawdown": float(mdd.mean()), "max_drawdown_se": float(mdd.std(ddof=1)) / root_n if n > 1 else 0.0,
         "trades_mean": float(trades.mean()), "trades_mean_se": float(trades.std(ddof=1)) / root_n if n > 1 else 0.0,
         "spread_mean": float(spread_mean),
         "q_final_mean": float(qf.mean()), "q_final_mean_se": float(qf.std(ddof=1)) / root_n if n > 1 else 0.0,
-        "q_final_std": float(qf.std(ddof=1)) if n > 1 else 0.0,
+        "q_final_std": q_std, "q_final_std_se": q_std * math.sqrt(max(_shape(qf)[1] - 1.0, 0.0) / (4 * n)),
         "ce_A": ce, "ce_A_se": ce_se,
         "value_B": float(vb.mean()), "value_B_se": float(vb.std(ddof=1)) / root_n if n > 1 else 0.0,
     }

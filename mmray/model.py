@@ -119,6 +119,72 @@ def as_quotes(
     return half + skew, half - skew
 
 
+def fill_probability(delta: np.ndarray | float, market: MarketParams, dt: float, fill_model: str) -> np.ndarray:
+    """Probability that a quote at offset ``delta`` is hit within one step ``dt``.
+
+    ``"linear"``: ``min(A exp(-k delta) dt, 1)`` (AS 2008); ``"poisson"``:
+    ``1 - exp(-A exp(-k delta) dt)``. ``delta = inf`` (no quote) gives 0. This is the
+    probability the simulator uses; solvers of the discrete problem (policy iteration, CSP)
+    use it so that their policies are optimal for the simulator.
+    """
+    with np.errstate(over="ignore"):
+        rate_dt = market.A * np.exp(-market.k * np.asarray(delta, dtype=float)) * dt
+    if fill_model == "linear":
+        return np.minimum(rate_dt, 1.0)
+    if fill_model == "poisson":
+        return -np.expm1(-rate_dt)
+    raise ValueError(f"fill_model must be 'linear' or 'poisson', got {fill_model!r}")
+
+
+@dataclass(frozen=True)
+class ConstantQuoteMoments:
+    """Exact moments of the simulator's PnL for a constant quote (see :func:`constant_quote_moments`)."""
+
+    half_spread: float
+    fill_prob: float
+    n_steps: int
+    pnl_mean: float
+    pnl_std: float
+    q_final_std: float
+
+
+def constant_quote_moments(
+    market: MarketParams, half_spread: float, T: float, dt: float, fill_model: str = "linear"
+) -> ConstantQuoteMoments:
+    """Exact mean and std of the PnL of quoting ``half_spread`` on both sides, unbounded inventory.
+
+    This is the simulator's discrete model (:mod:`mmray.sim`) with a state-independent quote, e.g.
+    AS 2008's "symmetric" strategy: at each of ``N = T / dt`` steps both sides fill independently
+    with probability ``p = fill_probability(half_spread)``, then the mid moves by ``dS_j`` with
+    ``E dS_j = 0`` and ``E dS_j^2 = sigma^2 dt`` (gaussian or binomial mid, no drift), independent
+    of the fills. With ``b_j, a_j ~ Bernoulli(p)`` and ``q_{j+1} = Delta sum_{i<=j} (b_i - a_i)``::
+
+        PnL = Delta delta sum_j (b_j + a_j) + sum_j q_{j+1} dS_j
+        E PnL     = 2 N Delta delta p
+        Var PnL   = 2 p (1 - p) Delta^2 (N delta^2 + sigma^2 dt N (N + 1) / 2)
+        Std q_N   = Delta sqrt(2 N p (1 - p))
+
+    (the two sums are uncorrelated because each ``dS_j`` is independent of all fills and has mean 0).
+    Needs ``market.drift == 0`` and ``market.tick == 0`` (no rounding of the quote).
+    """
+    if market.drift != 0.0 or market.tick != 0.0:
+        raise ValueError(
+            f"constant_quote_moments needs MarketParams.drift == 0 and tick == 0, got drift={market.drift!r}, "
+            f"tick={market.tick!r}"
+        )
+    n = T / dt
+    steps = round(n)
+    if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
+        raise ValueError(f"dt={dt!r} must divide the horizon T={T!r} into a whole number of steps")
+    p = float(fill_probability(half_spread, market, dt, fill_model))
+    size, v = market.trade_size, 2.0 * p * (1.0 - p)
+    var = v * size**2 * (steps * half_spread**2 + market.sigma**2 * dt * steps * (steps + 1) / 2.0)
+    return ConstantQuoteMoments(
+        float(half_spread), p, steps, 2.0 * steps * size * half_spread * p, math.sqrt(var),
+        size * math.sqrt(v * steps),
+    )
+
+
 @dataclass(frozen=True)
 class InventoryRisk:
     """Risk of holding ``q`` shares for ``horizon`` time units under ``dS = mu dt + sigma dW``.

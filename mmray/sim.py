@@ -63,23 +63,6 @@ class ChunkResult:
     FIELDS = ("pnl", "q_final", "trades", "max_drawdown", "q2_integral")
 
 
-def fill_probability(delta: np.ndarray | float, market: MarketParams, dt: float, fill_model: str) -> np.ndarray:
-    """Probability that a quote at offset ``delta`` is hit within one step ``dt``.
-
-    ``"linear"``: ``min(A exp(-k delta) dt, 1)`` (AS 2008); ``"poisson"``:
-    ``1 - exp(-A exp(-k delta) dt)``. ``delta = inf`` (no quote) gives 0. This is the
-    probability the simulator uses; solvers of the discrete problem (policy iteration, CSP)
-    use it so that their policies are optimal for the simulator.
-    """
-    with np.errstate(over="ignore"):
-        rate_dt = market.A * np.exp(-market.k * np.asarray(delta, dtype=float)) * dt
-    if fill_model == "linear":
-        return np.minimum(rate_dt, 1.0)
-    if fill_model == "poisson":
-        return -np.expm1(-rate_dt)
-    raise ValueError(f"fill_model must be 'linear' or 'poisson', got {fill_model!r}")
-
-
 def _table_fast_path(policy: Policy, q0: float, step: float) -> tuple[TablePolicy, int] | None:
     """If ``policy`` is a table whose inventory grid contains q0 with the trade size as step,
     return it and the index of ``q0`` (the simulator then indexes rows directly)."""

@@ -9,7 +9,7 @@ This is the problem that :mod:`mmray.sim` actually plays, written as a Markov de
   ``delta = tick * level`` (``level`` in ``levels``, e.g. ``min_level .. min_level + L - 1``) and
   "no quote" (index ``L``); no bid at ``q = Q``, no ask at ``q = -Q``;
 * each side fills independently with the simulator's per-step probability
-  ``p(delta) = fill_probability(delta, market, dt, fill_model)`` (:func:`mmray.sim.fill_probability`):
+  ``p(delta) = fill_probability(delta, market, dt, fill_model)`` (:func:`mmray.model.fill_probability`):
   ``min(Lambda dt, 1)`` or ``1 - exp(-Lambda dt)``; a bid fill buys ``Delta`` at ``S - delta_b``,
   an ask fill sells at ``S + delta_a``, then the mid moves by ``mu dt + sigma sqrt(dt) Z``;
 * objective B collects, per step, with ``q'`` the post-trade inventory (as the simulator's
@@ -45,9 +45,8 @@ from typing import Any
 import numpy as np
 
 from mmray.checks import choice, flag, integer, real
-from mmray.model import delta_tilde
+from mmray.model import delta_tilde, fill_probability
 from mmray.params import FILL_MODELS, PRICE_MODELS, MarketParams, ProblemParams, inventory_grid
-from mmray.sim import fill_probability
 from mmray.solvers.constraints import Constraints
 from mmray.solvers.fd import resolve_steps
 from mmray.solvers.intensity import Intensity, resolve_intensity
@@ -154,7 +153,7 @@ class TickGrid:
         As in :class:`mmray.params.SimConfig`; ``price_model`` matters for objective A only.
     intensity : Intensity, str or dict, optional
         Fill rate (see :func:`mmray.solvers.intensity.resolve_intensity`); default the simulator's
-        ``A exp(-k delta)`` through :func:`mmray.sim.fill_probability`.
+        ``A exp(-k delta)`` through :func:`mmray.model.fill_probability`.
     """
 
     n_steps: int | None = None
@@ -214,7 +213,7 @@ class TickMDP:
         Mid-price increments (matters for objective A only).
     intensity : Intensity, optional
         Fill rate ``Lambda``; default (``None``) the simulator's ``A exp(-k delta)`` through
-        :func:`mmray.sim.fill_probability` itself.
+        :func:`mmray.model.fill_probability` itself.
     """
 
     def __init__(

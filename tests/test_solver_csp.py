@@ -17,9 +17,10 @@ import pytest
 
 from mmray.backtest import backtest
 from mmray.checkpoint import load_policy, save_policy
+from mmray.model import fill_probability
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import TablePolicy
-from mmray.sim import fill_probability, simulate_chunk
+from mmray.sim import simulate_chunk
 from mmray.solvers import solve
 from mmray.solvers.cli_args import add_solver_arguments, solver_options
 from mmray.solvers.constraints import Constraints
