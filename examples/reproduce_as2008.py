@@ -50,7 +50,7 @@ def run(paths: int, seed: int) -> list[dict[str, object]]:
         row = {"gamma": gamma, "strategy": LABEL[name], "published": published, "mmray": ours, "se": se}
         if name == "symmetric":
             half = 0.5 * as_mean_spread(market, problem)
-            row["exact"] = constant_quote_moments(market, half, problem.T, config.dt, config.fill_model)
+            row["exact"] = constant_quote_moments(market, half, problem.T, config)
         rows.append(row)
     return rows
 

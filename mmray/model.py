@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from mmray.params import MarketParams, ProblemParams
+from mmray.params import MarketParams, ProblemParams, SimConfig
 
 ArrayLike = float | np.ndarray
 
@@ -149,20 +149,22 @@ class ConstantQuoteMoments:
 
 
 def constant_quote_moments(
-    market: MarketParams, half_spread: float, T: float, dt: float, fill_model: str = "linear"
+    market: MarketParams, half_spread: float, T: float, config: SimConfig
 ) -> ConstantQuoteMoments:
     """Exact mean and std of the PnL of quoting ``half_spread`` on both sides, unbounded inventory.
 
-    This is the simulator's discrete model (:mod:`mmray.sim`) with a state-independent quote, e.g.
-    AS 2008's "symmetric" strategy: at each of ``N = T / dt`` steps both sides fill independently
-    with probability ``p = fill_probability(half_spread)``, then the mid moves by ``dS_j`` with
+    This is the simulator's discrete model (:mod:`mmray.sim`, with ``config.dt``,
+    ``config.fill_model`` and ``config.q0``) for a state-independent quote, e.g. AS 2008's
+    "symmetric" strategy: at each of ``N = T / dt`` steps both sides fill independently with
+    probability ``p = fill_probability(half_spread)``, then the mid moves by ``dS_j`` with
     ``E dS_j = 0`` and ``E dS_j^2 = sigma^2 dt`` (gaussian or binomial mid, no drift), independent
-    of the fills. With ``b_j, a_j ~ Bernoulli(p)`` and ``q_{j+1} = Delta sum_{i<=j} (b_i - a_i)``::
+    of the fills. With ``b_j, a_j ~ Bernoulli(p)``, ``v = 2 p (1 - p)`` and
+    ``q_{j+1} = q_0 + Delta sum_{i<=j} (b_i - a_i)``::
 
         PnL = Delta delta sum_j (b_j + a_j) + sum_j q_{j+1} dS_j
         E PnL     = 2 N Delta delta p
-        Var PnL   = 2 p (1 - p) Delta^2 (N delta^2 + sigma^2 dt N (N + 1) / 2)
-        Std q_N   = Delta sqrt(2 N p (1 - p))
+        Var PnL   = v Delta^2 N delta^2 + sigma^2 dt (N q_0^2 + v Delta^2 N (N + 1) / 2)
+        Std q_N   = Delta sqrt(N v)
 
     (the two sums are uncorrelated because each ``dS_j`` is independent of all fills and has mean 0).
     Needs ``market.drift == 0`` and ``market.tick == 0`` (no rounding of the quote).
@@ -172,13 +174,11 @@ def constant_quote_moments(
             f"constant_quote_moments needs MarketParams.drift == 0 and tick == 0, got drift={market.drift!r}, "
             f"tick={market.tick!r}"
         )
-    n = T / dt
-    steps = round(n)
-    if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
-        raise ValueError(f"dt={dt!r} must divide the horizon T={T!r} into a whole number of steps")
-    p = float(fill_probability(half_spread, market, dt, fill_model))
+    steps = config.n_steps(T)
+    p = float(fill_probability(half_spread, market, config.dt, config.fill_model))
     size, v = market.trade_size, 2.0 * p * (1.0 - p)
-    var = v * size**2 * (steps * half_spread**2 + market.sigma**2 * dt * steps * (steps + 1) / 2.0)
+    inventory = steps * config.q0**2 + v * size**2 * steps * (steps + 1) / 2.0  # sum_j E q_{j+1}^2
+    var = v * size**2 * steps * half_spread**2 + market.sigma**2 * config.dt * inventory
     return ConstantQuoteMoments(
         float(half_spread), p, steps, 2.0 * steps * size * half_spread * p, math.sqrt(var),
         size * math.sqrt(v * steps),

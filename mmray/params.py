@@ -197,13 +197,16 @@ class SimConfig(_Params):
 
     def n_steps(self, T: float) -> int:
         """Number of steps of length ``dt`` covering ``[0, T]``; rejects a ``dt`` that does not divide ``T``."""
-        n = T / self.dt
-        steps = round(n)
-        if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
-            raise ValueError(
-                f"SimConfig.dt={self.dt!r} must divide the horizon T={T!r} into a whole number of steps"
-            )
-        return steps
+        return steps_of(T, self.dt, "SimConfig.dt")
+
+
+def steps_of(T: float, dt: float, label: str) -> int:
+    """``T / dt`` as a whole number of steps (relative tolerance 1e-9), else ``ValueError`` naming ``label``."""
+    n = T / dt
+    steps = round(n)
+    if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
+        raise ValueError(f"{label}={dt!r} must divide the horizon T={T!r} into a whole number of steps")
+    return steps
 
 
 def inventory_grid(problem: ProblemParams, market: MarketParams):  # type: ignore[no-untyped-def]

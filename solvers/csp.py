@@ -168,7 +168,7 @@ def solve_csp(
     milp_time_limit = real("csp option milp_time_limit", milp_time_limit, gt=0)
     q0 = real("csp option q0", q0)
     mdp = TickGrid.of(grid, grid_options, "csp").mdp(market, problem, "csp")
-    om = OccupationModel(mdp, constraints, float(q0))
+    om = OccupationModel(mdp, constraints, q0)
     names = constraints.active()
     if "max_limit_prob" in names and om.i0 in (0, om.n - 1) and constraints.max_limit_prob < 1.0:
         raise InfeasibleConstraints(

@@ -53,7 +53,7 @@ from scipy.linalg import solve_banded
 
 from mmray.checks import choice, integer, real
 from mmray.model import xi as _xi
-from mmray.params import MarketParams, ProblemParams, inventory_grid
+from mmray.params import MarketParams, ProblemParams, inventory_grid, steps_of
 from mmray.solvers.intensity import Exponential, Intensity, resolve_intensity
 from mmray.solvers.result import Solution
 
@@ -105,12 +105,7 @@ def resolve_steps(T: float, n_steps: int | None, dt: float | None, default: int,
     if n_steps is not None and dt is not None:
         raise ValueError(f"{who}: give n_steps or dt, not both (got n_steps={n_steps!r}, dt={dt!r})")
     if dt is not None:
-        dt = real(f"{who} option dt", dt, gt=0)
-        n = T / dt
-        steps = round(n)
-        if steps < 1 or abs(n - steps) > 1e-9 * max(1.0, n):
-            raise ValueError(f"{who} option dt={dt!r} must divide the horizon T={T!r} into a whole number of steps")
-        return steps
+        return steps_of(T, real(f"{who} option dt", dt, gt=0), f"{who} option dt")
     if n_steps is None:
         return default
     return integer(f"{who} option n_steps", n_steps, ge=1)

@@ -49,18 +49,20 @@ def test_as2008_reproduces_published_table(as_results, gamma, strategy):
     assert m["spread_mean"] == pytest.approx(spread, abs=0.015)  # discrete time average vs published 2 decimals
 
 
-@pytest.mark.parametrize(("price_model", "fill_model", "half_spread"),
-                         [("binomial", "linear", 0.745), ("gaussian", "poisson", 1.2)])
-def test_constant_quote_moments_match_the_closed_form(price_model: str, fill_model: str, half_spread: float) -> None:
+@pytest.mark.parametrize(("price_model", "fill_model", "half_spread", "q0"),
+                         [("binomial", "linear", 0.745, 0.0), ("gaussian", "poisson", 1.2, 5.0)])
+def test_constant_quote_moments_match_the_closed_form(
+    price_model: str, fill_model: str, half_spread: float, q0: float
+) -> None:
     # Oracle: a state-independent quote has exact PnL moments (mmray.model.constant_quote_moments).
     # Tolerance 4 standard errors; the SE of the sample std uses the sample kurtosis
     # (Var s ~ (m4/s^4 - 1) s^2 / 4n) because the PnL (a sum of q dS with random q) is not normal.
     market = MarketParams(sigma=2.0, A=140.0, k=1.5, s0=100.0)
     problem = ProblemParams(gamma=0.1, T=1.0, q_max=None)
-    config = SimConfig(dt=0.005, n_paths=20000, price_model=price_model, fill_model=fill_model, seed=11)
+    config = SimConfig(dt=0.005, n_paths=20000, price_model=price_model, fill_model=fill_model, seed=11, q0=q0)
     policy = ClosedFormPolicy("constant", market, problem, half_spread=half_spread)
     res = simulate_chunk(policy, market, problem, config, config.n_paths, config.seed)
-    exact = model.constant_quote_moments(market, half_spread, problem.T, config.dt, fill_model)
+    exact = model.constant_quote_moments(market, half_spread, problem.T, config)
     n, pnl = res.pnl.size, res.pnl
     std = pnl.std(ddof=1)
     kurt = np.mean((pnl - pnl.mean()) ** 4) / np.var(pnl) ** 2
@@ -69,7 +71,7 @@ def test_constant_quote_moments_match_the_closed_form(price_model: str, fill_mod
     q_std = res.q_final.std(ddof=1)
     assert abs(q_std - exact.q_final_std) < 4 * q_std * math.sqrt(2 / (4 * n)) * 1.1  # q_T nearly normal
     with pytest.raises(ValueError, match="drift == 0 and tick == 0"):
-        model.constant_quote_moments(market.replace(tick=0.01), half_spread, 1.0, 0.005)
+        model.constant_quote_moments(market.replace(tick=0.01), half_spread, 1.0, config)
 
 
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
