@@ -63,12 +63,17 @@ class ChunkResult:
     FIELDS = ("pnl", "q_final", "trades", "max_drawdown", "q2_integral")
 
 
-def _table_fast_path(policy: Policy, q0: float, step: float) -> tuple[TablePolicy, int] | None:
-    """If ``policy`` is a table whose inventory grid contains q0 with the trade size as step,
-    return it and the index of ``q0`` (the simulator then indexes rows directly)."""
+def _table_fast_path(policy: Policy, q0: float, step: float, q_max: float) -> tuple[TablePolicy, int] | None:
+    """If ``policy`` is a table whose inventory grid has the trade size as step, contains ``q0`` and
+    covers every reachable inventory ``[-q_max, q_max]``, return it and the index of ``q0`` (the
+    simulator then indexes rows directly; a narrower table goes through ``quotes``, which holds
+    the edge rows beyond the grid)."""
     if not isinstance(policy, TablePolicy) or policy.q_grid.size < 2:
         return None
     if abs(policy.q_step - step) > 1e-12 * step:
+        return None
+    tol = 1e-9 * max(1.0, q_max)
+    if policy.q_grid[0] > -q_max + tol or policy.q_grid[-1] < q_max - tol:
         return None
     pos = (q0 - policy.q_grid[0]) / step
     if abs(pos - round(pos)) > 1e-9 or not 0 <= round(pos) < policy.q_grid.size:
@@ -134,7 +139,7 @@ def simulate_chunk(
 
     # Table policies on the simulator's inventory grid: everything that depends only on (t, q) is
     # computed once per step on the grid (a few dozen numbers) and gathered by inventory index.
-    fast = _table_fast_path(policy, config.q0, d) if (q_max is not None and tick == 0) else None
+    fast = _table_fast_path(policy, config.q0, d, q_max) if (q_max is not None and tick == 0) else None
     if fast is not None:
         table, qi0 = fast
         qi = np.full(n_paths, qi0, dtype=np.intp)

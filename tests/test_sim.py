@@ -11,7 +11,7 @@ from mmray import SimConfig, backtest, make_strategy, model
 from mmray.backtest import compute_metrics
 from mmray.model import fill_probability
 from mmray.params import MarketParams, ProblemParams
-from mmray.policy import ClosedFormPolicy
+from mmray.policy import ClosedFormPolicy, TablePolicy
 from mmray.sim import simulate_chunk
 from mmray.solvers import solve
 
@@ -174,6 +174,23 @@ def test_table_fast_path_equals_generic_path(glft_market, glft_problem):
     slow = simulate_chunk(Wrapped(), glft_market, problem, config, 300, np.random.SeedSequence(3))
     np.testing.assert_allclose(fast.pnl, slow.pnl, rtol=1e-12)
     np.testing.assert_array_equal(fast.q_final, slow.q_final)
+
+    # a table narrower than the inventory bound (q in [-2, 2], Q = 30) must not take the direct
+    # row lookup (its index would leave the table): same numbers as through quotes()
+    narrow = TablePolicy(table.times, table.q_grid[28:33], table.bid[:, 28:33], table.ask[:, 28:33],
+                         table.bid_on[:, 28:33], table.ask_on[:, 28:33])
+    assert narrow.q_grid.tolist() == [-2.0, -1.0, 0.0, 1.0, 2.0]
+
+    class WrappedNarrow:
+        kind = "wrapped"
+
+        def quotes(self, t, q, s, rng=None):
+            return narrow.quotes(t, q, s)
+
+    a = simulate_chunk(narrow, glft_market, problem, config, 300, np.random.SeedSequence(3))
+    b = simulate_chunk(WrappedNarrow(), glft_market, problem, config, 300, np.random.SeedSequence(3))
+    np.testing.assert_array_equal(a.q_final, b.q_final)
+    assert np.abs(a.q_final).max() > 2  # paths do leave the table's range
 
 
 def test_metrics_standard_errors():
