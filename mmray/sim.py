@@ -63,6 +63,17 @@ class ChunkResult:
     FIELDS = ("pnl", "q_final", "trades", "max_drawdown", "q2_integral")
 
 
+def tick_offsets(s: np.ndarray, db: np.ndarray, da: np.ndarray, tick: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets after rounding the quoted prices outward to the tick grid (bid down, ask up).
+
+    A price already on the grid up to 1e-9 tick stays there: ``(100 - 0.2) / 0.1`` is 997.9999999999999
+    in floating point, and a plain ``floor`` would quote 99.7 instead of 99.8.
+    """
+    bid = np.floor((s - db) / tick + 1e-9) * tick
+    ask = np.ceil((s + da) / tick - 1e-9) * tick
+    return s - bid, ask - s
+
+
 def _table_fast_path(policy: Policy, q0: float, step: float, q_max: float) -> tuple[TablePolicy, int] | None:
     """If ``policy`` is a table whose inventory grid has the trade size as step, contains ``q0`` and
     covers every reachable inventory ``[-q_max, q_max]``, return it and the index of ``q0`` (the
@@ -187,9 +198,8 @@ def simulate_chunk(
         if q_max is not None:
             db[q + d > q_max + 1e-9] = np.inf
             da[q - d < -q_max - 1e-9] = np.inf
-        if tick > 0:  # round prices outward to the tick grid: bid down, ask up
-            db = s - np.floor((s - db) / tick) * tick
-            da = np.ceil((s + da) / tick) * tick - s
+        if tick > 0:
+            db, da = tick_offsets(s, db, da, tick)
         if linear:
             np.greater(e_bid, k * db - log_adt, out=fb)
             np.greater(e_ask, k * da - log_adt, out=fa)

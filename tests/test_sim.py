@@ -12,7 +12,7 @@ from mmray.backtest import compute_metrics
 from mmray.model import fill_probability
 from mmray.params import MarketParams, ProblemParams
 from mmray.policy import ClosedFormPolicy, TablePolicy
-from mmray.sim import simulate_chunk
+from mmray.sim import simulate_chunk, tick_offsets
 from mmray.solvers import solve
 
 # AS 2008 table (§3.3): (spread, profit, std(profit), final q, std(q)) for 1000 paths each
@@ -114,6 +114,16 @@ def test_optimal_policy_beats_other_strategies_on_its_objective(glft_market):
         values[name] = (m["value_B"], m["value_B_se"])
     for name in ("constant", "symmetric"):  # same seed: the comparison is paired, so 2 SEs is conservative
         assert values["optimal"][0] > values[name][0] - 2 * math.hypot(values["optimal"][1], values[name][1])
+
+
+def test_tick_rounding_keeps_prices_on_the_grid_and_rounds_outward():
+    s = np.full(39, 100.0)
+    offsets = np.round(np.arange(1, 40) * 0.1, 10)  # 0.1 .. 3.9, all on a 0.1 grid from s = 100
+    db, da = tick_offsets(s, offsets, offsets, 0.1)
+    np.testing.assert_allclose(db, offsets, atol=1e-9)  # 100 - 0.2 stays 99.8 (plain floor: 99.7)
+    np.testing.assert_allclose(da, offsets, atol=1e-9)
+    db, da = tick_offsets(np.array([100.03]), np.array([0.05]), np.array([0.05]), 0.1)
+    assert (100.03 - db[0], 100.03 + da[0]) == pytest.approx((99.9, 100.1))  # off-grid: bid down, ask up
 
 
 def test_inventory_bounds_and_tick_rounding(glft_market):
