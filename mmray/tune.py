@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# flags that define a sweep (and so cannot change a sweep being resumed) -> argparse destination
+_SWEEP_FLAGS = {
+    "--smoke": "smoke", "--seed": "seed",
+    "--cpus-per-trial": "cpus_per_trial", "--mc-ray": "mc_ray", "--mc-workers": "mc_workers",
+    "--search": "search", "--metric": "metric", "--num-samples": "num_samples", "--asha": "asha",
+    "--n-paths": "n_paths", "--max-failures": "max_failures",
+}
+
+
 def _overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
     from mmray.tuning.config import spec_from_dict
 
@@ -86,8 +95,7 @@ def _overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
     put("resources", "mc_workers", args.mc_workers)
     put("search", "algorithm", args.search)
     put("search", "metric", args.metric)
-    if args.metric and not args.search:
-        doc["search"]["mode"] = METRIC_MODES[args.metric]
+    put("search", "mode", METRIC_MODES[args.metric] if args.metric else None)  # each metric has one direction
     put("search", "num_samples", args.num_samples)
     put("search", "asha", {"rungs": 4} if args.asha else None)
     put("sim", "n_paths", args.n_paths)
@@ -148,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mmray.tuning.runner import RunOptions, resume_sweep, run_sweep, start_ray
 
+    if args.resume:
+        ignored = [flag for flag, value in _SWEEP_FLAGS.items() if getattr(args, value) not in (None, False)]
+        if ignored:
+            print(f"mmray tune: error: --resume continues the sweep as it was defined; it does not take "
+                  f"{', '.join(ignored)}", file=sys.stderr)
+            return 2
     try:
         spec = None if args.resume else load_requested_spec(args)
     except (SweepConfigError, NotAvailableError) as exc:
@@ -158,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                          dashboard=args.dashboard, verbose=verbose)
     import ray
 
-    started, url = start_ray(options)
+    try:
+        started, url = start_ray(options)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {args.address!r}" if args.address else "an embedded Ray"
+        print(f"mmray tune: error: cannot start or reach {where}: {exc}", file=sys.stderr)
+        return 2
     if url:
         print(f"Ray dashboard: {url}  (API token: ~/.ray/auth_token)", file=sys.stderr, flush=True)
     try:

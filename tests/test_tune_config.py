@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmray.tune import main
+from mmray.tune import build_parser, load_requested_spec, main
 from mmray.tuning.config import NotAvailableError, SweepConfigError, load_spec, spec_from_dict
 from mmray.tuning.presets import PRESETS, preset, smoke
 from mmray.tuning.seeds import derive_seed, trial_seed
@@ -162,6 +162,21 @@ def test_cli_reports_bad_file_without_starting_ray(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "runs").exists()
     assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
     assert "no such sweep file" in capsys.readouterr().err
+
+
+def test_command_line_metric_sets_its_direction() -> None:
+    # --metric pnl_std with a search algorithm must minimise, whatever mode the preset had
+    args = build_parser().parse_args(["--sweep", "hparams", "--metric", "pnl_std", "--search", "random"])
+    spec = load_requested_spec(args)
+    assert (spec.search.metric, spec.search.mode, spec.search.algorithm) == ("pnl_std", "min", "random")
+    args = build_parser().parse_args(["--sweep", "hparams", "--metric", "sharpe"])
+    assert load_requested_spec(args).search.mode == "max"
+
+
+def test_resume_refuses_flags_that_would_redefine_the_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--resume", str(tmp_path), "--n-paths", "10", "--metric", "sharpe"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume continues the sweep as it was defined; it does not take --metric, --n-paths" in err
 
 
 def test_trial_seeds_derive_from_the_sweep_seed() -> None:
