@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,43 +33,50 @@ TABLE_KEYS = ("pnl_mean", "pnl_std", "sharpe", "max_drawdown", "trades_mean", "s
               "q_final_mean", "q_final_std", "ce_A", "value_B")
 
 
-def _q_max(text: str) -> int | None:
+UNBOUNDED = "none"  # what --q-max none parses to (None means the flag was not given)
+MARKET_FLAGS = ("sigma", "A", "k", "drift", "trade_size", "tick", "s0")
+PROBLEM_FLAGS = ("gamma", "T", "q_max", "objective", "terminal_penalty")
+
+
+def _q_max(text: str) -> int | str:
     if text.lower() in ("none", "inf", "unbounded"):
-        return None
+        return UNBOUNDED
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}") from None
-    if value != int(value) or value < 1:
+    if not math.isfinite(value) or value != int(value) or value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
     return int(value)
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """Model flags; each defaults to None ("not given") so that a checkpoint's model can fill it."""
     m, pr = MarketParams(), ProblemParams()
-    g = p.add_argument_group("model (defaults: GLFT 2013 figure parameters)")
-    g.add_argument("--sigma", type=float, default=m.sigma, help="mid volatility per sqrt(time) [%(default)s]")
-    g.add_argument("--A", type=float, default=m.A, help="fill intensity at the mid, per time [%(default)s]")
-    g.add_argument("--k", type=float, default=m.k, help="intensity decay per price unit [%(default)s]")
-    g.add_argument("--drift", type=float, default=m.drift, help="mid drift per time [%(default)s]")
-    g.add_argument("--trade-size", type=float, default=m.trade_size, help="fill size Delta [%(default)s]")
-    g.add_argument("--tick", type=float, default=m.tick, help="tick for quote rounding, 0 = none [%(default)s]")
-    g.add_argument("--s0", type=float, default=m.s0, help="initial mid [%(default)s]")
-    g.add_argument("--gamma", type=float, default=pr.gamma, help="risk aversion [%(default)s]")
-    g.add_argument("--T", type=float, default=pr.T, help="horizon [%(default)s]")
-    g.add_argument("--q-max", type=_q_max, default=pr.q_max, help="inventory bound Q or 'none' [%(default)s]")
-    g.add_argument("--objective", choices=OBJECTIVES, default=pr.objective, help="A = CARA, B = running penalty")
-    g.add_argument("--terminal-penalty", type=float, default=pr.terminal_penalty,
-                   help="ell in ell(q) = ell q^2 at T [%(default)s]")
+    g = p.add_argument_group("model (defaults: a --policy checkpoint's model, else the GLFT 2013 figure parameters)")
+    g.add_argument("--sigma", type=float, help=f"mid volatility per sqrt(time) [{m.sigma:g}]")
+    g.add_argument("--A", type=float, help=f"fill intensity at the mid, per time [{m.A:g}]")
+    g.add_argument("--k", type=float, help=f"intensity decay per price unit [{m.k:g}]")
+    g.add_argument("--drift", type=float, help=f"mid drift per time [{m.drift:g}]")
+    g.add_argument("--trade-size", type=float, help=f"fill size Delta [{m.trade_size:g}]")
+    g.add_argument("--tick", type=float, help=f"tick for quote rounding, 0 = none [{m.tick:g}]")
+    g.add_argument("--s0", type=float, help=f"initial mid [{m.s0:g}]")
+    g.add_argument("--gamma", type=float, help=f"risk aversion [{pr.gamma:g}]")
+    g.add_argument("--T", type=float, help=f"horizon [{pr.T:g}]")
+    g.add_argument("--q-max", type=_q_max, help=f"inventory bound Q or 'none' [{pr.q_max}]")
+    g.add_argument("--objective", choices=OBJECTIVES, help=f"A = CARA, B = running penalty [{pr.objective}]")
+    g.add_argument("--terminal-penalty", type=float, help=f"ell in ell(q) = ell q^2 at T [{pr.terminal_penalty:g}]")
 
 
 def _add_sim_flags(p: argparse.ArgumentParser, paths: int) -> None:
     g = p.add_argument_group("simulation")
-    g.add_argument("--dt", type=float, default=None, help="time step (default T/600)")
+    g.add_argument("--dt", type=float, default=None,
+                   help="time step (default: a pi/csp checkpoint's own dt, else T/600)")
     g.add_argument("--paths", type=int, default=paths, help="Monte Carlo paths [%(default)s]")
     g.add_argument("--seed", type=int, default=0, help="root seed [%(default)s]")
     g.add_argument("--price-model", choices=PRICE_MODELS, default="gaussian")
-    g.add_argument("--fill-model", choices=FILL_MODELS, default="poisson")
+    g.add_argument("--fill-model", choices=FILL_MODELS, default=None,
+                   help="default: a pi/csp checkpoint's own fill model, else poisson")
     g.add_argument("--chunk-size", type=int, default=SimConfig().chunk_size, help="paths per chunk [%(default)s]")
     g.add_argument("--q0", type=float, default=0.0, help="initial inventory [%(default)s]")
     g.add_argument("--local", action="store_true", help="do not use Ray (same numbers, one process)")
@@ -88,17 +96,49 @@ def _add_strategy_flags(p: argparse.ArgumentParser, multiple: bool) -> None:
     g.add_argument("--skew", type=float, default=None, help="inventory skew for the inventory strategy")
 
 
-def _params(args: argparse.Namespace) -> tuple[MarketParams, ProblemParams]:
-    market = MarketParams(sigma=args.sigma, A=args.A, k=args.k, drift=args.drift, trade_size=args.trade_size,
-                          tick=args.tick, s0=args.s0)
-    problem = ProblemParams(gamma=args.gamma, T=args.T, q_max=args.q_max, objective=args.objective,
-                            terminal_penalty=args.terminal_penalty)
-    return market, problem
+def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The model flags the user gave, as field values (``--q-max none`` -> ``None``)."""
+    out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if out.get("q_max") == UNBOUNDED:
+        out["q_max"] = None
+    return out
 
 
-def _sim_config(args: argparse.Namespace, problem: ProblemParams) -> SimConfig:
-    dt = args.dt if args.dt is not None else problem.T / 600.0
-    cfg = SimConfig(dt=dt, n_paths=args.paths, price_model=args.price_model, fill_model=args.fill_model,
+def _params(args: argparse.Namespace, policy: Any = None) -> tuple[MarketParams, ProblemParams]:
+    """The model: the flags given, over ``policy``'s saved model if it has one, else over the defaults.
+
+    A pi/csp policy's offsets are already on its tick grid, so its market's tick becomes 0 (no
+    second rounding) unless ``--tick`` is given. Flags that change a checkpoint's value are reported.
+    """
+    market = getattr(policy, "market", None) or MarketParams()
+    problem = getattr(policy, "problem", None) or ProblemParams()
+    m_given, p_given = _given(args, MARKET_FLAGS), _given(args, PROBLEM_FLAGS)
+    if policy is not None and _solver_info(policy) is not None and market.tick > 0 and "tick" not in m_given:
+        market = market.replace(tick=0.0)
+    if getattr(policy, "market", None) is not None:
+        changed = [f"--{n.replace('_', '-')} {v} (checkpoint: {getattr(base, n)})"
+                   for base, given in ((market, m_given), (problem, p_given))
+                   for n, v in given.items() if v != getattr(base, n)]
+        if changed:
+            print(f"mmray {args.command}: note: flags override the checkpoint's model: {', '.join(changed)}",
+                  file=sys.stderr)
+    return market.replace(**m_given), problem.replace(**p_given)
+
+
+def _solver_info(policy: Any) -> dict[str, Any] | None:
+    """The discrete problem a pi/csp policy was solved on (its provenance), else None."""
+    prov = getattr(policy, "provenance", None) or {}
+    if prov.get("solver") not in ("pi", "csp"):
+        return None
+    return prov.get("info") or {}
+
+
+def _sim_config(args: argparse.Namespace, problem: ProblemParams, policy: Any = None) -> SimConfig:
+    """Simulation settings from the flags; a pi/csp policy's own dt and fill model are the defaults."""
+    info = (_solver_info(policy) if policy is not None else None) or {}
+    dt = args.dt if args.dt is not None else info.get("dt", problem.T / 600.0)
+    fill_model = args.fill_model or info.get("fill_model", "poisson")
+    cfg = SimConfig(dt=dt, n_paths=args.paths, price_model=args.price_model, fill_model=fill_model,
                     seed=args.seed, chunk_size=args.chunk_size, q0=args.q0)
     cfg.n_steps(problem.T)
     return cfg
@@ -133,7 +173,7 @@ def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
     from mmray.solvers.cli_args import solver_options
 
     market, problem = _params(args)
-    solution = solve(market, problem, method=args.method, **solver_options(args.method, args))
+    solution = solve(market, problem, method=args.method, **solver_options(args.method, args, problem.T))
     i0 = int(np.argmin(np.abs(solution.q_grid)))
     rows = {}
     for j in sorted({0, i0 // 2, i0, (i0 + solution.q_grid.size - 1) // 2, solution.q_grid.size - 1}):
@@ -169,23 +209,32 @@ def vars_jsonable(args: argparse.Namespace) -> dict[str, Any]:
     return to_jsonable({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"})
 
 
-def _policies(args: argparse.Namespace, market: MarketParams, problem: ProblemParams) -> dict[str, Any]:
-    from mmray.checkpoint import load_policy
+def _strategies(args: argparse.Namespace, market: MarketParams, problem: ProblemParams) -> dict[str, Any]:
     from mmray.strategies import make_strategy
 
-    if args.policy is not None:
-        return {args.policy.name: load_policy(args.policy)}
     names = args.strategy if isinstance(args.strategy, list) else [args.strategy or "optimal"]
     if not names:
         names = ["optimal"]
     return {n: make_strategy(n, market, problem, half_spread=args.half_spread, skew=args.skew) for n in names}
 
 
+def _setup(args: argparse.Namespace) -> tuple[dict[str, Any], MarketParams, ProblemParams, SimConfig]:
+    """Policies, model and simulation settings of ``backtest``/``simulate``: a ``--policy``
+    checkpoint brings its own model (and, for pi/csp, its dt and fill model), flags override."""
+    if args.policy is not None:
+        from mmray.checkpoint import load_policy
+
+        policy = load_policy(args.policy)
+        market, problem = _params(args, policy)
+        return {args.policy.name: policy}, market, problem, _sim_config(args, problem, policy)
+    market, problem = _params(args)
+    return _strategies(args, market, problem), market, problem, _sim_config(args, problem)
+
+
 def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig) -> None:
     """pi/csp policies are optimal for the discrete problem they were solved on: say when the backtest differs."""
-    prov = getattr(policy, "provenance", {}) or {}
-    info = prov.get("info") or {}
-    if prov.get("solver") not in ("pi", "csp"):
+    info = _solver_info(policy)
+    if info is None:
         return
     issues = []
     if info.get("dt") is not None and abs(float(info["dt"]) - config.dt) > 1e-12:
@@ -195,16 +244,15 @@ def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig
     if market.tick > 0:
         issues.append("its offsets are already on the tick grid; --tick > 0 rounds prices a second time")
     if issues:
-        print(f"mmray backtest: warning: this {prov['solver']} policy is optimal for its own discrete problem: "
+        print(f"mmray backtest: warning: this {policy.provenance['solver']} policy is optimal for its own discrete "
+              "problem: "
               + "; ".join(issues), file=sys.stderr)
 
 
 def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     from mmray.backtest import backtest
 
-    market, problem = _params(args)
-    config = _sim_config(args, problem)
-    policies = _policies(args, market, problem)
+    policies, market, problem, config = _setup(args)
     for policy in policies.values():
         _warn_discrete_mismatch(policy, market, config)
     use_ray = _use_ray(args, config)
@@ -240,9 +288,8 @@ def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     from mmray.sim import simulate_chunk
 
-    market, problem = _params(args)
-    config = _sim_config(args, problem)
-    name, policy = next(iter(_policies(args, market, problem).items()))
+    policies, market, problem, config = _setup(args)
+    name, policy = next(iter(policies.items()))
     res = simulate_chunk(policy, market, problem, config, config.n_paths,
                          np.random.SeedSequence(config.seed), record=config.n_paths)
     assert res.paths is not None
@@ -314,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.func(args)
     except ValueError as exc:  # validation errors name the field and value
         parser.exit(2, f"mmray {args.command}: error: {exc}\n")
+    except OSError as exc:  # unwritable --out, unreadable --policy, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        parser.exit(2, f"mmray {args.command}: error: {where}{exc.strerror or exc}\n")
     if args.json:
         print(json.dumps(to_jsonable(out), allow_nan=False))
     return 0

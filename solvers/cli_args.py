@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mmray.params import FILL_MODELS, PRICE_MODELS
+from mmray.checks import real
+from mmray.params import FILL_MODELS, PRICE_MODELS, steps_of
 from mmray.solvers.constraints import Constraints
 from mmray.solvers.csp import FORMULATIONS, LP_SOLVERS, MILP_SOLVERS
 from mmray.solvers.fd import ON_UNSTABLE, SCHEMES
@@ -34,6 +35,19 @@ CONSTRAINT_FLAGS = {
     "bid_max_ticks": ("--bid-max-ticks", int, "largest bid offset when quoting (ticks)"),
     "ask_min_ticks": ("--ask-min-ticks", int, "smallest ask offset when quoting (ticks)"),
     "ask_max_ticks": ("--ask-max-ticks", int, "largest ask offset when quoting (ticks)"),
+}
+
+
+_ALL, _GRID = ("exact", "fd", "pi", "csp"), ("fd", "pi", "csp")
+# every solver flag (argparse destination) -> the methods it applies to; a flag given to another
+# method is an error rather than silently ignored (constraints are checked by their own messages)
+OPTION_METHODS: dict[str, tuple[str, ...]] = {
+    "n_steps": _ALL, "dt": _ALL, "intensity": _ALL, "intensity_alpha": _GRID, "intensity_beta": _GRID,
+    **dict.fromkeys(("scheme", "on_unstable", "rannacher_steps", "newton_tol", "max_newton"), ("fd",)),
+    **dict.fromkeys(("solver_tick", "n_levels", "min_level", "no_quote_forbidden", "fill_model"), ("pi", "csp")),
+    **dict.fromkeys(("price_model", "horizon", "discount_rate", "max_iter"), ("pi",)),
+    **dict.fromkeys(("csp_q0", "formulation", "lp_solver", "no_constraint_costs", "deterministic", "milp_solver",
+                     "milp_time_limit", "max_cg_iter"), ("csp",)),
 }
 
 
@@ -94,13 +108,18 @@ def _constraints(args: argparse.Namespace) -> Constraints | None:
     return Constraints(**values) if values else None
 
 
-def solver_options(method: str, args: argparse.Namespace) -> dict[str, Any]:
+def solver_options(method: str, args: argparse.Namespace, horizon: float | None = None) -> dict[str, Any]:
     """Keyword arguments of :func:`mmray.solvers.solve` for ``method`` from parsed flags.
 
     Only flags the user set are included (the solvers' defaults apply otherwise). Raises
-    ``ValueError`` for a flag that makes no sense for ``method`` (e.g. constraints with ``fd``).
+    ``ValueError`` for a flag that makes no sense for ``method`` (e.g. ``--scheme`` or constraints
+    with ``exact``). ``horizon`` (the problem's ``T``) turns ``--dt`` into the exact solver's time grid.
     """
     get = lambda name: getattr(args, name, None)  # noqa: E731
+    for name, methods in OPTION_METHODS.items():
+        if get(name) not in (None, False) and method not in methods:
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to --method {method} "
+                             f"(it is an option of {', '.join(methods)})")
     opts: dict[str, Any] = {}
     cons = _constraints(args)
     if method == "exact":
@@ -108,8 +127,14 @@ def solver_options(method: str, args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError("--method exact supports the exponential intensity only; use --method fd")
         if cons is not None:
             raise ValueError("constraints need --method csp (per-state ones also work with --method pi)")
+        if get("n_steps") is not None and get("dt") is not None:
+            raise ValueError("give --n-steps or --dt, not both")
         if get("n_steps") is not None:
             opts["n_times"] = int(get("n_steps")) + 1
+        elif get("dt") is not None:
+            if horizon is None:
+                raise ValueError("--dt with --method exact needs the horizon T")
+            opts["n_times"] = steps_of(horizon, real("--dt", get("dt"), gt=0), "--dt") + 1
         return opts
     if method not in ("fd", "pi", "csp"):
         raise ValueError(f"unknown solver method {method!r}; choose from exact, fd, pi, csp")

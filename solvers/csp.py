@@ -368,7 +368,9 @@ def _solution(
     on = np.append(np.ones(mdp.grid.n_levels, dtype=bool), False)
     rows = lambda arr: np.concatenate([arr, arr[-1:]], axis=0)  # noqa: E731  (no decision at T)
     prob_t, pb_t, pa_t = rows(prob), rows(pair_b), rows(pair_a)
-    provenance = {"solver": "csp", "info": {k: info[k] for k in ("grid", "dt", "objective", "active", "binding")}}
+    # the discrete problem (so that a backtest can check it plays the same one) and the LP's outcome
+    keep = (*mdp.describe(), "q0", "objective", "active", "binding")
+    provenance = {"solver": "csp", "info": {k: info[k] for k in keep if k in info}}
     rand = RandomTablePolicy(
         mdp.times, mdp.q, prob_t, off[pb_t], off[pa_t], on[pb_t], on[pa_t], market, problem, provenance,
     )

@@ -71,6 +71,11 @@ def test_unbounded_closed_form_and_simulate(capsys, tmp_path):
         (["backtest", "--strategy", "optimal", "--q-max", "none"], "'optimal' needs a bounded inventory"),
         (["backtest", "--q-max", "2.5"], "expected a positive integer or 'none', got '2.5'"),
         (["backtest", "--policy", "/nonexistent/ckpt"], "no such checkpoint directory"),
+        (["backtest", "--q-max", "1e400"], "expected a positive integer or 'none', got '1e400'"),
+        (["solve", "--method", "exact", "--scheme", "cn"], "--scheme does not apply to --method exact"),
+        (["solve", "--method", "fd", "--solver-tick", "0.5"], "--solver-tick does not apply to --method fd"),
+        (["solve", "--method", "pi", "--formulation", "dw"], "--formulation does not apply to --method pi"),
+        (["solve", "--T", "10", "--out", "/proc/mmray-no/such"], "error: /proc/mmray-no: No such file or directory"),
     ],
 )
 def test_errors_are_clear(capsys, argv, message):
@@ -78,6 +83,28 @@ def test_errors_are_clear(capsys, argv, message):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_backtest_policy_uses_the_checkpoint_model_unless_flags_override(capsys, tmp_path):
+    # exact policy solved for gamma = 0.2, T = 60, Q = 5: its backtest is of that model, not the defaults
+    _json(capsys, ["solve", "--gamma", "0.2", "--T", "60", "--q-max", "5", "--out", str(tmp_path / "exact"), "--json"])
+    data = _json(capsys, ["backtest", "--policy", str(tmp_path / "exact" / "policy"), "--paths", "200", "--json"])
+    assert (data["problem"]["gamma"], data["problem"]["T"], data["problem"]["q_max"]) == (0.2, 60.0, 5)
+    assert data["sim"]["dt"] == 0.1  # T / 600
+    assert abs(data["q_final_mean"]) <= 5
+    assert main(["backtest", "--policy", str(tmp_path / "exact" / "policy"), "--gamma", "0.5", "--paths", "200",
+                 "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["problem"]["gamma"] == 0.5 and json.loads(out.out)["problem"]["T"] == 60.0
+    assert "flags override the checkpoint's model: --gamma 0.5 (checkpoint: 0.2)" in out.err
+    # a pi policy plays its own discrete problem: its dt and fill model, and no second tick rounding
+    _json(capsys, ["solve", "--method", "pi", "--objective", "B", "--T", "20", "--q-max", "4", "--tick", "0.5",
+                   "--n-steps", "40", "--fill-model", "linear", "--out", str(tmp_path / "pi"), "--json"])
+    assert main(["backtest", "--policy", str(tmp_path / "pi" / "policy"), "--paths", "200", "--json"]) == 0
+    out = capsys.readouterr()
+    data = json.loads(out.out)
+    assert (data["sim"]["dt"], data["sim"]["fill_model"], data["market"]["tick"]) == (0.5, "linear", 0.0)
+    assert "warning" not in out.err  # nothing differs from the problem it was solved on
 
 
 def test_console_script_and_module_entry_point():
