@@ -35,26 +35,31 @@ _SOLVERS: dict[str, Callable[..., Solution]] = {
 }
 
 
+def method_options(method: str) -> tuple[str, ...]:
+    """Names of the keyword options that solver ``method`` takes (``ValueError`` for an unknown method)."""
+    if method not in _SOLVERS:
+        raise ValueError(f"unknown solver method {method!r}; choose from {', '.join(METHODS)}")
+    params = inspect.signature(_SOLVERS[method]).parameters.values()
+    names = [p.name for p in params if p.name not in ("market", "problem") and p.kind != p.VAR_KEYWORD]
+    if any(p.kind == p.VAR_KEYWORD for p in params):  # pi, csp: the TickGrid fields as keywords
+        names += TickGrid.field_names()
+    return tuple(names)
+
+
 def solve(market: MarketParams, problem: ProblemParams, method: str = "exact", **options: Any) -> Solution:
     """Solve the problem with ``method`` (one of :data:`METHODS`); ``options`` go to that solver.
 
     Raises ``ValueError`` for an unknown method or an option the method does not take.
     """
-    if method not in _SOLVERS:
-        raise ValueError(f"unknown solver method {method!r}; choose from {', '.join(METHODS)}")
-    fn = _SOLVERS[method]
-    params = inspect.signature(fn).parameters.values()
-    accepted = [p.name for p in params if p.name not in ("market", "problem") and p.kind != p.VAR_KEYWORD]
-    if any(p.kind == p.VAR_KEYWORD for p in params):  # pi, csp: the TickGrid fields as keywords
-        accepted += list(TickGrid.field_names())
+    accepted = method_options(method)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"solver {method!r} does not take option(s) {unknown}; it takes {accepted}")
-    return fn(market, problem, **options)
+        raise ValueError(f"solver {method!r} does not take option(s) {unknown}; it takes {list(accepted)}")
+    return _SOLVERS[method](market, problem, **options)
 
 
 __all__ = [
     "METHODS", "ConstrainedSolution", "Constraints", "CustomIntensity", "Exponential", "InfeasibleConstraints",
-    "Intensity", "Logistic", "PowerLaw", "RandomTablePolicy", "Solution", "TickGrid", "solve", "solve_csp",
-    "solve_exact", "solve_fd", "solve_pi", "stationary_quotes",
+    "Intensity", "Logistic", "PowerLaw", "RandomTablePolicy", "Solution", "TickGrid", "method_options", "solve",
+    "solve_csp", "solve_exact", "solve_fd", "solve_pi", "stationary_quotes",
 ]

@@ -330,5 +330,8 @@ def test_cli_flags_reach_csp() -> None:
     assert opts["constraint_costs"] is False and opts["q0"] == 0.0
     sol = solve(MARKET, SMALL, "csp", **opts)
     assert sol.info["active"] == ["min_two_sided", "max_terminal_q2"]
-    with pytest.raises(ValueError, match="use method='csp'"):
+    with pytest.raises(ValueError, match="--no-constraint-costs does not apply to --method pi"):
+        solver_options("pi", args)
+    args.no_constraint_costs = None
+    with pytest.raises(ValueError, match="use method='csp'"):  # global constraints: pi refuses them
         solve(MARKET, SMALL, "pi", **solver_options("pi", args))

@@ -92,6 +92,18 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
         ("grid:\n    gamma: [0.01, 0.1]\n  space: {q_max: {low: 2, high: 9}}", "sweep.space.q_max",
          "ranges need search.algorithm random or optuna"),
         ("grid: {}", "sweep.grid.gamma", "missing: a risk-aversion sweep needs a list of gamma values"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  solver: {method: pi, options: {n_levelz: 9}}",
+         "sweep.solver.options.n_levelz", "solver 'pi' does not take option 'n_levelz'; it takes horizon"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    solver.scheme: [cn, implicit]", "sweep.grid.solver.scheme",
+         "solver 'exact' does not take option 'scheme'"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    method: [fd, pi]\n  solver: {options: {scheme: cn}}",
+         "sweep.solver.options.scheme", "solver 'pi' does not take option 'scheme'"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  solver: {method: csp, options: {constraints: {max_spred: 8}}}",
+         "sweep.solver.options.constraints.max_spred", "unknown constraint 'max_spred'; expected one of max_spread"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  solver: {method: csp, options: {constraints: {max_spread: -1}}}",
+         "sweep.solver.options.constraints", "Constraints.max_spread must be a finite number > 0, got -1"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  solver: {method: fd, options: {constraints: {max_spread: 8}}}",
+         "sweep.solver.options.constraints.max_spread", "constraints need solver method csp (or pi), not fd"),
     ],
 )
 def test_bad_sweep_files_name_file_field_and_expectation(tmp_path: Path, text: str, path: str, expected: str) -> None:
@@ -177,6 +189,18 @@ def test_resume_refuses_flags_that_would_redefine_the_sweep(tmp_path: Path, caps
     assert main(["--resume", str(tmp_path), "--n-paths", "10", "--metric", "sharpe"]) == 2
     err = capsys.readouterr().err
     assert "--resume continues the sweep as it was defined; it does not take --metric, --n-paths" in err
+
+
+def test_trial_status_compares_with_the_trial_own_path_count() -> None:
+    # a swept n_paths: a 500-path trial that ran all its paths is "ok", not "stopped" (base is 1000)
+    from mmray.tuning.results import TrialRecord, results_table
+
+    spec = spec_from_dict({"sweep": {"kind": "hparams", "problem": {"T": 60, "q_max": 10},
+                                     "sim": {"n_paths": 1000}, "grid": {"n_paths": [500, 1000, 2000]}}})
+    records = [TrialRecord({"strategy": "optimal", "n_paths": n}, {"n_paths_done": done, "seed": 1}, None, f"t{n}", "")
+               for n, done in ((500, 500), (1000, 1000), (2000, 1000))]
+    table, _ = results_table(spec, records)
+    assert table.set_index("n_paths")["status"].to_dict() == {500: "ok", 1000: "ok", 2000: "stopped"}
 
 
 def test_trial_seeds_derive_from_the_sweep_seed() -> None:

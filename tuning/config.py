@@ -632,6 +632,7 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SweepSpec:
     resources = _resources(ctx, raw)
     failure = _failure(ctx, raw, strategies, grid, space)
     solver = _solver(ctx, raw)
+    _check_solver_options(ctx, solver, grid)
     return SweepSpec(
         kind=kind, name=name, seed=seed, market=market, problem=problem, sim=sim, strategies=strategies,
         grid=grid, space=space, robustness=robustness, search=search, resources=resources,
@@ -750,6 +751,35 @@ def _solver(ctx: _Ctx, raw: Mapping[str, Any]) -> SolverSpec:
         elif not _jsonable_scalar_or_list(value):
             raise ctx.error(path, f"expected a number, string, boolean or list of them, got {_show(value)}")
     return SolverSpec(method, options)
+
+
+def _check_solver_options(ctx: _Ctx, solver: SolverSpec, grid: Mapping[str, tuple[Any, ...]]) -> None:
+    """Solver option and constraint names, given or swept, must be taken by every method the sweep
+    uses (a typo would otherwise fail every trial, and each trial's retries, on the cluster)."""
+    from mmray.solvers import Constraints, method_options
+
+    methods = tuple(grid["method"]) if "method" in grid else (solver.method,)  # a swept method replaces the base
+    named = [(name, f"sweep.solver.options.{name}") for name in solver.options if name != "constraints"]
+    named += [(n.removeprefix("solver."), f"sweep.grid.{n}") for n in grid
+              if n.startswith("solver.") and not n.startswith("solver.constraints.")]
+    for option, path in named:
+        for method in methods:
+            if option not in method_options(method):
+                takes = [n for n in method_options(method) if n not in ("grid", "constraints")]
+                raise ctx.error(path, f"solver {method!r} does not take option {option!r}; it takes {', '.join(takes)}")
+    fields_ = tuple(f.name for f in fields(Constraints))
+    cons = [(k, f"sweep.solver.options.constraints.{k}") for k in solver.options.get("constraints") or {}]
+    cons += [(n.removeprefix("solver.constraints."), f"sweep.grid.{n}") for n in grid
+             if n.startswith("solver.constraints.")]
+    for name, path in cons:
+        if name not in fields_:
+            raise ctx.error(path, f"unknown constraint {name!r}; expected one of {', '.join(fields_)}")
+    if cons and not all("constraints" in method_options(m) for m in methods):
+        raise ctx.error(cons[0][1], f"constraints need solver method csp (or pi), not {', '.join(methods)}")
+    try:
+        Constraints.from_dict(solver.options.get("constraints"))
+    except ValueError as exc:
+        raise ctx.error("sweep.solver.options.constraints", str(exc)) from None
 
 
 def _resources(ctx: _Ctx, raw: Mapping[str, Any]) -> ResourceSpec:

@@ -126,7 +126,7 @@ def results_table(spec: SweepSpec, records: Sequence[TrialRecord]) -> tuple[pd.D
         done = m.get("n_paths_done")
         if rec.error is not None:
             status = "error"
-        elif done is not None and done >= spec.sim.n_paths:
+        elif done is not None and done >= int(rec.config.get("n_paths", spec.sim.n_paths)):  # n_paths may be swept
             status = "ok"
         elif done is not None:
             status = "stopped"
