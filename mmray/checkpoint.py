@@ -181,7 +181,10 @@ def load_policy(directory: str | os.PathLike[str]) -> Policy:
     """Load any saved policy from ``directory``; raises :class:`CheckpointError` on any problem."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: no such checkpoint directory")
+        leftovers = sorted(directory.parent.glob(f".{directory.name}.old-*")) if directory.parent.is_dir() else []
+        hint = (f" (a save that was interrupted while replacing it left {leftovers[-1].name}: the previous "
+                "checkpoint; rename it back to use it)") if leftovers else ""
+        raise CheckpointError(f"{directory}: no such checkpoint directory{hint}")
     doc = _read_meta(directory / META_FILE)
     npz_path = directory / ARRAYS_FILE
     if not npz_path.is_file():

@@ -29,10 +29,6 @@ import numpy as np
 from mmray.io import atomic_write_json, to_jsonable
 from mmray.params import FILL_MODELS, OBJECTIVES, PRICE_MODELS, MarketParams, ProblemParams, SimConfig
 
-TABLE_KEYS = ("pnl_mean", "pnl_std", "sharpe", "max_drawdown", "trades_mean", "spread_mean",
-              "q_final_mean", "q_final_std", "ce_A", "value_B")
-
-
 UNBOUNDED = "none"  # what --q-max none parses to (None means the flag was not given)
 MARKET_FLAGS = ("sigma", "A", "k", "drift", "trade_size", "tick", "s0")
 PROBLEM_FLAGS = ("gamma", "T", "q_max", "objective", "terminal_penalty")
@@ -158,10 +154,10 @@ def _format_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str
 
 
 def _use_ray(args: argparse.Namespace, config: SimConfig) -> bool:
-    n_chunks = -(-config.n_paths // config.chunk_size)
-    if args.local or (n_chunks < 2 and not args.address):
+    from mmray.distributed import ensure_ray, n_chunks
+
+    if args.local or (n_chunks(config.n_paths, config.chunk_size) < 2 and not args.address):
         return False
-    from mmray.distributed import ensure_ray
 
     ensure_ray(address=args.address, num_cpus=args.workers)
     return True
@@ -218,9 +214,18 @@ def _strategies(args: argparse.Namespace, market: MarketParams, problem: Problem
     return {n: make_strategy(n, market, problem, half_spread=args.half_spread, skew=args.skew) for n in names}
 
 
+# strategy flags -> the strategies that use them (given to none of those, a flag is an error)
+_STRATEGY_FLAGS = {"half_spread": ("constant", "inventory"), "skew": ("inventory",)}
+
+
 def _setup(args: argparse.Namespace) -> tuple[dict[str, Any], MarketParams, ProblemParams, SimConfig]:
     """Policies, model and simulation settings of ``backtest``/``simulate``: a ``--policy``
     checkpoint brings its own model (and, for pi/csp, its dt and fill model), flags override."""
+    names = () if args.policy is not None else (
+        args.strategy if isinstance(args.strategy, list) else [args.strategy or "optimal"])
+    for flag, users in _STRATEGY_FLAGS.items():
+        if getattr(args, flag) is not None and not set(users) & set(names):
+            raise ValueError(f"--{flag.replace('_', '-')} applies to --strategy {' or '.join(users)} only")
     if args.policy is not None:
         from mmray.checkpoint import load_policy
 
@@ -250,7 +255,7 @@ def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig
 
 
 def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
-    from mmray.backtest import backtest
+    from mmray.backtest import METRIC_KEYS, backtest
 
     policies, market, problem, config = _setup(args)
     for policy in policies.values():
@@ -264,7 +269,7 @@ def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     metrics = {name: r.metrics for name, r in results.items()}
     _log(args, f"{config.n_paths} paths x {config.n_steps(problem.T)} steps, seed {config.seed}, "
                f"{config.price_model} prices, {config.fill_model} fills" + (" (Ray)" if use_ray else ""))
-    _log(args, _format_table(metrics, TABLE_KEYS))
+    _log(args, _format_table(metrics, METRIC_KEYS))
     if len(results) == 1:
         name = next(iter(results))
         out: dict[str, Any] = {"strategy": name, **metrics[name]}

@@ -18,11 +18,16 @@ from typing import Any
 import numpy as np
 
 
+def n_chunks(n_paths: int, chunk_size: int) -> int:
+    """Number of chunks of at most ``chunk_size`` paths covering ``n_paths`` paths."""
+    return -(-n_paths // chunk_size)
+
+
 def chunk_plan(n_paths: int, chunk_size: int, seed: int) -> list[tuple[int, np.random.SeedSequence]]:
     """``[(paths_in_chunk, seed_sequence), ...]`` covering ``n_paths`` paths."""
-    n_chunks = -(-n_paths // chunk_size)
-    seeds = np.random.SeedSequence(seed).spawn(n_chunks)
-    sizes = [min(chunk_size, n_paths - i * chunk_size) for i in range(n_chunks)]
+    count = n_chunks(n_paths, chunk_size)
+    seeds = np.random.SeedSequence(seed).spawn(count)
+    sizes = [min(chunk_size, n_paths - i * chunk_size) for i in range(count)]
     return list(zip(sizes, seeds, strict=True))
 
 

@@ -147,8 +147,7 @@ class TablePolicy(Savable):
 
     def q_index(self, q: np.ndarray) -> np.ndarray:
         """Index of the nearest inventory level (clipped to the grid)."""
-        idx = np.rint((np.asarray(q, dtype=float) - self.q_grid[0]) / self.q_step)
-        return np.clip(idx, 0, self.q_grid.size - 1).astype(np.intp)
+        return nearest_level(self.q_grid, q)
 
     def _time_weights(self, t: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = np.asarray(t, dtype=float)
@@ -209,7 +208,7 @@ class TablePolicy(Savable):
         return cls(
             arrays["times"], arrays["q_grid"], arrays["bid"], arrays["ask"],
             arrays["bid_on"], arrays["ask_on"],
-            _params(MarketParams, meta.get("market")), _params(ProblemParams, meta.get("problem")),
+            params_from_dict(MarketParams, meta.get("market")), params_from_dict(ProblemParams, meta.get("problem")),
             dict(meta.get("provenance") or {}),
         )
 
@@ -221,8 +220,16 @@ class TablePolicy(Savable):
     }
 
 
-def _params(cls: type, data: dict[str, Any] | None) -> Any:
+def params_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
+    """``cls.from_dict(data)`` (a checkpoint's market or problem), or ``None`` where none was saved."""
     return None if data is None else cls.from_dict(data)
+
+
+def nearest_level(q_grid: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Index of the nearest level of the evenly spaced ``q_grid`` for each ``q`` (clipped to the grid)."""
+    step = float(q_grid[1] - q_grid[0]) if q_grid.size > 1 else 1.0
+    idx = np.rint((np.asarray(q, dtype=float) - q_grid[0]) / step)
+    return np.clip(idx, 0, q_grid.size - 1).astype(np.intp)
 
 
 CLOSED_FORMS = ("as", "symmetric", "constant", "inventory")

@@ -119,7 +119,10 @@ def solve_csp(
     q0 : float
         Initial inventory (a grid level): occupation measures start there.
     formulation : {"dw", "direct"}
-        Dantzig-Wolfe column generation (any size) or the full LP (at most 200,000 columns).
+        Dantzig-Wolfe column generation (any size), or in addition the full LP (at most 200,000
+        columns), a cross-check: ``direct`` still runs the decomposition first (it names the
+        conflicting constraints of an infeasible set and gives the per-state restrictions' shadow
+        prices), then takes the occupation measure and the global constraints' duals from the full LP.
     lp_solver : {"GLOP", "PDLP"}
         OR-Tools LP backend (GLOP: simplex with exact duals; PDLP: first-order, approximate).
     constraint_costs : bool

@@ -26,11 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mmray.params import MarketParams, ProblemParams
-from mmray.policy import Savable, check_grids, freeze_arrays, register_policy_kind
-
-
-def _params(cls: type, data: dict[str, Any] | None) -> Any:
-    return None if data is None else cls.from_dict(data)
+from mmray.policy import Savable, check_grids, freeze_arrays, nearest_level, params_from_dict, register_policy_kind
 
 
 @register_policy_kind
@@ -103,9 +99,7 @@ class RandomTablePolicy(Savable):
 
     def q_index(self, q: np.ndarray) -> np.ndarray:
         """Index of the nearest inventory level (clipped to the grid)."""
-        step = float(self.q_grid[1] - self.q_grid[0]) if self.q_grid.size > 1 else 1.0
-        idx = np.rint((np.asarray(q, dtype=float) - self.q_grid[0]) / step)
-        return np.clip(idx, 0, self.q_grid.size - 1).astype(np.intp)
+        return nearest_level(self.q_grid, q)
 
     def quotes(
         self, t: float | np.ndarray, q: np.ndarray, s: np.ndarray | None = None,
@@ -144,6 +138,6 @@ class RandomTablePolicy(Savable):
         return cls(
             arrays["times"], arrays["q_grid"], arrays["prob"], arrays["bid"], arrays["ask"],
             arrays["bid_on"], arrays["ask_on"],
-            _params(MarketParams, meta.get("market")), _params(ProblemParams, meta.get("problem")),
+            params_from_dict(MarketParams, meta.get("market")), params_from_dict(ProblemParams, meta.get("problem")),
             dict(meta.get("provenance") or {}),
         )

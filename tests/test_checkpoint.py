@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -152,3 +153,14 @@ def test_outputs_get_ordinary_permissions(tmp_path, table):
         assert stat.S_IMODE(os.stat(path / name).st_mode) == default_mode()
     text = atomic_write_text(tmp_path / "r.json", "{}")
     assert stat.S_IMODE(os.stat(text).st_mode) == default_mode()
+
+
+def test_a_save_interrupted_while_replacing_points_to_the_previous_checkpoint(tmp_path, table):
+    # the moment between moving the old directory aside and moving the new one in
+    path = save_policy(table, tmp_path / "ckpt")
+    os.replace(path, tmp_path / ".ckpt.old-4242")
+    with pytest.raises(CheckpointError, match=r"no such checkpoint directory \(a save that was interrupted .* left "
+                                              r"\.ckpt\.old-4242: the previous checkpoint; rename it back"):
+        load_policy(path)
+    os.replace(tmp_path / ".ckpt.old-4242", path)
+    assert load_policy(path).kind == "table"

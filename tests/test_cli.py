@@ -72,6 +72,8 @@ def test_unbounded_closed_form_and_simulate(capsys, tmp_path):
         (["backtest", "--q-max", "2.5"], "expected a positive integer or 'none', got '2.5'"),
         (["backtest", "--policy", "/nonexistent/ckpt"], "no such checkpoint directory"),
         (["backtest", "--q-max", "1e400"], "expected a positive integer or 'none', got '1e400'"),
+        (["backtest", "--strategy", "as", "--half-spread", "1"], "--half-spread applies to --strategy constant or"),
+        (["backtest", "--strategy", "constant", "--skew", "0.1"], "--skew applies to --strategy inventory only"),
         (["solve", "--method", "exact", "--scheme", "cn"], "--scheme does not apply to --method exact"),
         (["solve", "--method", "fd", "--solver-tick", "0.5"], "--solver-tick does not apply to --method fd"),
         (["solve", "--method", "pi", "--formulation", "dw"], "--formulation does not apply to --method pi"),
