@@ -32,7 +32,7 @@ import sys
 from typing import Any
 
 from mmray.io import to_jsonable
-from mmray.tuning.config import ALGORITHMS, KINDS, METRIC_MODES, NotAvailableError, SweepConfigError, SweepSpec
+from mmray.tuning.spec import ALGORITHMS, KINDS, METRIC_MODES, NotAvailableError, SweepConfigError, SweepSpec
 
 
 def build_parser() -> argparse.ArgumentParser:

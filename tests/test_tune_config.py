@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from mmray.tune import build_parser, load_requested_spec, main
-from mmray.tuning.config import NotAvailableError, SweepConfigError, load_spec, spec_from_dict
+from mmray.tuning.config import load_spec, spec_from_dict
 from mmray.tuning.presets import PRESETS, preset, smoke
 from mmray.tuning.seeds import derive_seed, trial_seed
+from mmray.tuning.spec import NotAvailableError, SweepConfigError
 from mmray.tuning.trainables import evaluate_trial, trial_setup
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Sweep specifications: typed, frozen dataclasses, loaded from YAML/JSON and validated.
+"""Sweep files: YAML/JSON loaded and validated into a :class:`~mmray.tuning.spec.SweepSpec`.
 
 A sweep file holds one top-level mapping ``sweep``::
 
@@ -25,18 +25,8 @@ Every error raised while loading is a :class:`SweepConfigError` whose message na
 the field as a path (``sweep.grid.gamma[2]``) and what was expected. ``kind: rl`` raises
 :class:`NotAvailableError`: RLlib training does not exist yet.
 
-Swept parameter names (keys of ``grid`` and ``space``):
-
-* any field of :class:`~mmray.params.MarketParams`, :class:`~mmray.params.ProblemParams` or
-  :class:`~mmray.params.SimConfig` (except ``seed``): ``gamma``, ``q_max``, ``tick``,
-  ``fill_model``, ``n_paths`` ...;
-* ``method``: the solver of the ``optimal`` strategy, one of :data:`mmray.solvers.METHODS`;
-* strategy options ``half_spread``, ``skew`` (``constant``/``inventory``), ``n_times``
-  (time-grid size of ``optimal``);
-* ``solver.<option>``: passed as ``option=value`` to :func:`mmray.solvers.solve`;
-  ``solver.constraints.<name>`` sets one field of the ``constraints`` option (obligations and
-  risk limits of the ``csp`` solver, e.g. ``solver.constraints.min_two_sided``), which is
-  passed as :class:`mmray.solvers.constraints.Constraints`.
+Swept parameter names: see :mod:`mmray.tuning.spec`, where the spec types live; this module
+parses and validates.
 """
 
 from __future__ import annotations
@@ -46,297 +36,43 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.strategies import STRATEGIES
+from mmray.tuning.spec import (
+    ALGORITHMS,
+    COMBINE,
+    FAULT_MODES,
+    KINDS,
+    MARKET_FIELDS,
+    METRIC_MODES,
+    PERTURBABLE,
+    PROBLEM_FIELDS,
+    RL_NOT_AVAILABLE,
+    SIM_FIELDS,
+    STRATEGY_OPTIONS,
+    AshaSpec,
+    FailureSpec,
+    FaultSpec,
+    NotAvailableError,
+    Range,
+    ResourceSpec,
+    RobustnessSpec,
+    SearchSpec,
+    SolverSpec,
+    SweepConfigError,
+    SweepSpec,
+    param_kind,
+)
 
-KINDS = ("risk-aversion", "hparams", "robustness", "rl")
-ALGORITHMS = ("grid", "random", "optuna")
-COMBINE = ("one-at-a-time", "grid")
-FAULT_MODES = ("raise", "exit")
-#: metrics a sweep can optimise, with their natural direction
-METRIC_MODES = {
-    "sharpe": "max", "ce_A": "max", "value_B": "max", "pnl_mean": "max", "pnl_std": "min",
-    "q_final_std": "min", "max_drawdown": "min", "trades_mean": "max",
-}
-PERTURBABLE = ("sigma", "A", "k")
-
-_MARKET = tuple(f.name for f in fields(MarketParams))
-_PROBLEM = tuple(f.name for f in fields(ProblemParams))
-_SIM = tuple(f.name for f in fields(SimConfig) if f.name != "seed")
-_STRATEGY_OPTIONS = ("half_spread", "skew", "n_times")
 _NUMBER = {"sigma", "A", "k", "drift", "trade_size", "tick", "s0", "gamma", "T", "terminal_penalty",
            "dt", "q0", "half_spread", "skew"}
 _INTEGER = {"n_paths", "chunk_size", "n_times", "q_max"}
 _STRING = {"objective", "price_model", "fill_model", "method"}
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class SweepConfigError(ValueError):
-    """A sweep specification is invalid; the message names the file, the field and the fix."""
-
-
-class NotAvailableError(RuntimeError):
-    """A requested feature (the ``rl`` sweep kind) does not exist yet."""
-
-
-RL_NOT_AVAILABLE = (
-    "sweep kind 'rl' is not available yet: it needs RLlib training of mmray.envs, which is a "
-    "separate issue that has not landed. Use risk-aversion, hparams or robustness."
-)
-
-
-@dataclass(frozen=True)
-class Range:
-    """A range searched by random or Optuna search.
-
-    Attributes
-    ----------
-    low, high : float
-        Bounds (both included).
-    log : bool
-        Sample uniformly in ``log`` space (needs ``low > 0``).
-    integer : bool
-        Integer values only (``int: true`` in a sweep file).
-    """
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-
-@dataclass(frozen=True)
-class AshaSpec:
-    """Asynchronous successive halving (``ASHAScheduler``) over Monte Carlo batches.
-
-    A trial evaluates its paths in ``rungs`` equal batches and reports the metric on all paths
-    so far after each; ASHA stops the worse trials early.
-    """
-
-    rungs: int = 4
-    grace_period: int = 1
-    reduction_factor: int = 2
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """How trials are chosen and what they are ranked by.
-
-    Attributes
-    ----------
-    algorithm : {"grid", "random", "optuna"}
-        Grid search over ``grid`` values; random or Optuna (TPE) search over ``grid`` (as
-        choices) and ``space`` (ranges).
-    metric : str
-        Backtest metric to rank (and for Optuna/ASHA, to optimise): one of :data:`METRIC_MODES`.
-    mode : {"max", "min"}
-        Direction; default from :data:`METRIC_MODES`.
-    num_samples : int
-        Trials for random/Optuna search; must be 1 for grid search.
-    max_concurrent : int
-        Most trials at once (0: as many as the resources allow).
-    asha : AshaSpec or None
-        Early stopping with ASHA (needs ``rungs >= 2``).
-    """
-
-    algorithm: str = "grid"
-    metric: str = "sharpe"
-    mode: str = "max"
-    num_samples: int = 1
-    max_concurrent: int = 0
-    asha: AshaSpec | None = None
-
-
-@dataclass(frozen=True)
-class ResourceSpec:
-    """Resources of one trial.
-
-    Attributes
-    ----------
-    cpus_per_trial : float
-        CPUs a trial reserves (fractional: several short trials per core).
-    mc_ray : bool
-        Run the trial's Monte Carlo chunks as Ray tasks (:func:`mmray.distributed.map_chunks`).
-        The trial then reserves a placement group of ``mc_workers`` 1-CPU bundles for those
-        tasks and no CPU for itself, so nested tasks can never wait for CPUs held by trials.
-    mc_workers : int
-        1-CPU bundles reserved per trial when ``mc_ray`` is on.
-    reuse_actors : bool
-        Reuse trial actors between trials (cuts per-trial overhead).
-    """
-
-    cpus_per_trial: float = 0.5
-    mc_ray: bool = False
-    mc_workers: int = 1
-    reuse_actors: bool = True
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """Testing hook: trials whose parameters match ``match`` fail on their first ``times`` attempts.
-
-    ``how="raise"`` raises an exception; ``how="exit"`` kills the worker process (``os._exit``).
-    """
-
-    match: Mapping[str, Any]
-    times: int = 1
-    how: str = "raise"
-
-
-@dataclass(frozen=True)
-class FailureSpec:
-    """Retries (Tune ``FailureConfig``) and injected faults (tests)."""
-
-    max_failures: int = 2
-    inject: tuple[FaultSpec, ...] = ()
-
-
-@dataclass(frozen=True)
-class RobustnessSpec:
-    """Model misspecification: the true market is the base market with factors applied.
-
-    Attributes
-    ----------
-    perturb : tuple of (name, factors)
-        Multiplicative factors per parameter (``sigma``, ``A``, ``k``).
-    combine : {"one-at-a-time", "grid"}
-        One parameter perturbed at a time (plus the nominal point), or every combination.
-    """
-
-    perturb: tuple[tuple[str, tuple[float, ...]], ...]
-    combine: str = "one-at-a-time"
-
-    def scenarios(self) -> list[dict[str, float]]:
-        """The factor combinations, nominal first, in a fixed order."""
-        names = [n for n, _ in self.perturb]
-        nominal = dict.fromkeys(names, 1.0)
-        out = [nominal]
-        if self.combine == "grid":
-            import itertools
-
-            for combo in itertools.product(*(f for _, f in self.perturb)):
-                out.append(dict(zip(names, (float(c) for c in combo), strict=True)))
-        else:
-            for name, factors in self.perturb:
-                for f in factors:
-                    out.append({**nominal, name: float(f)})
-        seen: list[dict[str, float]] = []
-        for s in out:
-            if s not in seen:
-                seen.append(s)
-        return seen
-
-
-@dataclass(frozen=True)
-class SolverSpec:
-    """The solver of the ``optimal`` strategy.
-
-    Attributes
-    ----------
-    method : str
-        One of :data:`mmray.solvers.METHODS` (``exact`` by default); a ``method`` grid overrides it.
-    options : mapping
-        Fixed keyword options of :func:`mmray.solvers.solve` (``solver.<option>`` grid values
-        override them); ``constraints`` is a mapping of constraint fields.
-    """
-
-    method: str = "exact"
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A complete, validated sweep.
-
-    Attributes
-    ----------
-    kind : str
-        ``risk-aversion``, ``hparams`` or ``robustness``.
-    name : str
-        Run name prefix.
-    seed : int
-        Root seed: every trial's Monte Carlo seed derives from it.
-    market, problem, sim : MarketParams, ProblemParams, SimConfig
-        The base point every trial starts from (``sim.seed`` is replaced per trial).
-    strategies : tuple of str
-        Strategies compared (a grid dimension of the sweep).
-    grid : dict
-        Explicit values per swept parameter.
-    space : dict
-        :class:`Range` per swept parameter (random / Optuna).
-    robustness : RobustnessSpec or None
-        Perturbations (``kind="robustness"`` only).
-    search, resources, failure : SearchSpec, ResourceSpec, FailureSpec
-    common_random_numbers : bool
-        All trials use the same Monte Carlo seed (paired comparisons), else each trial's seed
-        derives from its parameters.
-    solver : SolverSpec
-        Solver method and fixed options of the ``optimal`` strategy.
-    source : str
-        Where the spec came from (file path or ``<builtin ...>``), for messages.
-    """
-
-    kind: str
-    name: str
-    seed: int = 0
-    market: MarketParams = field(default_factory=MarketParams)
-    problem: ProblemParams = field(default_factory=ProblemParams)
-    sim: SimConfig = field(default_factory=SimConfig)
-    strategies: tuple[str, ...] = ("optimal",)
-    grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    space: Mapping[str, Range] = field(default_factory=dict)
-    robustness: RobustnessSpec | None = None
-    search: SearchSpec = field(default_factory=SearchSpec)
-    resources: ResourceSpec = field(default_factory=ResourceSpec)
-    failure: FailureSpec = field(default_factory=FailureSpec)
-    common_random_numbers: bool = True
-    solver: SolverSpec = field(default_factory=lambda: SolverSpec())
-    source: str = "<builtin>"
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        """Swept parameter names in table order (``strategy`` first)."""
-        names = ["strategy", *self.grid, *self.space]
-        if self.robustness is not None:
-            names += [f"{n}_factor" for n, _ in self.robustness.perturb]
-        return tuple(names)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The spec in sweep-file form (``{"sweep": {...}}``); :func:`spec_from_dict` reads it back."""
-        sim = self.sim.to_dict()
-        sim.pop("seed")
-        body: dict[str, Any] = {
-            "kind": self.kind, "name": self.name, "seed": self.seed,
-            "common_random_numbers": self.common_random_numbers,
-            "market": self.market.to_dict(), "problem": self.problem.to_dict(), "sim": sim,
-            "strategies": list(self.strategies),
-            "solver": {"method": self.solver.method, "options": json.loads(json.dumps(dict(self.solver.options)))},
-            "grid": {k: list(v) for k, v in self.grid.items()},
-            "space": {k: {"low": r.low, "high": r.high, "log": r.log, "int": r.integer} for k, r in self.space.items()},
-            "search": {
-                "algorithm": self.search.algorithm, "metric": self.search.metric, "mode": self.search.mode,
-                "num_samples": self.search.num_samples, "max_concurrent": self.search.max_concurrent,
-                "asha": None if self.search.asha is None else vars(self.search.asha).copy(),
-            },
-            "resources": vars(self.resources).copy(),
-            "failure": {
-                "max_failures": self.failure.max_failures,
-                "inject": [{"match": dict(f.match), "times": f.times, "how": f.how} for f in self.failure.inject],
-            },
-        }
-        if self.robustness is not None:
-            body["perturb"] = {n: list(f) for n, f in self.robustness.perturb}
-            body["combine"] = self.robustness.combine
-        return {"sweep": body}
-
-    def replace(self, **changes: Any) -> SweepSpec:
-        """A copy with some fields changed (validated again through :func:`spec_from_dict`)."""
-        spec = replace(self, **changes)
-        return spec_from_dict(spec.to_dict(), source=spec.source)
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -424,24 +160,7 @@ def _coerce_number(value: Any) -> Any:
     return value
 
 
-def _param_kind(name: str) -> str:
-    """Where a swept parameter goes: market | problem | sim | strategy | method | solver."""
-    if name.startswith("solver.") and len(name) > len("solver."):
-        return "solver"
-    if name in _MARKET:
-        return "market"
-    if name in _PROBLEM:
-        return "problem"
-    if name in _SIM:
-        return "sim"
-    if name in _STRATEGY_OPTIONS:
-        return "strategy"
-    if name == "method":
-        return "method"
-    raise KeyError(name)
-
-
-ALLOWED_PARAMS = (*_MARKET, *_PROBLEM, *_SIM, *_STRATEGY_OPTIONS, "method", "solver.<option>")
+ALLOWED_PARAMS = (*MARKET_FIELDS, *PROBLEM_FIELDS, *SIM_FIELDS, *STRATEGY_OPTIONS, "method", "solver.<option>")
 
 
 def _solver_methods() -> tuple[str, ...]:
@@ -452,7 +171,7 @@ def _solver_methods() -> tuple[str, ...]:
 
 def _check_value(ctx: _Ctx, name: str, value: Any, path: str, base: _Base) -> Any:
     """Type-check one value of swept parameter ``name`` and validate it against the base point."""
-    kind = _param_kind(name)
+    kind = param_kind(name)
     if kind == "solver":
         if not _jsonable_scalar_or_list(value):
             raise ctx.error(path, f"expected a number, string, boolean or list of them, got {_show(value)}")
@@ -495,7 +214,7 @@ class _Base:
     sim: SimConfig
 
     def with_value(self, name: str, value: Any) -> _Base:
-        kind = _param_kind(name)
+        kind = param_kind(name)
         if kind == "market":
             return replace(self, market=self.market.replace(**{name: value}))
         if kind == "problem":
@@ -685,7 +404,7 @@ def _grid(ctx: _Ctx, raw: Mapping[str, Any], base: _Base) -> dict[str, tuple[Any
 
 def _known_param(ctx: _Ctx, name: str, path: str) -> None:
     try:
-        _param_kind(name)
+        param_kind(name)
     except KeyError:
         hint = difflib.get_close_matches(name, ALLOWED_PARAMS, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -717,7 +436,7 @@ def _space(ctx: _Ctx, raw: Mapping[str, Any], base: _Base) -> dict[str, Range]:
         log = ctx.boolean(r.get("log", False), f"{path}.log")
         if log and low <= 0:
             raise ctx.error(f"{path}.low", f"a log range needs low > 0, got {low!r}")
-        if _param_kind(name) != "solver":
+        if param_kind(name) != "solver":
             _check_value(ctx, name, low, f"{path}.low", base)
             _check_value(ctx, name, high, f"{path}.high", base)
         out[name] = Range(float(low), float(high), log, integer)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmray.tuning.config import KINDS, RL_NOT_AVAILABLE, NotAvailableError, SweepConfigError, SweepSpec, spec_from_dict
+from mmray.tuning.config import spec_from_dict
+from mmray.tuning.spec import KINDS, RL_NOT_AVAILABLE, NotAvailableError, SweepConfigError, SweepSpec
 
 _BASE: dict[str, Any] = {
     "market": {"sigma": 0.3, "A": 0.9, "k": 0.3},

@@ -27,7 +27,7 @@ import pandas as pd
 
 from mmray.backtest import METRIC_KEYS
 from mmray.io import atomic_write
-from mmray.tuning.config import SweepSpec
+from mmray.tuning.spec import SweepSpec
 from mmray.tuning.trainables import KEY_METRICS
 
 TABLE_FILES = ("results.parquet", "results.csv")

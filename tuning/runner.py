@@ -30,8 +30,9 @@ from typing import Any
 import pandas as pd
 
 from mmray.io import atomic_write
-from mmray.tuning.config import SweepConfigError, SweepSpec, spec_from_dict
+from mmray.tuning.config import spec_from_dict
 from mmray.tuning.results import TrialRecord, records_from_result_grid, write_artefacts
+from mmray.tuning.spec import SweepConfigError, SweepSpec
 
 SPEC_FILE = "sweep.json"
 

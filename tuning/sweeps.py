@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmray.tuning.config import Range, SweepSpec
+from mmray.tuning.spec import Range, SweepSpec
 
 
 def _domain(r: Range) -> Any:

@@ -23,8 +23,8 @@ import numpy as np
 from mmray.backtest import METRIC_KEYS, backtest, compute_metrics
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy
-from mmray.tuning.config import SweepSpec, _param_kind
 from mmray.tuning.seeds import batch_seeds, trial_seed
+from mmray.tuning.spec import SweepSpec, param_kind
 
 #: metrics every trial reports (and every results table holds), after the sweep's own metric
 KEY_METRICS = ("pnl_mean", "pnl_std", "q_final_std", "sharpe", "ce_A", "value_B")
@@ -77,7 +77,7 @@ def trial_setup(spec: SweepSpec, params: Mapping[str, Any]) -> TrialSetup:
     for name, value in params.items():
         if name in ("strategy", "scenario"):
             continue
-        kind = _param_kind(name)
+        kind = param_kind(name)
         if kind == "market":
             market[name] = value
         elif kind == "problem":
