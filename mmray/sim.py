@@ -92,6 +92,128 @@ def _table_fast_path(policy: Policy, q0: float, step: float, q_max: float) -> tu
     return policy, round(pos)
 
 
+@dataclass(frozen=True)
+class _StepModel:
+    """Per-step constants of the simulator (market, step and models)."""
+
+    k: float
+    d: float  # trade size
+    adt: float  # A dt
+    log_adt: float
+    sq: float  # sigma sqrt(dt)
+    mu_dt: float
+    q_max: float | None
+    tick: float
+    linear: bool
+    gaussian: bool
+
+    @classmethod
+    def of(cls, market: MarketParams, problem: ProblemParams, config: SimConfig) -> _StepModel:
+        adt = market.A * config.dt
+        return cls(market.k, market.trade_size, adt, math.log(adt), market.sigma * math.sqrt(config.dt),
+                   market.drift * config.dt, problem.q_max, market.tick, config.fill_model == "linear",
+                   config.price_model == "gaussian")
+
+
+class _Paths:
+    """The state of ``n`` paths (mid, inventory, mark-to-market PnL and its statistics) and scratch arrays."""
+
+    def __init__(self, n: int, s0: float, q0: float) -> None:
+        self.s = np.full(n, s0)
+        self.q = np.full(n, q0)
+        self.mtm = np.zeros(n)  # X + q S - (X_0 + q_0 S_0)
+        self.trades = np.zeros(n)
+        self.peak = np.zeros(n)
+        self.mdd = np.zeros(n)
+        self.q2 = np.zeros(n)
+        self.e_bid, self.e_ask, self.z, self.tmp, self.dq = (np.empty(n) for _ in range(5))
+        self.fb = np.empty(n, dtype=bool)
+        self.fa = np.empty(n, dtype=bool)
+
+
+class _TableRows:
+    """A table policy's per-step rows on its inventory grid, turned into fill thresholds and offsets
+    (everything that depends only on ``(t, q)``: a few dozen numbers per step, gathered by index)."""
+
+    def __init__(self, table: TablePolicy, times: np.ndarray, m: _StepModel) -> None:
+        bid_rows, ask_rows = table.rows(times)
+        bid_rows[:, table.q_grid + m.d > m.q_max + 1e-9] = np.inf  # no bid at q = Q
+        ask_rows[:, table.q_grid - m.d < -m.q_max - 1e-9] = np.inf  # no ask at q = -Q
+        # P(fill) = p  <=>  E > -ln p (linear) or E < L dt (poisson), with E ~ Exp(1)
+        with np.errstate(over="ignore"):
+            self.thr_b = m.k * bid_rows - m.log_adt if m.linear else np.exp(-m.k * bid_rows) * m.adt
+            self.thr_a = m.k * ask_rows - m.log_adt if m.linear else np.exp(-m.k * ask_rows) * m.adt
+        self.spread = bid_rows + ask_rows
+        self.spread[~np.isfinite(self.spread)] = np.nan
+        self.off_b = np.where(np.isfinite(bid_rows), bid_rows, 0.0)
+        self.off_a = np.where(np.isfinite(ask_rows), ask_rows, 0.0)
+
+
+def _table_step(p: _Paths, qi: np.ndarray, rows: _TableRows, j: int, m: _StepModel,
+                rng: np.random.Generator) -> tuple[float, int]:
+    """One step of the fused kernel (same draws and arithmetic as :func:`_generic_step`)."""
+    if m.gaussian:
+        rng.standard_normal(out=p.z)
+    else:
+        rng.random(out=p.z)
+    return table_step(
+        qi, p.q, p.s, p.mtm, p.trades, p.q2, p.peak, p.mdd, p.e_bid, p.e_ask, p.z,
+        rows.thr_b[j], rows.thr_a[j], rows.off_b[j], rows.off_a[j], rows.spread[j], m.linear, m.gaussian,
+        m.d, m.sq, m.mu_dt,
+    )
+
+
+def _generic_step(p: _Paths, policy: Policy, t: float, m: _StepModel, rng: np.random.Generator) -> tuple[float, int]:
+    """One step for any policy, numpy over paths; returns the sum and count of two-sided spreads."""
+    n = p.s.size
+    db, da = policy.quotes(t, p.q, p.s, rng)
+    db = np.array(np.broadcast_to(db, (n,)), dtype=float)
+    da = np.array(np.broadcast_to(da, (n,)), dtype=float)
+    if m.q_max is not None:
+        db[p.q + m.d > m.q_max + 1e-9] = np.inf
+        da[p.q - m.d < -m.q_max - 1e-9] = np.inf
+    if m.tick > 0:
+        db, da = tick_offsets(p.s, db, da, m.tick)
+    if m.linear:
+        np.greater(p.e_bid, m.k * db - m.log_adt, out=p.fb)
+        np.greater(p.e_ask, m.k * da - m.log_adt, out=p.fa)
+    else:
+        np.less(p.e_bid, np.exp(-m.k * db) * m.adt, out=p.fb)
+        np.less(p.e_ask, np.exp(-m.k * da) * m.adt, out=p.fa)
+    np.add(db, da, out=p.tmp)
+    both = np.isfinite(p.tmp)
+    spread_total, spread_steps = float(p.tmp[both].sum()), int(both.sum())
+    income = np.where(p.fb, db, 0.0)
+    income += np.where(p.fa, da, 0.0)
+    # trades at the quoted prices: d(X + qS) = Delta (fills x offsets) + q_after dS
+    np.subtract(p.fb, p.fa, out=p.dq, dtype=float)
+    if m.d != 1.0:
+        p.dq *= m.d
+        income *= m.d
+    p.q += p.dq
+    p.trades += p.fb
+    p.trades += p.fa
+    p.q2 += p.q * p.q
+    p.mtm += income
+    # the mid moves
+    z = p.z
+    if m.gaussian:
+        rng.standard_normal(out=z)
+        z *= m.sq
+    else:
+        rng.random(out=z)
+        np.copyto(z, np.where(z < 0.5, -m.sq, m.sq))
+    if m.mu_dt:
+        z += m.mu_dt
+    p.s += z
+    z *= p.q
+    p.mtm += z
+    np.maximum(p.peak, p.mtm, out=p.peak)
+    np.subtract(p.peak, p.mtm, out=p.tmp)
+    np.maximum(p.mdd, p.tmp, out=p.mdd)
+    return spread_total, spread_steps
+
+
 def simulate_chunk(
     policy: Policy,
     market: MarketParams,
@@ -122,129 +244,41 @@ def simulate_chunk(
         Progress callback, called with a number of path-steps done (about 100 times a chunk).
     """
     rng = np.random.default_rng(seed)
-    n_steps = config.n_steps(problem.T)
-    dt = config.dt
-    k, d = market.k, market.trade_size
-    adt = market.A * dt
-    log_adt = math.log(adt)
-    sq = market.sigma * math.sqrt(dt)
-    mu_dt = market.drift * dt
-    q_max = problem.q_max
-    tick = market.tick
-    linear = config.fill_model == "linear"
-    gaussian = config.price_model == "gaussian"
+    n_steps, dt = config.n_steps(problem.T), config.dt
+    m = _StepModel.of(market, problem, config)
+    p = _Paths(n_paths, market.s0, config.q0)
     record = min(record, n_paths)
+    spread_total, spread_steps = 0.0, 0
 
-    s = np.full(n_paths, market.s0)
-    q = np.full(n_paths, config.q0)
-    mtm = np.zeros(n_paths)  # X + q S - (X_0 + q_0 S_0)
-    trades = np.zeros(n_paths)
-    peak = np.zeros(n_paths)
-    mdd = np.zeros(n_paths)
-    q2 = np.zeros(n_paths)
-    e_bid, e_ask, z, tmp, dq = (np.empty(n_paths) for _ in range(5))
-    fb = np.empty(n_paths, dtype=bool)
-    fa = np.empty(n_paths, dtype=bool)
-    spread_total = 0.0
-    spread_steps = 0
-
-    # Table policies on the simulator's inventory grid: everything that depends only on (t, q) is
-    # computed once per step on the grid (a few dozen numbers) and gathered by inventory index.
-    fast = _table_fast_path(policy, config.q0, d, q_max) if (q_max is not None and tick == 0) else None
+    fast = _table_fast_path(policy, config.q0, m.d, m.q_max) if (m.q_max is not None and m.tick == 0) else None
     if fast is not None:
         table, qi0 = fast
         qi = np.full(n_paths, qi0, dtype=np.intp)
-        bid_rows, ask_rows = table.rows(np.arange(n_steps) * dt)
-        bid_rows[:, table.q_grid + d > q_max + 1e-9] = np.inf  # no bid at q = Q
-        ask_rows[:, table.q_grid - d < -q_max - 1e-9] = np.inf  # no ask at q = -Q
-        # P(fill) = p  <=>  E > -ln p (linear) or E < L dt (poisson), with E ~ Exp(1)
-        with np.errstate(over="ignore"):
-            thr_b = k * bid_rows - log_adt if linear else np.exp(-k * bid_rows) * adt
-            thr_a = k * ask_rows - log_adt if linear else np.exp(-k * ask_rows) * adt
-        spread_rows = bid_rows + ask_rows
-        spread_rows[~np.isfinite(spread_rows)] = np.nan
-        off_b = np.where(np.isfinite(bid_rows), bid_rows, 0.0)
-        off_a = np.where(np.isfinite(ask_rows), ask_rows, 0.0)
-
+        rows = _TableRows(table, np.arange(n_steps) * dt, m)
     if record:
         rec_s, rec_q, rec_p = (np.empty((record, n_steps + 1)) for _ in range(3))
-        rec_s[:, 0], rec_q[:, 0], rec_p[:, 0] = s[:record], q[:record], 0.0
+        rec_s[:, 0], rec_q[:, 0], rec_p[:, 0] = p.s[:record], p.q[:record], 0.0
 
     report_every = max(1, n_steps // 100)
     for j in range(n_steps):
-        t = j * dt
         if on_steps is not None and j % report_every == 0 and j:
             on_steps(report_every * n_paths)
-        rng.standard_exponential(out=e_bid)
-        rng.standard_exponential(out=e_ask)
+        rng.standard_exponential(out=p.e_bid)
+        rng.standard_exponential(out=p.e_ask)
         if fast is not None:
-            if gaussian:
-                rng.standard_normal(out=z)
-            else:
-                rng.random(out=z)
-            total, count = table_step(
-                qi, q, s, mtm, trades, q2, peak, mdd, e_bid, e_ask, z,
-                thr_b[j], thr_a[j], off_b[j], off_a[j], spread_rows[j], linear, gaussian, d, sq, mu_dt,
-            )
-            spread_total += total
-            spread_steps += count
-            if record:
-                rec_s[:, j + 1], rec_q[:, j + 1], rec_p[:, j + 1] = s[:record], q[:record], mtm[:record]
-            continue
-        # generic policy: numpy over paths
-        db, da = policy.quotes(t, q, s, rng)
-        db = np.array(np.broadcast_to(db, (n_paths,)), dtype=float)
-        da = np.array(np.broadcast_to(da, (n_paths,)), dtype=float)
-        if q_max is not None:
-            db[q + d > q_max + 1e-9] = np.inf
-            da[q - d < -q_max - 1e-9] = np.inf
-        if tick > 0:
-            db, da = tick_offsets(s, db, da, tick)
-        if linear:
-            np.greater(e_bid, k * db - log_adt, out=fb)
-            np.greater(e_ask, k * da - log_adt, out=fa)
+            total, count = _table_step(p, qi, rows, j, m, rng)
         else:
-            np.less(e_bid, np.exp(-k * db) * adt, out=fb)
-            np.less(e_ask, np.exp(-k * da) * adt, out=fa)
-        np.add(db, da, out=tmp)
-        both = np.isfinite(tmp)
-        spread_total += float(tmp[both].sum())
-        spread_steps += int(both.sum())
-        income = np.where(fb, db, 0.0)
-        income += np.where(fa, da, 0.0)
-        # trades at the quoted prices: d(X + qS) = Delta (fills x offsets) + q_after dS
-        np.subtract(fb, fa, out=dq, dtype=float)
-        if d != 1.0:
-            dq *= d
-            income *= d
-        q += dq
-        trades += fb
-        trades += fa
-        q2 += q * q
-        mtm += income
-        # the mid moves
-        if gaussian:
-            rng.standard_normal(out=z)
-            z *= sq
-        else:
-            rng.random(out=z)
-            np.copyto(z, np.where(z < 0.5, -sq, sq))
-        if mu_dt:
-            z += mu_dt
-        s += z
-        z *= q
-        mtm += z
-        np.maximum(peak, mtm, out=peak)
-        np.subtract(peak, mtm, out=tmp)
-        np.maximum(mdd, tmp, out=mdd)
+            total, count = _generic_step(p, policy, j * dt, m, rng)
+        spread_total += total
+        spread_steps += count
         if record:
-            rec_s[:, j + 1], rec_q[:, j + 1], rec_p[:, j + 1] = s[:record], q[:record], mtm[:record]
+            rec_s[:, j + 1], rec_q[:, j + 1], rec_p[:, j + 1] = p.s[:record], p.q[:record], p.mtm[:record]
 
     if on_steps is not None:
         on_steps((n_steps - (n_steps - 1) // report_every * report_every) * n_paths)
-    pnl = mtm - problem.terminal(q)
+    pnl = p.mtm - problem.terminal(p.q)
     paths = None
     if record:
         rec_p[:, -1] = pnl[:record]
         paths = {"t": np.arange(n_steps + 1) * dt, "s": rec_s, "q": rec_q, "pnl": rec_p}
-    return ChunkResult(pnl, q, trades, mdd, q2 * dt, spread_total, spread_steps, paths)
+    return ChunkResult(pnl, p.q, p.trades, p.mdd, p.q2 * dt, spread_total, spread_steps, paths)
