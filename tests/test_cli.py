@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mmray import load_policy
+from mmray import MarketParams, ProblemParams, SimConfig, backtest, load_policy, make_strategy
 from mmray.cli import main
 
 REQUIRED = ("pnl_mean", "pnl_std", "sharpe", "max_drawdown", "trades_mean", "spread_mean", "q_final_mean",
@@ -28,6 +28,10 @@ def test_backtest_json_has_the_metrics(capsys):
     for key in REQUIRED:
         assert isinstance(data[key], float), key
     assert data["strategy"] == "as" and data["n_paths"] == 400 and data["sim"]["dt"] == 0.5
+    # the same numbers as the library call with the CLI's defaults (GLFT model, seed 0), bit for bit
+    market, problem = MarketParams(), ProblemParams(T=60.0)
+    direct = backtest(make_strategy("as", market, problem), market, problem, SimConfig(dt=0.5, n_paths=400)).metrics
+    assert {k: data[k] for k in REQUIRED} == {k: direct[k] for k in REQUIRED}
 
 
 def test_backtest_several_strategies_and_plots(capsys, tmp_path):
@@ -93,7 +97,9 @@ def test_backtest_policy_uses_the_checkpoint_model_unless_flags_override(capsys,
     data = _json(capsys, ["backtest", "--policy", str(tmp_path / "exact" / "policy"), "--paths", "200", "--json"])
     assert (data["problem"]["gamma"], data["problem"]["T"], data["problem"]["q_max"]) == (0.2, 60.0, 5)
     assert data["sim"]["dt"] == 0.1  # T / 600
-    assert abs(data["q_final_mean"]) <= 5
+    policy = load_policy(tmp_path / "exact" / "policy")
+    direct = backtest(policy, policy.market, policy.problem, SimConfig(dt=0.1, n_paths=200)).metrics
+    assert data["pnl_mean"] == direct["pnl_mean"] and data["ce_A"] == direct["ce_A"]  # gamma 0.2 in ce_A
     assert main(["backtest", "--policy", str(tmp_path / "exact" / "policy"), "--gamma", "0.5", "--paths", "200",
                  "--json"]) == 0
     out = capsys.readouterr()
@@ -107,6 +113,19 @@ def test_backtest_policy_uses_the_checkpoint_model_unless_flags_override(capsys,
     data = json.loads(out.out)
     assert (data["sim"]["dt"], data["sim"]["fill_model"], data["market"]["tick"]) == (0.5, "linear", 0.0)
     assert "warning" not in out.err  # nothing differs from the problem it was solved on
+
+
+def test_every_model_and_simulation_flag_reaches_the_backtest(capsys):
+    data = _json(capsys, ["backtest", "--strategy", "constant", "--sigma", "0.4", "--A", "1.1", "--k", "0.4",
+                          "--drift", "0.01", "--trade-size", "2", "--tick", "0.1", "--s0", "50", "--gamma", "0.02",
+                          "--T", "20", "--q-max", "8", "--objective", "B", "--terminal-penalty", "0.1",
+                          "--dt", "0.5", "--paths", "50", "--seed", "3", "--price-model", "binomial",
+                          "--fill-model", "linear", "--chunk-size", "25", "--q0", "2", "--local", "--json"])
+    assert data["market"] == {"sigma": 0.4, "A": 1.1, "k": 0.4, "drift": 0.01, "trade_size": 2.0, "tick": 0.1,
+                              "s0": 50.0}
+    assert data["problem"] == {"gamma": 0.02, "T": 20.0, "q_max": 8, "objective": "B", "terminal_penalty": 0.1}
+    assert data["sim"] == {"dt": 0.5, "n_paths": 50, "price_model": "binomial", "fill_model": "linear", "seed": 3,
+                           "chunk_size": 25, "q0": 2.0}
 
 
 def test_console_script_and_module_entry_point():

@@ -21,7 +21,8 @@ def _run(*args: str) -> str:
 def test_sim_throughput_smoke():
     text = _run("benchmarks/sim_throughput.py", "--smoke")
     ratio = float(re.search(r"ratio sim/RNG :\s+([0-9.]+)", text).group(1))
-    assert 0 < ratio < 2  # a ratio was measured (its value is the benchmark's business, not the test's)
+    assert ratio > 0  # a ratio was measured; its value is the benchmark's business (timings are not tested)
+    assert "M path-steps/s" in text and "linear fills, binomial prices" in text
 
 
 def test_exact_solver_smoke():

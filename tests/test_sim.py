@@ -49,15 +49,16 @@ def test_as2008_reproduces_published_table(as_results, gamma, strategy):
     assert m["spread_mean"] == pytest.approx(spread, abs=0.015)  # discrete time average vs published 2 decimals
 
 
-@pytest.mark.parametrize(("price_model", "fill_model", "half_spread", "q0"),
-                         [("binomial", "linear", 0.745, 0.0), ("gaussian", "poisson", 1.2, 5.0)])
+@pytest.mark.parametrize(("price_model", "fill_model", "half_spread", "q0", "size"),
+                         [("binomial", "linear", 0.745, 0.0, 1.0), ("gaussian", "poisson", 1.2, 5.0, 1.0),
+                          ("gaussian", "linear", 1.0, 4.0, 2.0)])
 def test_constant_quote_moments_match_the_closed_form(
-    price_model: str, fill_model: str, half_spread: float, q0: float
+    price_model: str, fill_model: str, half_spread: float, q0: float, size: float
 ) -> None:
     # Oracle: a state-independent quote has exact PnL moments (mmray.model.constant_quote_moments).
     # Tolerance 4 standard errors; the SE of the sample std uses the sample kurtosis
     # (Var s ~ (m4/s^4 - 1) s^2 / 4n) because the PnL (a sum of q dS with random q) is not normal.
-    market = MarketParams(sigma=2.0, A=140.0, k=1.5, s0=100.0)
+    market = MarketParams(sigma=2.0, A=140.0, k=1.5, s0=100.0, trade_size=size)  # size 2: the simulator's Delta branch
     problem = ProblemParams(gamma=0.1, T=1.0, q_max=None)
     config = SimConfig(dt=0.005, n_paths=20000, price_model=price_model, fill_model=fill_model, seed=11, q0=q0)
     policy = ClosedFormPolicy("constant", market, problem, half_spread=half_spread)
@@ -136,7 +137,8 @@ def test_inventory_bounds_and_tick_rounding(glft_market):
     # tick: every fill happened at a price on the tick grid, so cash is a multiple of 0.5
     cash = res.pnl - res.q_final * res.paths["s"][:, -1]
     np.testing.assert_allclose(cash / 0.5, np.rint(cash / 0.5), atol=1e-6)
-    assert res.spread_total / res.spread_steps >= 0.4 - 1e-12  # rounded outward
+    # quoted 0.2 + 0.2 around a continuous mid, rounded outward to a 0.5 tick: every spread >= one tick
+    assert res.spread_total / res.spread_steps >= 0.5 - 1e-12
 
 
 def test_fill_frequency_matches_fill_probability(glft_market):
@@ -237,3 +239,20 @@ def test_standard_errors_of_std_and_sharpe_hold_for_non_normal_pnl():
     skewed = [metrics(rng.exponential(1.0, n) - 0.5) for _ in range(reps)]  # S = 0.5, skew 2, kurtosis 9
     spread = np.std([m["sharpe"] for m in skewed], ddof=1)
     assert np.mean([m["sharpe_se"] for m in skewed]) == pytest.approx(spread, rel=0.15)
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "as"])  # the fused table kernel and the generic numpy step
+def test_per_path_drawdown_and_fills_agree_with_the_recorded_paths(glft_market, glft_problem, strategy):
+    # Oracle: the recorded trajectories. Max drawdown is the largest fall of mark-to-market PnL from
+    # its running peak (the peak starts at 0, the PnL at t = 0); every inventory change is a fill of
+    # Delta, and a step with both sides filled adds two fills but no change, so the fill count is at
+    # least sum |dq| / Delta and has the same parity.
+    problem = glft_problem.replace(T=30.0)
+    res = simulate_chunk(make_strategy(strategy, glft_market, problem), glft_market, problem, SimConfig(dt=0.5),
+                         200, np.random.SeedSequence(9), record=200)
+    pnl, q = res.paths["pnl"], res.paths["q"]
+    np.testing.assert_allclose(res.max_drawdown, (np.maximum.accumulate(pnl, axis=1) - pnl).max(axis=1),
+                               rtol=0, atol=1e-9)
+    moves = np.abs(np.diff(q, axis=1)).sum(axis=1) / glft_market.trade_size
+    assert np.all(res.trades >= moves) and np.all((res.trades - moves) % 2 == 0)
+    assert res.max_drawdown.max() > 0 and res.trades.sum() > moves.sum()  # both situations occur

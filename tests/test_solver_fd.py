@@ -127,6 +127,19 @@ def test_fd_quotes_match_exact_quotes() -> None:
     assert np.all(np.isnan(sol.bid[:, -1])) and np.all(np.isnan(sol.ask[:, 0]))  # bounds
 
 
+@pytest.mark.parametrize("objective", ["A", "B"])
+def test_trade_size_two_exact_and_fd_agree(objective: str) -> None:
+    # Delta = 2 enters C_xi, dtilde, the generator and the inventory lattice (-10, -8, ..., 10):
+    # two independent methods must agree. CN at dt = 0.03 is accurate to ~2e-5 here; a mistake in
+    # Delta moves quotes by O(0.1), so 1e-4 separates the two.
+    market = MARKET.replace(trade_size=2.0, drift=0.0)
+    problem = ProblemParams(gamma=0.01, T=60.0, q_max=10, objective=objective)
+    fd = solve(market, problem, "fd", n_steps=2000)
+    exact = solve(market, problem, "exact", times=fd.times)
+    assert fd.q_grid.tolist() == list(range(-10, 11, 2))
+    assert np.nanmax(np.abs(fd.bid - exact.bid)) < 1e-4 and np.nanmax(np.abs(fd.ask - exact.ask)) < 1e-4
+
+
 def test_explicit_scheme_stability_check_refuses_or_adapts() -> None:
     pr = problem("B")
     with pytest.raises(ValueError, match=r"exceeds the stability limit dt <= .*scheme='implicit'"):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
-    ray = pytest.importorskip("ray")
+    import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
@@ -186,4 +186,15 @@ def test_csp_obligation_levels_through_solve(storage: Path) -> None:
     df = summary.table.sort_values("solver.constraints.max_spread")
     assert (df["status"] == "ok").all(), df["error"].tolist()
     assert df["value_B"].is_monotonic_increasing and df["spread_mean"].is_monotonic_increasing
+    # oracle: each trial's simulated value_B is the LP value of its constrained problem (4 SE)
+    from mmray.solvers import Constraints, solve
+
+    lp = []
+    for _, row in df.iterrows():
+        cons = Constraints(max_spread=float(row["solver.constraints.max_spread"]))
+        sol = solve(spec.market, spec.problem, "csp", dt=1.0, fill_model="poisson", constraint_costs=False,
+                    constraints=cons)
+        lp.append(sol.info["objective"])
+        assert abs(row["value_B"] - sol.info["objective"]) < 4 * row["value_B_se"], (row.to_dict(), lp)
+    assert lp == sorted(lp) and lp[0] < lp[-1]  # a looser spread cap never costs value
     assert load_policy(storage / "csp" / "best_policy").provenance["solver"] == "csp"

@@ -64,7 +64,12 @@ class TrialSetup:
 
     @property
     def simulated_market(self) -> MarketParams:
-        return self.market if self.true_market is None else self.true_market
+        """The market the backtest simulates. A pi/csp policy's offsets are already on its tick grid
+        (``market.tick``), so its backtest does not round prices a second time (tick 0)."""
+        market = self.market if self.true_market is None else self.true_market
+        if self.strategy == "optimal" and self.method in ("pi", "csp") and market.tick > 0:
+            return market.replace(tick=0.0)
+        return market
 
 
 def trial_setup(spec: SweepSpec, params: Mapping[str, Any]) -> TrialSetup:
@@ -231,7 +236,7 @@ def _robustness_loss(
     per_path: Mapping[str, np.ndarray], use_ray: bool,
 ) -> dict[str, float]:
     metric = spec.search.metric
-    truth_setup = replace(setup, strategy="optimal", market=setup.simulated_market, strategy_options={})
+    truth_setup = replace(setup, strategy="optimal", market=setup.true_market or setup.market, strategy_options={})
     if truth_setup == replace(setup, strategy_options={}):  # already the optimum of the simulated market
         t_metrics, t_paths = metrics, per_path
     else:
