@@ -144,8 +144,9 @@ def backtest(
             progress=progress, desc="backtest", task_cpus=task_cpus, local_kwargs={"on_steps": bar.update},
         )
     per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
-    steps = sum(c.spread_steps for c in chunks)
-    spread_mean = sum(c.spread_total for c in chunks) / steps if steps else float("nan")
-    metrics = compute_metrics(per_path, market, problem, spread_mean)
-    info = {"seconds": time.perf_counter() - start, "n_chunks": len(plan), "ray": use_ray}
+    total, steps = sum(c.spread_total for c in chunks), sum(c.spread_steps for c in chunks)
+    metrics = compute_metrics(per_path, market, problem, total / steps if steps else float("nan"))
+    # the spread sums let batches be merged (tuning's ASHA rungs) without losing spread_mean
+    info = {"seconds": time.perf_counter() - start, "n_chunks": len(plan), "ray": use_ray,
+            "spread_total": total, "spread_steps": steps}
     return BacktestResult(metrics, per_path, chunks[0].paths, config, market, problem, info)

@@ -28,6 +28,7 @@ import numpy as np
 
 from mmray.io import atomic_write_json, to_jsonable
 from mmray.params import FILL_MODELS, OBJECTIVES, PRICE_MODELS, MarketParams, ProblemParams, SimConfig
+from mmray.policy import discrete_problem, simulation_market
 
 UNBOUNDED = "none"  # what --q-max none parses to (None means the flag was not given)
 MARKET_FLAGS = ("sigma", "A", "k", "drift", "trade_size", "tick", "s0")
@@ -103,15 +104,14 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 def _params(args: argparse.Namespace, policy: Any = None) -> tuple[MarketParams, ProblemParams]:
     """The model: the flags given, over ``policy``'s saved model if it has one, else over the defaults.
 
-    A pi/csp policy's offsets are already on its tick grid, so its market's tick becomes 0 (no
-    second rounding) unless ``--tick`` is given. Flags that change a checkpoint's value are reported.
+    A pi/csp policy is simulated with tick 0 (:func:`mmray.policy.simulation_market`) unless
+    ``--tick`` is given. Flags that change a checkpoint's value are reported.
     """
     market = getattr(policy, "market", None) or MarketParams()
     problem = getattr(policy, "problem", None) or ProblemParams()
     m_given, p_given = _given(args, MARKET_FLAGS), _given(args, PROBLEM_FLAGS)
-    if policy is not None and _solver_info(policy) is not None and market.tick > 0 and "tick" not in m_given:
-        market = market.replace(tick=0.0)
     if getattr(policy, "market", None) is not None:
+        market = simulation_market(policy, market)
         changed = [f"--{n.replace('_', '-')} {v} (checkpoint: {getattr(base, n)})"
                    for base, given in ((market, m_given), (problem, p_given))
                    for n, v in given.items() if v != getattr(base, n)]
@@ -121,17 +121,9 @@ def _params(args: argparse.Namespace, policy: Any = None) -> tuple[MarketParams,
     return market.replace(**m_given), problem.replace(**p_given)
 
 
-def _solver_info(policy: Any) -> dict[str, Any] | None:
-    """The discrete problem a pi/csp policy was solved on (its provenance), else None."""
-    prov = getattr(policy, "provenance", None) or {}
-    if prov.get("solver") not in ("pi", "csp"):
-        return None
-    return prov.get("info") or {}
-
-
 def _sim_config(args: argparse.Namespace, problem: ProblemParams, policy: Any = None) -> SimConfig:
     """Simulation settings from the flags; a pi/csp policy's own dt and fill model are the defaults."""
-    info = (_solver_info(policy) if policy is not None else None) or {}
+    info = discrete_problem(policy) or {}
     dt = args.dt if args.dt is not None else info.get("dt", problem.T / 600.0)
     fill_model = args.fill_model or info.get("fill_model", "poisson")
     cfg = SimConfig(dt=dt, n_paths=args.paths, price_model=args.price_model, fill_model=fill_model,
@@ -158,7 +150,6 @@ def _use_ray(args: argparse.Namespace, config: SimConfig) -> bool:
 
     if args.local or (n_chunks(config.n_paths, config.chunk_size) < 2 and not args.address):
         return False
-
     ensure_ray(address=args.address, num_cpus=args.workers)
     return True
 
@@ -205,13 +196,12 @@ def vars_jsonable(args: argparse.Namespace) -> dict[str, Any]:
     return to_jsonable({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"})
 
 
-def _strategies(args: argparse.Namespace, market: MarketParams, problem: ProblemParams) -> dict[str, Any]:
-    from mmray.strategies import make_strategy
-
-    names = args.strategy if isinstance(args.strategy, list) else [args.strategy or "optimal"]
-    if not names:
-        names = ["optimal"]
-    return {n: make_strategy(n, market, problem, half_spread=args.half_spread, skew=args.skew) for n in names}
+def _strategy_names(args: argparse.Namespace) -> list[str]:
+    """``--strategy`` values (repeatable for backtest), default ``optimal``; none with ``--policy``."""
+    if args.policy is not None:
+        return []
+    names = args.strategy if isinstance(args.strategy, list) else [args.strategy]
+    return [n for n in names if n] or ["optimal"]
 
 
 # strategy flags -> the strategies that use them (given to none of those, a flag is an error)
@@ -221,8 +211,7 @@ _STRATEGY_FLAGS = {"half_spread": ("constant", "inventory"), "skew": ("inventory
 def _setup(args: argparse.Namespace) -> tuple[dict[str, Any], MarketParams, ProblemParams, SimConfig]:
     """Policies, model and simulation settings of ``backtest``/``simulate``: a ``--policy``
     checkpoint brings its own model (and, for pi/csp, its dt and fill model), flags override."""
-    names = () if args.policy is not None else (
-        args.strategy if isinstance(args.strategy, list) else [args.strategy or "optimal"])
+    names = _strategy_names(args)
     for flag, users in _STRATEGY_FLAGS.items():
         if getattr(args, flag) is not None and not set(users) & set(names):
             raise ValueError(f"--{flag.replace('_', '-')} applies to --strategy {' or '.join(users)} only")
@@ -232,13 +221,16 @@ def _setup(args: argparse.Namespace) -> tuple[dict[str, Any], MarketParams, Prob
         policy = load_policy(args.policy)
         market, problem = _params(args, policy)
         return {args.policy.name: policy}, market, problem, _sim_config(args, problem, policy)
+    from mmray.strategies import make_strategy
+
     market, problem = _params(args)
-    return _strategies(args, market, problem), market, problem, _sim_config(args, problem)
+    policies = {n: make_strategy(n, market, problem, half_spread=args.half_spread, skew=args.skew) for n in names}
+    return policies, market, problem, _sim_config(args, problem)
 
 
 def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig) -> None:
     """pi/csp policies are optimal for the discrete problem they were solved on: say when the backtest differs."""
-    info = _solver_info(policy)
+    info = discrete_problem(policy)
     if info is None:
         return
     issues = []
@@ -250,8 +242,7 @@ def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig
         issues.append("its offsets are already on the tick grid; --tick > 0 rounds prices a second time")
     if issues:
         print(f"mmray backtest: warning: this {policy.provenance['solver']} policy is optimal for its own discrete "
-              "problem: "
-              + "; ".join(issues), file=sys.stderr)
+              f"problem: {'; '.join(issues)}", file=sys.stderr)
 
 
 def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:

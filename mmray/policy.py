@@ -220,6 +220,26 @@ class TablePolicy(Savable):
     }
 
 
+TICK_GRID_SOLVERS = ("pi", "csp")
+
+
+def discrete_problem(policy: object) -> dict[str, Any] | None:
+    """The discrete problem (``dt``, fill model, tick grid...) a ``pi``/``csp`` policy was solved on,
+    from its provenance; ``None`` for any other policy."""
+    prov = getattr(policy, "provenance", None) or {}
+    if prov.get("solver") not in TICK_GRID_SOLVERS:
+        return None
+    return prov.get("info") or {}
+
+
+def simulation_market(policy: object, market: MarketParams) -> MarketParams:
+    """The market to backtest ``policy`` in: a ``pi``/``csp`` policy's offsets are already on its tick
+    grid around a continuous mid, so the simulator must not round its prices again (tick 0)."""
+    if market.tick > 0 and discrete_problem(policy) is not None:
+        return market.replace(tick=0.0)
+    return market
+
+
 def params_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
     """``cls.from_dict(data)`` (a checkpoint's market or problem), or ``None`` where none was saved."""
     return None if data is None else cls.from_dict(data)

@@ -243,3 +243,13 @@ def test_asha_rungs_report_growing_path_counts() -> None:
     n = spec.sim.n_paths
     assert [r["n_paths_done"] for r in rungs] == [n // 2]
     assert final["n_paths_done"] == n and final["seed"] == rungs[0]["seed"]
+    # the merged spread_mean is the path-step-weighted mean over both batches (not lost in the merge)
+    from mmray.tuning.seeds import batch_seeds
+    from mmray.tuning.trainables import build_policy
+
+    setup = trial_setup(spec, params)
+    policy = build_policy(setup)
+    batches = [backtest(policy, setup.market, setup.problem, setup.sim.replace(n_paths=size, seed=seed))
+               for size, seed in zip((n - n // 2, n // 2), batch_seeds(setup.sim.seed, 2), strict=True)]
+    expected = sum(b.info["spread_total"] for b in batches) / sum(b.info["spread_steps"] for b in batches)
+    assert final["spread_mean"] == pytest.approx(expected, rel=1e-12)

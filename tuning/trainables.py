@@ -22,7 +22,7 @@ import numpy as np
 
 from mmray.backtest import METRIC_KEYS, backtest, compute_metrics
 from mmray.params import MarketParams, ProblemParams, SimConfig
-from mmray.policy import Policy
+from mmray.policy import Policy, simulation_market
 from mmray.tuning.seeds import batch_seeds, trial_seed
 from mmray.tuning.spec import SweepSpec, param_kind
 
@@ -64,12 +64,7 @@ class TrialSetup:
 
     @property
     def simulated_market(self) -> MarketParams:
-        """The market the backtest simulates. A pi/csp policy's offsets are already on its tick grid
-        (``market.tick``), so its backtest does not round prices a second time (tick 0)."""
-        market = self.market if self.true_market is None else self.true_market
-        if self.strategy == "optimal" and self.method in ("pi", "csp") and market.tick > 0:
-            return market.replace(tick=0.0)
-        return market
+        return self.market if self.true_market is None else self.true_market
 
 
 def trial_setup(spec: SweepSpec, params: Mapping[str, Any]) -> TrialSetup:
@@ -160,20 +155,26 @@ def _run_batches(
     policy: Policy, setup: TrialSetup, rungs: int, use_ray: bool,
     on_rung: Callable[[dict[str, float], int], None] | None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Backtest in ``rungs`` batches; ``on_rung(metrics_so_far, paths_so_far)`` after each."""
-    market = setup.simulated_market
+    """Backtest in ``rungs`` batches; ``on_rung(metrics_so_far, paths_so_far)`` after each.
+
+    A pi/csp policy is simulated with tick 0 (:func:`mmray.policy.simulation_market`).
+    """
+    market = simulation_market(policy, setup.simulated_market)
     n = setup.sim.n_paths
     sizes = [n // rungs + (1 if b < n % rungs else 0) for b in range(rungs)]
     seeds = batch_seeds(setup.sim.seed, rungs)
     parts: list[dict[str, np.ndarray]] = []
     metrics: dict[str, float] = {}
-    done = 0
+    done, spread_total, spread_steps = 0, 0.0, 0
     for size, seed in zip(sizes, seeds, strict=True):
         res = backtest(policy, market, setup.problem, setup.sim.replace(n_paths=size, seed=seed), use_ray=use_ray)
         parts.append(res.per_path)
         done += size
+        spread_total += res.info["spread_total"]
+        spread_steps += res.info["spread_steps"]
         per_path = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        metrics = res.metrics if len(parts) == 1 else compute_metrics(per_path, market, setup.problem)
+        spread_mean = spread_total / spread_steps if spread_steps else float("nan")
+        metrics = res.metrics if len(parts) == 1 else compute_metrics(per_path, market, setup.problem, spread_mean)
         if on_rung is not None:
             on_rung(metrics, done)
     return metrics, per_path
@@ -236,7 +237,7 @@ def _robustness_loss(
     per_path: Mapping[str, np.ndarray], use_ray: bool,
 ) -> dict[str, float]:
     metric = spec.search.metric
-    truth_setup = replace(setup, strategy="optimal", market=setup.true_market or setup.market, strategy_options={})
+    truth_setup = replace(setup, strategy="optimal", market=setup.simulated_market, strategy_options={})
     if truth_setup == replace(setup, strategy_options={}):  # already the optimum of the simulated market
         t_metrics, t_paths = metrics, per_path
     else:
