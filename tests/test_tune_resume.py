@@ -56,6 +56,10 @@ def _statuses(run: Path) -> dict[str, str]:
     return out
 
 
+def _n_finished(run: Path) -> int:
+    return sum(s == "TERMINATED" for s in _statuses(run).values())
+
+
 def _result_files(run: Path) -> dict[str, str]:
     return {Path(p).parent.name: Path(p).read_text() for p in glob.glob(str(run / "*" / "result.json"))}
 
@@ -92,14 +96,22 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 180
         dashboard = None
+        interrupted = False
         while time.monotonic() < deadline and proc.poll() is None:
             if dashboard is None:
                 dashboard = _dashboard_status(tmp_path / "first.log")
             # interrupt once two trials are saved as finished and the dashboard has answered
-            if dashboard is not None and sum(s == "TERMINATED" for s in _statuses(run).values()) >= 2:
-                break
+            if dashboard is not None and _n_finished(run) >= 2:
+                # Tune's copy of its state to storage is not atomic: freeze the driver and its Ray
+                # processes, and kill them only while the saved state is whole (else let them go on)
+                os.killpg(proc.pid, signal.SIGSTOP)
+                time.sleep(0.1)
+                if _n_finished(run) >= 2:
+                    interrupted = True
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)
             time.sleep(0.05)
-        assert proc.poll() is None, "the sweep finished before it could be interrupted"
+        assert interrupted and proc.poll() is None, "the sweep finished before it could be interrupted"
         assert dashboard in (200, 401), (tmp_path / "first.log").read_text()
     finally:
         # kill the driver and the Ray processes it started (its own process group), no clean-up
@@ -135,3 +147,22 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
         assert row["sharpe"] == pytest.approx(expected["sharpe"], rel=1e-12)
         assert row["seed"] == expected["seed"]
     assert (run / "best_policy" / "policy.json").exists()
+
+
+def test_resume_refuses_a_truncated_experiment_state(tmp_path: Path) -> None:
+    """A driver killed while Tune copied its state leaves a truncated file: a clear error, no Ray."""
+    from mmray.tuning.runner import SPEC_FILE, resume_sweep
+    from mmray.tuning.spec import SweepConfigError
+
+    sweep = tmp_path / "resume.yaml"
+    sweep.write_text(SWEEP)
+    run = tmp_path / "r"
+    run.mkdir()
+    spec = load_spec(sweep)
+    (run / SPEC_FILE).write_text(json.dumps({**spec.to_dict(), "mmray": {"source": str(sweep)}}))
+    (run / "tuner.pkl").write_bytes(b"")  # Tuner.can_restore looks for it; never unpickled here
+    state = run / "experiment_state-2026-12-01_07-00-00.json"
+    state.write_text('{"trial_data": [["{\\"trial_id\\": ')
+    with pytest.raises(SweepConfigError, match=r"experiment_state-2026-12-01_07-00-00\.json: Tune's experiment "
+                                               r"state is incomplete .*killed while saving it"):
+        resume_sweep(str(run))

@@ -12,8 +12,10 @@ Layout of a run (``<storage>/<name>``, a local directory or an ``s3://`` / ``gs:
 
 Each trial's final report carries a small checkpoint with its metrics; with
 ``CheckpointConfig(num_to_keep=1)`` Tune saves its experiment state as soon as it records one,
-so a driver killed at any moment resumes without re-running a trial it had recorded as
-finished, and a trial that had checkpointed is restored from its metrics, not recomputed.
+so a driver killed between two saves resumes without re-running a trial it had recorded as
+finished, and a trial that had checkpointed is restored from its metrics, not recomputed. (Tune's
+copy of the state to storage is not atomic: a kill during that copy leaves a truncated file,
+which ``resume_sweep`` reports as such.)
 """
 
 from __future__ import annotations
@@ -272,8 +274,31 @@ def resume_sweep(run_dir: str, options: RunOptions | None = None) -> RunSummary:
     spec = load_run_spec(run_dir)
     if not tune.Tuner.can_restore(run_dir):
         raise SweepConfigError(f"{run_dir}: no Tune experiment state to resume (did the sweep start?)")
+    _check_experiment_state(run_dir)
     return _execute(spec, run_dir, options, lambda: tune.Tuner.restore(
         run_dir, trainable=sweeps.trainable(spec), resume_unfinished=True, resume_errored=True), False)
+
+
+def _check_experiment_state(run_dir: str) -> None:
+    """Refuse to resume from an unreadable experiment state, naming the file.
+
+    Tune copies its state from the driver's staging directory to the storage path without an
+    atomic rename; a driver killed during that copy (a few milliseconds after each finished
+    trial) leaves a truncated file, which ``Tuner.restore`` would fail on deep inside Ray.
+    """
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    path = _find_newest_experiment_checkpoint(run_dir)
+    if path is None:
+        raise SweepConfigError(f"{run_dir}: no Tune experiment state to resume (did the sweep start?)")
+    shown = _join(run_dir, Path(path).name)
+    try:
+        json.loads(_read_text(shown))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SweepConfigError(
+            f"{shown}: Tune's experiment state is incomplete ({exc}); the driver was probably killed "
+            "while saving it. Start the sweep again under a new --name (finished trials cannot be "
+            "recovered from this file).") from None
 
 
 def _execute(spec: SweepSpec, run_dir: str, options: RunOptions, make_tuner: Any, write_spec: bool) -> RunSummary:
