@@ -2,7 +2,7 @@
 
 How to run::
 
-    python examples/reproduce_as2008.py                 # 10,000 paths per row, ~10 s
+    python examples/reproduce_as2008.py                 # 10,000 paths per row, ~2 s
     python examples/reproduce_as2008.py --paths 1000    # the paper's sample size
     python examples/reproduce_as2008.py --markdown      # the table as Markdown (docs/reproductions.md)
 

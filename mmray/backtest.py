@@ -12,7 +12,8 @@ Metrics (each with its standard error ``<name>_se`` where one applies):
   delta method);
 * ``value_B`` - objective B value ``E[W - (gamma sigma^2 / 2) int q^2 dt]``.
 
-Standard errors of means are ``std / sqrt(n)``. Those of a standard deviation and of the Sharpe
+Standard errors of means are ``std / sqrt(n)``; with one path, standard deviations and standard
+errors are NaN (``null`` in JSON), not 0. Those of a standard deviation and of the Sharpe
 ratio use the sample skewness ``g3`` and kurtosis ``g4`` (not excess), because market-making PnL
 is far from normal (a sum of ``q dS`` with a random ``q``: ``g4`` is about 5.6 for AS 2008's
 symmetric strategy): ``se(std) = std sqrt((g4 - 1) / (4 n))`` (delta method; ``std / sqrt(2n)``
@@ -35,6 +36,7 @@ from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy
 from mmray.sim import ChunkResult, simulate_chunk
 
+NAN = float("nan")  # a statistic one path cannot estimate (std, standard errors)
 METRIC_KEYS = (
     "pnl_mean", "pnl_std", "sharpe", "max_drawdown", "trades_mean", "spread_mean",
     "q_final_mean", "q_final_std", "ce_A", "value_B",
@@ -70,11 +72,11 @@ def compute_metrics(
     pnl = per_path["pnl"]
     n = pnl.size
     root_n = math.sqrt(n)
-    mean, std = float(pnl.mean()), float(pnl.std(ddof=1)) if n > 1 else 0.0
-    sharpe = mean / std if std > 0 else float("nan")
+    mean, std = float(pnl.mean()), float(pnl.std(ddof=1)) if n > 1 else NAN
+    sharpe = mean / std if std > 0 else NAN
     skew, kurt = _shape(pnl)
     qf = per_path["q_final"]
-    q_std = float(qf.std(ddof=1)) if n > 1 else 0.0
+    q_std = float(qf.std(ddof=1)) if n > 1 else NAN
     mdd = per_path["max_drawdown"]
     trades = per_path["trades"]
     g = problem.gamma
@@ -90,14 +92,14 @@ def compute_metrics(
         "pnl_std_se": std * math.sqrt(max(kurt - 1.0, 0.0) / (4 * n)),
         "sharpe": sharpe,
         "sharpe_se": math.sqrt(max(1 + 0.5 * sharpe**2 - skew * sharpe + 0.25 * (kurt - 3) * sharpe**2, 0.0) / n)
-        if std > 0 else float("nan"),
-        "max_drawdown": float(mdd.mean()), "max_drawdown_se": float(mdd.std(ddof=1)) / root_n if n > 1 else 0.0,
-        "trades_mean": float(trades.mean()), "trades_mean_se": float(trades.std(ddof=1)) / root_n if n > 1 else 0.0,
+        if std > 0 else NAN,
+        "max_drawdown": float(mdd.mean()), "max_drawdown_se": float(mdd.std(ddof=1)) / root_n if n > 1 else NAN,
+        "trades_mean": float(trades.mean()), "trades_mean_se": float(trades.std(ddof=1)) / root_n if n > 1 else NAN,
         "spread_mean": float(spread_mean),
-        "q_final_mean": float(qf.mean()), "q_final_mean_se": float(qf.std(ddof=1)) / root_n if n > 1 else 0.0,
+        "q_final_mean": float(qf.mean()), "q_final_mean_se": float(qf.std(ddof=1)) / root_n if n > 1 else NAN,
         "q_final_std": q_std, "q_final_std_se": q_std * math.sqrt(max(_shape(qf)[1] - 1.0, 0.0) / (4 * n)),
         "ce_A": ce, "ce_A_se": ce_se,
-        "value_B": float(vb.mean()), "value_B_se": float(vb.std(ddof=1)) / root_n if n > 1 else 0.0,
+        "value_B": float(vb.mean()), "value_B_se": float(vb.std(ddof=1)) / root_n if n > 1 else NAN,
     }
     return m
 
@@ -133,7 +135,8 @@ def backtest(
     task_cpus : float
         CPUs reserved by each chunk's Ray task.
     """
-    n_steps = config.n_steps(problem.T)  # validates dt before spawning anything
+    n_steps = config.n_steps(problem.T)  # validates dt and q0 before spawning anything
+    config.check_start(market, problem)
     start = time.perf_counter()
     plan = chunk_plan(config.n_paths, config.chunk_size, config.seed)
     args = [(size, seq, record if i == 0 else 0) for i, (size, seq) in enumerate(plan)]

@@ -66,16 +66,17 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sim_flags(p: argparse.ArgumentParser, paths: int) -> None:
-    g = p.add_argument_group("simulation")
+    """Simulation flags; those a checkpoint can supply default to None ("not given")."""
+    c = SimConfig()
+    g = p.add_argument_group("simulation (defaults: a --policy checkpoint's own settings where it has them)")
     g.add_argument("--dt", type=float, default=None,
-                   help="time step (default: a pi/csp checkpoint's own dt, else T/600)")
+                   help="time step [the checkpoint's dt, else T/600]")
     g.add_argument("--paths", type=int, default=paths, help="Monte Carlo paths [%(default)s]")
     g.add_argument("--seed", type=int, default=0, help="root seed [%(default)s]")
-    g.add_argument("--price-model", choices=PRICE_MODELS, default="gaussian")
-    g.add_argument("--fill-model", choices=FILL_MODELS, default=None,
-                   help="default: a pi/csp checkpoint's own fill model, else poisson")
-    g.add_argument("--chunk-size", type=int, default=SimConfig().chunk_size, help="paths per chunk [%(default)s]")
-    g.add_argument("--q0", type=float, default=0.0, help="initial inventory [%(default)s]")
+    g.add_argument("--price-model", choices=PRICE_MODELS, default=None, help=f"[{c.price_model}]")
+    g.add_argument("--fill-model", choices=FILL_MODELS, default=None, help=f"[{c.fill_model}]")
+    g.add_argument("--chunk-size", type=int, default=None, help=f"paths per chunk [{c.chunk_size}]")
+    g.add_argument("--q0", type=float, default=None, help=f"initial inventory [{c.q0:g}]")
     g.add_argument("--local", action="store_true", help="do not use Ray (same numbers, one process)")
     g.add_argument("--workers", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
     g.add_argument("--address", default=None, help="attach to a running Ray cluster, e.g. 'auto'")
@@ -121,13 +122,29 @@ def _params(args: argparse.Namespace, policy: Any = None) -> tuple[MarketParams,
     return market.replace(**m_given), problem.replace(**p_given)
 
 
-def _sim_config(args: argparse.Namespace, problem: ProblemParams, policy: Any = None) -> SimConfig:
-    """Simulation settings from the flags; a pi/csp policy's own dt and fill model are the defaults."""
+# simulation settings a checkpoint can bring (SimConfig fields); --paths and --seed are always the flags'
+CHECKPOINT_SIM_FIELDS = ("dt", "price_model", "fill_model", "chunk_size", "q0")
+
+
+def checkpoint_sim(policy: Any) -> dict[str, Any]:
+    """Simulation settings saved with ``policy``: its provenance ``sim`` (a sweep's SimConfig) and, for
+    pi/csp, the dt, fill and price models of the discrete problem it was solved on."""
+    prov = getattr(policy, "provenance", None) or {}
+    saved = prov.get("sim") if isinstance(prov.get("sim"), dict) else {}
+    out = {k: saved[k] for k in CHECKPOINT_SIM_FIELDS if saved.get(k) is not None}
     info = discrete_problem(policy) or {}
-    dt = args.dt if args.dt is not None else info.get("dt", problem.T / 600.0)
-    fill_model = args.fill_model or info.get("fill_model", "poisson")
-    cfg = SimConfig(dt=dt, n_paths=args.paths, price_model=args.price_model, fill_model=fill_model,
-                    seed=args.seed, chunk_size=args.chunk_size, q0=args.q0)
+    for k in ("dt", "fill_model", "price_model"):
+        if info.get(k) is not None:
+            out.setdefault(k, info[k])
+    return out
+
+
+def _sim_config(args: argparse.Namespace, problem: ProblemParams, policy: Any = None) -> SimConfig:
+    """Simulation settings: the flags given, over a checkpoint's own (:func:`checkpoint_sim`), over
+    the defaults (dt = T/600)."""
+    values = {"dt": problem.T / 600.0, **checkpoint_sim(policy)}
+    values.update({k: getattr(args, k) for k in CHECKPOINT_SIM_FIELDS if getattr(args, k, None) is not None})
+    cfg = SimConfig(n_paths=args.paths, seed=args.seed, **values)
     cfg.n_steps(problem.T)
     return cfg
 
@@ -238,6 +255,16 @@ def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig
         issues.append(f"solved with dt={info['dt']}, simulated with dt={config.dt}")
     if info.get("fill_model") and info["fill_model"] != config.fill_model:
         issues.append(f"solved with fill model {info['fill_model']!r}, simulated with {config.fill_model!r}")
+    objective = getattr(getattr(policy, "problem", None), "objective", "A")
+    if info.get("price_model") and info["price_model"] != config.price_model and objective == "A":
+        issues.append(f"solved with price model {info['price_model']!r}, simulated with {config.price_model!r}")
+    intensity = info.get("intensity")
+    if isinstance(intensity, dict) and intensity.get("name") != "exponential":
+        issues.append(f"solved with a {intensity.get('name')} intensity, simulated with the market's "
+                      f"exponential A exp(-k delta)")
+    elif isinstance(intensity, dict) and (intensity.get("A"), intensity.get("k")) != (market.A, market.k):
+        issues.append(f"solved with A={intensity.get('A')}, k={intensity.get('k')}, simulated with "
+                      f"A={market.A}, k={market.k}")
     if market.tick > 0:
         issues.append("its offsets are already on the tick grid; --tick > 0 rounds prices a second time")
     if issues:
@@ -282,12 +309,15 @@ def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    from mmray.distributed import chunk_plan
     from mmray.sim import simulate_chunk
 
     policies, market, problem, config = _setup(args)
     name, policy = next(iter(policies.items()))
-    res = simulate_chunk(policy, market, problem, config, config.n_paths,
-                         np.random.SeedSequence(config.seed), record=config.n_paths)
+    # one chunk seeded as backtest's first: path i here is path i of `backtest` with the same
+    # --paths and --seed (when they fit in one --chunk-size chunk)
+    _, seq = chunk_plan(config.n_paths, max(config.n_paths, config.chunk_size), config.seed)[0]
+    res = simulate_chunk(policy, market, problem, config, config.n_paths, seq, record=config.n_paths)
     assert res.paths is not None
     p = res.paths
     out = {"strategy": name, "seed": config.seed, "t": p["t"], "s": p["s"], "q": p["q"], "pnl": p["pnl"],

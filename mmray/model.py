@@ -47,7 +47,8 @@ def c_xi(market: MarketParams, problem: ProblemParams) -> float:
     x = xi(problem) * market.trade_size
     if x == 0.0:
         return math.exp(-1.0)
-    return (1.0 + x / market.k) ** (-market.k / x - 1.0)
+    # exp(log1p) keeps full precision for small xi Delta / k, where (1 + x/k) ** (-k/x - 1) loses digits
+    return math.exp((-market.k / x - 1.0) * math.log1p(x / market.k))
 
 
 def delta_tilde(market: MarketParams, problem: ProblemParams) -> float:

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+import numpy as np
+
 from mmray.checks import choice, integer, real
 
 Objective = Literal["A", "B"]
@@ -139,13 +141,11 @@ class ProblemParams(_Params):
         _check(self, "gamma", real, gt=0)
         _check(self, "T", real, gt=0)
         if self.q_max is not None:
-            if isinstance(self.q_max, bool) or not isinstance(self.q_max, int | float):
-                raise ValueError(f"ProblemParams.q_max must be an integer or None, got {self.q_max!r}")
-            if not math.isfinite(self.q_max) or self.q_max != int(self.q_max) or self.q_max < 1:
-                raise ValueError(
-                    f"ProblemParams.q_max must be a positive integer or None, got {self.q_max!r}"
-                )
-            object.__setattr__(self, "q_max", int(self.q_max))
+            q = self.q_max
+            ok = isinstance(q, int | float | np.integer | np.floating) and not isinstance(q, bool | np.bool_)
+            if not ok or not math.isfinite(q) or q != int(q) or q < 1:
+                raise ValueError(f"ProblemParams.q_max must be a positive integer or None, got {q!r}")
+            object.__setattr__(self, "q_max", int(q))
         _check(self, "objective", choice, OBJECTIVES)
         _check(self, "terminal_penalty", real, ge=0)
 
@@ -199,6 +199,19 @@ class SimConfig(_Params):
         """Number of steps of length ``dt`` covering ``[0, T]``; rejects a ``dt`` that does not divide ``T``."""
         return steps_of(T, self.dt, "SimConfig.dt")
 
+    def check_start(self, market: MarketParams, problem: ProblemParams) -> None:
+        """With an inventory bound, ``q0`` must be a reachable inventory: ``|q0| <= Q`` and a multiple
+        of the trade size (inventory moves by ``Delta``, and table policies are tabulated there)."""
+        if problem.q_max is None:
+            return
+        if abs(self.q0) > problem.q_max + 1e-9:
+            raise ValueError(f"SimConfig.q0={self.q0!r} is outside the inventory bound "
+                             f"[-{problem.q_max}, {problem.q_max}] (ProblemParams.q_max)")
+        n = self.q0 / market.trade_size
+        if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+            raise ValueError(f"SimConfig.q0={self.q0!r} must be a multiple of MarketParams.trade_size="
+                             f"{market.trade_size!r} when the inventory is bounded")
+
 
 def steps_of(T: float, dt: float, label: str) -> int:
     """``T / dt`` as a whole number of steps (relative tolerance 1e-9), else ``ValueError`` naming ``label``."""
@@ -215,8 +228,6 @@ def inventory_grid(problem: ProblemParams, market: MarketParams):  # type: ignor
     Raises ``ValueError`` if the problem is unbounded or ``Q`` is not a multiple of the
     trade size.
     """
-    import numpy as np
-
     if problem.q_max is None:
         raise ValueError("ProblemParams.q_max is None: this method needs a bounded inventory")
     n = problem.q_max / market.trade_size

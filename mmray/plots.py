@@ -54,7 +54,7 @@ def plot_pnl_distribution(results: Mapping[str, BacktestResult], path: PathLike)
     for name, res in results.items():
         pnl, qf = res.per_path["pnl"], res.per_path["q_final"]
         axes[0].hist(pnl, bins=60, alpha=0.45, density=True,
-                     label=f"{name}: mean {pnl.mean():.2f}, std {pnl.std():.2f}")
+                     label=f"{name}: mean {pnl.mean():.2f}, std {pnl.std(ddof=1):.2f}")
         lo, hi = qf.min(), qf.max()
         axes[1].hist(qf, bins=np.arange(lo - 0.5, hi + 1.5), alpha=0.45, density=True, label=name)
     axes[0].set_xlabel("terminal PnL")
@@ -70,7 +70,7 @@ def plot_quote_surface(
     times: np.ndarray, q_grid: np.ndarray, bid: np.ndarray, ask: np.ndarray, path: PathLike, title: str = ""
 ) -> Path:
     """Heatmaps of the bid and ask offsets ``delta(t, q)`` and slices at a few times."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")  # room for the suptitle
     extent = (q_grid[0], q_grid[-1], times[-1], times[0])
     for ax, data, name in ((axes[0], bid, "bid offset δᵇ(t,q)"), (axes[1], ask, "ask offset δᵃ(t,q)")):
         im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", extent=extent, cmap="viridis")

@@ -9,7 +9,9 @@ distances from the mid in price units (bid = ``s - bid_offset``, ask = ``s + ask
 Kinds shipped here:
 
 * :class:`TablePolicy` - offsets on a (time x inventory) grid from a solver, linear
-  interpolation in time, exact lookup in inventory (nearest level, clipped to the grid).
+  interpolation in time (continuous-time solvers) or the row of the last grid time
+  (``interpolation="previous"``: tick-grid solvers, whose offsets must stay on the tick grid),
+  exact lookup in inventory (nearest level, clipped to the grid).
 * :class:`ClosedFormPolicy` - ``as`` (AS 2008 inventory strategy), ``symmetric`` (AS 2008
   symmetric strategy), ``constant`` (fixed half-spread), ``inventory`` (linear skew, by
   default the Guéant 2017 asymptotic closed form).
@@ -28,6 +30,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from mmray import model
+from mmray.checks import choice, real
 from mmray.params import MarketParams, ProblemParams
 
 
@@ -82,6 +85,10 @@ def _as_dict(params: MarketParams | ProblemParams | None) -> dict[str, Any] | No
     return None if params is None else params.to_dict()
 
 
+TICK_GRID_SOLVERS = ("pi", "csp")  # solvers whose tables hold decisions on a tick grid
+INTERPOLATIONS = ("linear", "previous")
+
+
 @dataclass(frozen=True, eq=False)
 class TablePolicy(Savable):
     """Offsets tabulated over a time grid and an inventory grid.
@@ -96,6 +103,10 @@ class TablePolicy(Savable):
         Finite offsets (price units).
     bid_on, ask_on : ndarray (N, n) of bool
         Whether that side is quoted; ``False`` gives ``inf`` from :meth:`quotes`.
+    interpolation : {"linear", "previous"}
+        In time: ``"linear"`` between grid times (the quoting mask of the nearest one);
+        ``"previous"``: row ``j`` holds on ``[times[j], times[j+1])`` (decision times of a
+        discrete-time problem; offsets stay exactly as tabulated, e.g. on a tick grid).
     """
 
     times: np.ndarray
@@ -107,10 +118,12 @@ class TablePolicy(Savable):
     market: MarketParams | None = None
     problem: ProblemParams | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    interpolation: str = "linear"
 
     kind: ClassVar[str] = "table"
 
     def __post_init__(self) -> None:
+        choice("TablePolicy.interpolation", self.interpolation, INTERPOLATIONS)
         freeze_arrays(self, ("times", "q_grid", "bid", "ask"), ("bid_on", "ask_on"))
         n_t, n_q = self.times.size, self.q_grid.size
         for name in ("bid", "ask", "bid_on", "ask_on"):
@@ -131,6 +144,7 @@ class TablePolicy(Savable):
         market: MarketParams | None = None,
         problem: ProblemParams | None = None,
         provenance: dict[str, Any] | None = None,
+        interpolation: str = "linear",
     ) -> TablePolicy:
         """Build from offsets where NaN or inf marks a side that is not quoted."""
         bid = np.asarray(bid, dtype=float)
@@ -138,7 +152,7 @@ class TablePolicy(Savable):
         bid_on, ask_on = np.isfinite(bid), np.isfinite(ask)
         return cls(
             times, q_grid, np.where(bid_on, bid, 0.0), np.where(ask_on, ask, 0.0),
-            bid_on, ask_on, market, problem, dict(provenance or {}),
+            bid_on, ask_on, market, problem, dict(provenance or {}), interpolation,
         )
 
     @property
@@ -154,6 +168,10 @@ class TablePolicy(Savable):
         if self.times.size == 1:
             zero = np.zeros(t.shape, dtype=np.intp)
             return zero, np.zeros(t.shape)
+        if self.interpolation == "previous":  # the last grid time <= t (relative tolerance 1e-9)
+            span = float(self.times[-1] - self.times[0])
+            i = np.searchsorted(self.times, t + 1e-9 * span, side="right") - 1
+            return np.clip(i, 0, self.times.size - 1), np.zeros(t.shape)
         i = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, self.times.size - 2)
         w = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
         return i, np.clip(w, 0.0, 1.0)
@@ -194,7 +212,7 @@ class TablePolicy(Savable):
         meta = {
             "market": _as_dict(self.market),
             "problem": _as_dict(self.problem),
-            "params": {},
+            "params": {"interpolation": self.interpolation},
             "provenance": self.provenance,
         }
         arrays = {
@@ -205,11 +223,13 @@ class TablePolicy(Savable):
 
     @classmethod
     def from_checkpoint(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TablePolicy:
+        if "interpolation" not in meta["params"]:
+            raise KeyError("params.interpolation")
         return cls(
             arrays["times"], arrays["q_grid"], arrays["bid"], arrays["ask"],
             arrays["bid_on"], arrays["ask_on"],
             params_from_dict(MarketParams, meta.get("market")), params_from_dict(ProblemParams, meta.get("problem")),
-            dict(meta.get("provenance") or {}),
+            dict(meta.get("provenance") or {}), meta["params"]["interpolation"],
         )
 
     # checkpoint array contract: name -> (dtype kind, shape in terms of N=len(times), n=len(q_grid))
@@ -220,7 +240,6 @@ class TablePolicy(Savable):
     }
 
 
-TICK_GRID_SOLVERS = ("pi", "csp")
 
 
 def discrete_problem(policy: object) -> dict[str, Any] | None:
@@ -281,8 +300,12 @@ class ClosedFormPolicy(Savable):
     array_spec: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {}
 
     def __post_init__(self) -> None:
-        if self.name not in CLOSED_FORMS:
+        if not isinstance(self.name, str) or self.name not in CLOSED_FORMS:
             raise ValueError(f"unknown closed-form strategy {self.name!r}; choose from {CLOSED_FORMS}")
+        if self.half_spread is not None:
+            object.__setattr__(self, "half_spread", real("ClosedFormPolicy.half_spread", self.half_spread, gt=0))
+        if self.skew is not None:
+            object.__setattr__(self, "skew", real("ClosedFormPolicy.skew", self.skew))
         if self.name in ("constant", "inventory"):
             h = self.half_spread
             if h is None:
@@ -296,6 +319,8 @@ class ClosedFormPolicy(Savable):
             value = getattr(self, name)
             if value is not None and not np.isfinite(value):
                 raise ValueError(f"ClosedFormPolicy.{name} must be finite, got {value!r}")
+        if not isinstance(self.provenance, dict):
+            raise ValueError(f"ClosedFormPolicy.provenance must be a dict, got {self.provenance!r}")
 
     def quotes(
         self, t: float | np.ndarray, q: np.ndarray, s: np.ndarray | None = None,

@@ -245,6 +245,7 @@ def simulate_chunk(
     """
     rng = np.random.default_rng(seed)
     n_steps, dt = config.n_steps(problem.T), config.dt
+    config.check_start(market, problem)
     m = _StepModel.of(market, problem, config)
     p = _Paths(n_paths, market.s0, config.q0)
     record = min(record, n_paths)

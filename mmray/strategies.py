@@ -19,7 +19,7 @@ def make_strategy(
     """Policy for strategy ``name``.
 
     ``optimal`` solves the model exactly (:func:`mmray.solvers.exact.solve_exact`) on
-    ``n_times`` equally spaced time points (default 1001) and needs a bounded inventory. The
+    ``n_times`` equally spaced time points (default: the solver's, 1001) and needs a bounded inventory. The
     others are :class:`mmray.policy.ClosedFormPolicy`; ``half_spread`` and ``skew`` apply to
     ``constant`` and ``inventory``.
     """
@@ -28,7 +28,7 @@ def make_strategy(
 
         if problem.q_max is None:
             raise ValueError("strategy 'optimal' needs a bounded inventory: set q_max")
-        return solve_exact(market, problem, n_times=n_times or 1001).policy()
+        return (solve_exact(market, problem, n_times=n_times) if n_times else solve_exact(market, problem)).policy()
     if name not in CLOSED_FORMS:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     return ClosedFormPolicy(name, market, problem, half_spread, skew, {"strategy": name})

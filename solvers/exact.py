@@ -120,7 +120,7 @@ def solve_exact(
     market: MarketParams,
     problem: ProblemParams,
     times: np.ndarray | None = None,
-    n_times: int = 601,
+    n_times: int = 1001,
     rtol: float = 1e-6,
 ) -> Solution:
     """Solve objective A or B exactly on a time grid.
@@ -132,7 +132,8 @@ def solve_exact(
     times : array, optional
         Increasing time grid in ``[0, T]``; any spacing. Default ``linspace(0, T, n_times)``.
     n_times : int
-        Grid size when ``times`` is not given.
+        Grid size when ``times`` is not given (default 1001, as the ``optimal`` strategy and
+        ``mmray solve`` use, so both give the same table).
     rtol : float
         Largest acceptable difference in ``log v`` (relative error of ``v``) between the
         eigen-expansion and the positive-stepping check before the stepping method is used for

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mmray.params import MarketParams, ProblemParams
-from mmray.policy import TablePolicy
+from mmray.policy import TICK_GRID_SOLVERS, TablePolicy
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,9 @@ class Solution:
         return self.bid[i], self.ask[i]
 
     def policy(self) -> TablePolicy:
-        """The solution as a table policy (linear interpolation in time)."""
+        """The solution as a table policy: linear interpolation in time for the continuous-time
+        solvers (exact, fd); for the tick-grid solvers (pi, csp) the row of the last decision
+        time, so that quotes between decision times stay on the tick grid."""
         return TablePolicy.from_offsets(
             self.times,
             self.q_grid,
@@ -78,4 +80,5 @@ class Solution:
             market=self.market,
             problem=self.problem,
             provenance={"solver": self.method, "info": self.info},
+            interpolation="previous" if self.method in TICK_GRID_SOLVERS else "linear",
         )

@@ -54,8 +54,8 @@ def test_solve_writes_checkpoint_that_backtest_loads(capsys, tmp_path):
     assert (tmp_path / "quotes.png").exists()
     direct = _json(capsys, ["backtest", "--strategy", "optimal", *SMALL, "--json"])
     loaded = _json(capsys, ["backtest", "--policy", str(tmp_path / "policy"), *SMALL, "--json"])
-    # same model, same seed: the saved policy (601 time points) and the in-memory one (1001) agree closely
-    assert loaded["pnl_mean"] == pytest.approx(direct["pnl_mean"], rel=1e-3)
+    # same model, same seed, same table (both 1001 time points): the same numbers
+    assert {k: loaded[k] for k in REQUIRED} == {k: direct[k] for k in REQUIRED}
 
 
 def test_unbounded_closed_form_and_simulate(capsys, tmp_path):
@@ -65,6 +65,12 @@ def test_unbounded_closed_form_and_simulate(capsys, tmp_path):
                          "--seed", "4", "--json", "--out", str(tmp_path)])
     assert len(sim["q"]) == 2 and len(sim["t"]) == 21
     assert (tmp_path / "paths.csv").read_text().startswith("path,t,mid,q,pnl")
+    # path i of simulate is path i of backtest with the same --paths and --seed
+    sim = _json(capsys, ["simulate", "--strategy", "optimal", *SMALL, "--seed", "3", "--json"])
+    bt = _json(capsys, ["backtest", "--strategy", "optimal", *SMALL, "--seed", "3", "--json", "--local"])
+    assert len(sim["final"]["pnl"]) == 400
+    assert sum(sim["final"]["pnl"]) / 400 == pytest.approx(bt["pnl_mean"], rel=1e-12)
+    assert sum(sim["final"]["q"]) / 400 == pytest.approx(bt["q_final_mean"], rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -82,6 +88,8 @@ def test_unbounded_closed_form_and_simulate(capsys, tmp_path):
         (["solve", "--method", "fd", "--solver-tick", "0.5"], "--solver-tick does not apply to --method fd"),
         (["solve", "--method", "pi", "--formulation", "dw"], "--formulation does not apply to --method pi"),
         (["solve", "--T", "10", "--out", "/proc/mmray-no/such"], "error: /proc/mmray-no: No such file or directory"),
+        (["backtest", "--T", "60", "--q0", "50"], "SimConfig.q0=50.0 is outside the inventory bound [-30, 30]"),
+        (["simulate", "--T", "60", "--q0", "0.5"], "SimConfig.q0=0.5 must be a multiple of MarketParams.trade_size"),
     ],
 )
 def test_errors_are_clear(capsys, argv, message):
@@ -113,6 +121,32 @@ def test_backtest_policy_uses_the_checkpoint_model_unless_flags_override(capsys,
     data = json.loads(out.out)
     assert (data["sim"]["dt"], data["sim"]["fill_model"], data["market"]["tick"]) == (0.5, "linear", 0.0)
     assert "warning" not in out.err  # nothing differs from the problem it was solved on
+
+
+def test_backtest_policy_takes_the_simulation_settings_saved_with_it(capsys, tmp_path):
+    """A checkpoint whose provenance holds ``sim`` (a sweep's SimConfig) is backtested with its dt,
+    price and fill models, chunk size and q0 unless flags say otherwise; --paths/--seed are the flags'."""
+    market, problem = MarketParams(), ProblemParams(T=60.0, q_max=5)
+    saved = SimConfig(dt=0.25, n_paths=300, price_model="binomial", fill_model="linear", seed=9, chunk_size=100,
+                      q0=2.0)
+    make_strategy("optimal", market, problem).save(tmp_path / "p", provenance={"sim": saved.to_dict()})
+    data = _json(capsys, ["backtest", "--policy", str(tmp_path / "p"), "--paths", "300", "--seed", "9", "--local",
+                          "--json"])
+    assert data["sim"] == saved.to_dict()
+    direct = backtest(load_policy(tmp_path / "p"), market, problem, saved).metrics
+    assert {k: data[k] for k in REQUIRED} == {k: direct[k] for k in REQUIRED}
+    data = _json(capsys, ["backtest", "--policy", str(tmp_path / "p"), "--paths", "300", "--dt", "0.5",
+                          "--fill-model", "poisson", "--local", "--json"])
+    assert (data["sim"]["dt"], data["sim"]["fill_model"], data["sim"]["price_model"]) == (0.5, "poisson", "binomial")
+
+
+def test_pi_policy_solved_with_another_intensity_warns_when_backtested(capsys, tmp_path):
+    _json(capsys, ["solve", "--method", "pi", "--objective", "B", "--T", "10", "--q-max", "3", "--tick", "0.5",
+                   "--n-steps", "20", "--intensity", "power", "--intensity-alpha", "3", "--out", str(tmp_path),
+                   "--json"])
+    assert main(["backtest", "--policy", str(tmp_path / "policy"), "--paths", "50", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "solved with a power intensity, simulated with the market's exponential" in err
 
 
 def test_every_model_and_simulation_flag_reaches_the_backtest(capsys):

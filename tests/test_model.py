@@ -73,3 +73,15 @@ def test_inventory_risk_matches_monte_carlo():
     assert risk.cvar > risk.var > 0
     with pytest.raises(ValueError, match="alpha must be in"):
         model.inventory_risk(1.0, 1.0, market, alpha=1.5)
+
+
+def test_c_xi_keeps_full_precision_for_small_risk_aversion():
+    """Oracle: ln C_xi = -(1/u + 1) ln(1 + u), u = xi Delta / k, = -1 - u/2 + u^2/6 - u^3/12 + O(u^4).
+    At u ~ 3e-11 the series is exact to double precision; the naive power lost ~1e-7 there."""
+    from mmray.params import MarketParams, ProblemParams
+
+    market = MarketParams()
+    for gamma in (1e-14, 1e-10, 1e-6):
+        u = gamma / market.k
+        series = math.exp(-1.0 - u / 2 + u * u / 6 - u**3 / 12)
+        assert model.c_xi(market, ProblemParams(gamma=gamma)) == pytest.approx(series, rel=1e-15)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from mmray.params import MarketParams, ProblemParams, SimConfig, inventory_grid
@@ -63,3 +64,21 @@ def test_inventory_grid_needs_multiple_of_trade_size():
         inventory_grid(ProblemParams(q_max=4), MarketParams(trade_size=3.0))
     with pytest.raises(ValueError, match="q_max is None"):
         inventory_grid(ProblemParams(q_max=None), MarketParams())
+
+
+def test_numpy_scalars_are_accepted_like_python_ones():
+    assert ProblemParams(q_max=np.int64(5)).q_max == 5 and type(ProblemParams(q_max=np.int64(5)).q_max) is int
+    assert ProblemParams(q_max=np.float64(5.0)).q_max == 5
+    with pytest.raises(ValueError, match=r"ProblemParams\.q_max must be a positive integer or None, got np\.True_"):
+        ProblemParams(q_max=np.bool_(True))
+    assert SimConfig(n_paths=np.int64(10)).n_paths == 10
+
+
+def test_initial_inventory_must_be_reachable_under_a_bound():
+    market, problem = MarketParams(trade_size=2.0), ProblemParams(q_max=4)
+    SimConfig(q0=-4.0).check_start(market, problem)
+    with pytest.raises(ValueError, match=r"SimConfig\.q0=6\.0 is outside the inventory bound \[-4, 4\]"):
+        SimConfig(q0=6.0).check_start(market, problem)
+    with pytest.raises(ValueError, match=r"SimConfig\.q0=1\.0 must be a multiple of MarketParams\.trade_size=2\.0"):
+        SimConfig(q0=1.0).check_start(market, problem)
+    SimConfig(q0=0.5).check_start(market, ProblemParams(q_max=None))  # unbounded: any start

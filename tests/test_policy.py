@@ -28,6 +28,40 @@ def test_linear_interpolation_in_time_and_masks(table):
     np.testing.assert_allclose(table.quotes(9.0, np.array([0.0]), np.zeros(1))[0], [6.0])
 
 
+def test_previous_interpolation_holds_each_row_until_the_next_grid_time(table):
+    """Tick-grid tables hold decisions: row j on [t_j, t_j+1), offsets exactly as tabulated."""
+    held = TablePolicy(table.times, table.q_grid, table.bid, table.ask, table.bid_on, table.ask_on,
+                       interpolation="previous")
+    q = np.array([-1.0, 0.0, 1.0])
+    for t, row in ((0.0, 0), (0.999, 0), (1.0, 1), (1.0 - 1e-12, 1), (2.9, 1), (3.0, 2), (7.0, 2), (-1.0, 0)):
+        bid, ask = held.quotes(t, q, np.zeros(3))
+        np.testing.assert_array_equal(bid[:2], table.bid[row, :2])
+        np.testing.assert_array_equal(ask[1:], table.ask[row, 1:])
+        rb, _ = held.rows(np.array([t]))
+        np.testing.assert_array_equal(rb[0, :2], table.bid[row, :2])
+    bid, _ = held.quotes(np.array([0.5, 2.0]), np.array([0.0, 0.0]), np.zeros(2))
+    np.testing.assert_array_equal(bid, [2.0, 4.0])
+    with pytest.raises(ValueError, match=r"TablePolicy\.interpolation must be one of linear, previous; got 'spline'"):
+        TablePolicy(table.times, table.q_grid, table.bid, table.ask, table.bid_on, table.ask_on,
+                    interpolation="spline")
+
+
+def test_tick_grid_solutions_stay_on_the_tick_between_decision_times(glft_market):
+    from mmray.solvers import solve
+
+    market = glft_market.replace(tick=0.5)
+    sol = solve(market, ProblemParams(gamma=0.01, T=10.0, q_max=3, objective="B"), method="pi", n_steps=10)
+    policy = sol.policy()
+    assert policy.interpolation == "previous"
+    q = sol.q_grid
+    for t in (0.0, 0.25, 0.75, 3.5, 9.99):
+        bid, _ = policy.quotes(t, q, np.zeros(q.size))
+        j = int(np.floor(t + 1e-9))  # decision times 0, 1, ..., 9
+        on = np.isfinite(bid)
+        np.testing.assert_array_equal(bid[on], sol.bid[j][on])
+        assert np.allclose(bid[on] / 0.5, np.round(bid[on] / 0.5), atol=1e-12, rtol=0)
+
+
 def test_array_times_match_scalar_calls(table):
     t = np.array([0.0, 0.25, 1.0, 2.9, 3.0])
     q = np.array([0.0, -1.0, 1.0, 0.0, -1.0])

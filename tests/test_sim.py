@@ -219,6 +219,16 @@ def test_metrics_standard_errors():
     assert m["value_B"] == m["pnl_mean"]
 
 
+def test_one_path_has_no_standard_deviation_or_standard_errors():
+    """A single path estimates means but no spread: std, Sharpe and every SE are NaN, not 0."""
+    one = {"pnl": np.array([1.5]), "q_final": np.array([2.0]), "trades": np.array([3.0]),
+           "max_drawdown": np.array([0.5]), "q2_integral": np.array([1.0])}
+    m = compute_metrics(one, MarketParams(), ProblemParams())
+    assert m["pnl_mean"] == 1.5 and m["q_final_mean"] == 2.0 and m["trades_mean"] == 3.0
+    for key in ("pnl_std", "sharpe", "q_final_std", *(k for k in m if k.endswith("_se"))):
+        assert np.isnan(m[key]), key
+
+
 def test_standard_errors_of_std_and_sharpe_hold_for_non_normal_pnl():
     # Oracle: the spread of the estimates over 400 independent samples. The reported SEs use the
     # sample skewness and kurtosis; the normal-theory ones would be off by 1.58x (Laplace std) and
