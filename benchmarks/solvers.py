@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -63,8 +64,10 @@ def bench_fd(plots: Path | None) -> None:
         for n in steps:
             try:
                 sol, sec = timed(solve_fd, GLFT, problem, n_steps=n, scheme=scheme)
-            except ValueError as exc:
-                print(f"{scheme:>9} {n:>8} {problem.T / n:>7.4f}   refused: {str(exc)[:70]}...")
+            except ValueError as exc:  # the explicit stability limit of the whole solve
+                advice = re.search(r"n_steps >= \d+ \([^)]*\)", str(exc))
+                print(f"{scheme:>9} {n:>8} {problem.T / n:>7.4f}   refused: {str(exc)[:50]}... "
+                      f"{advice.group(0) if advice else ''}")
                 continue
             ex = solve_exact(GLFT, problem, times=sol.times)
             qe, te = quote_err(sol, ex), float(np.max(np.abs(sol.theta - ex.theta)))
@@ -83,7 +86,7 @@ def bench_fd(plots: Path | None) -> None:
             pr = problem.replace(objective=obj)
             sol, sec = timed(solve_fd, GLFT, pr, n_steps=1200, intensity=lam)
             how = "closed form" if lam.closed_form_delta(np.zeros(1), 0.0 if obj == "B" else 0.01, 1.0) is not None \
-                else "bisection"
+                else "Illinois on the first-order condition"
             print(f"   {lam.name:>9} objective {obj}: {sec:6.2f} s (sup over delta by {how}); "
                   f"t=0, q=0 bid {sol.bid[0, i0]:.4f}")
     if plots is not None:
@@ -226,7 +229,11 @@ def bench_csp() -> None:
 
 
 def bench_obligation() -> None:
-    """Worked example of docs/solvers.md: an exchange's market-maker obligation."""
+    """Worked example of docs/solvers.md: an exchange's market-maker obligation.
+
+    The same problem as the script in the docs (terminal penalty 0.01 included: without it the
+    numbers differ in the third decimal) and the same numbers.
+    """
     market = MarketParams(sigma=0.3, A=0.9, k=0.3)
     problem = ProblemParams(gamma=0.01, T=300.0, q_max=10, objective="B", terminal_penalty=0.01)
     opts = {"n_steps": 300, "tick": 0.5, "n_levels": 15}

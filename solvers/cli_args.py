@@ -28,8 +28,10 @@ from mmray.solvers.pi import HORIZONS
 
 CONSTRAINT_FLAGS = {
     "max_spread": ("--max-spread", float, "obligation: largest two-sided spread delta_b + delta_a (price units)"),
-    "min_two_sided": ("--min-two-sided", float, "obligation: minimum expected fraction of steps quoting both sides"),
-    "max_limit_prob": ("--max-limit-prob", float, "risk: P(|q_t| = Q) <= EPS at every time"),
+    "min_two_sided": ("--min-two-sided", float,
+                      "obligation: minimum expected fraction of all steps quoting both sides "
+                      "(steps at |q| = Q count as one-sided)"),
+    "max_limit_prob": ("--max-limit-prob", float, "risk: P(|q_t| = Q) <= EPS at every time after the start"),
     "max_terminal_q2": ("--max-terminal-q2", float, "risk: E[q_T^2] <= BOUND (shares^2)"),
     "bid_min_ticks": ("--bid-min-ticks", int, "smallest bid offset when quoting (ticks)"),
     "bid_max_ticks": ("--bid-max-ticks", int, "largest bid offset when quoting (ticks)"),

@@ -14,8 +14,11 @@ Global constraints on the occupation measure (expectations over paths, Altman 19
 ``csp`` only):
 
 * ``min_two_sided`` - expected fraction of the decision steps at which both sides are quoted
-  ``>= min_two_sided`` (at ``|q| = Q`` one side is forbidden, so such steps do not count);
-* ``max_limit_prob`` - ``P(|q_j| = Q) <= max_limit_prob`` at every time ``t_j``, ``j = 1..N``;
+  ``>= min_two_sided``; the fraction is over all ``N`` decision steps: a step at ``|q| = Q``
+  (where one side is forbidden) stays in the denominator and counts as not two-sided, so time
+  at the bound uses up the allowance ``1 - min_two_sided``;
+* ``max_limit_prob`` - ``P(|q_j| = Q) <= max_limit_prob`` at every time ``t_j``, ``j = 1..N``
+  (not at ``t_0``: the initial inventory is given and may be ``+-Q``);
 * ``max_terminal_q2`` - ``E[q_T^2] <= max_terminal_q2`` (shares^2).
 """
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from mmray.checks import real
+from mmray.checks import integer, real
 
 PER_STATE = ("max_spread", "bid_min_ticks", "bid_max_ticks", "ask_min_ticks", "ask_max_ticks")
 GLOBAL = ("min_two_sided", "max_limit_prob", "max_terminal_q2")
@@ -40,13 +43,14 @@ class Constraints:
     max_spread : float, optional
         Largest two-sided quoted spread ``delta_b + delta_a`` (price units), > 0.
     min_two_sided : float, optional
-        Minimum expected fraction of steps quoting both sides, in ``[0, 1]``.
+        Minimum expected fraction of all ``N`` decision steps quoting both sides (steps at
+        ``|q| = Q`` included, as one-sided ones), in ``[0, 1]``.
     max_limit_prob : float, optional
-        ``epsilon`` in ``P(|q_j| = Q) <= epsilon`` for every ``j``, in ``[0, 1]``.
+        ``epsilon`` in ``P(|q_j| = Q) <= epsilon`` for every ``j = 1..N``, in ``[0, 1]``.
     max_terminal_q2 : float, optional
         Bound on ``E[q_T^2]`` (shares^2), >= 0.
     bid_min_ticks, bid_max_ticks, ask_min_ticks, ask_max_ticks : int, optional
-        Per-side offset limits in ticks (integers; min <= max).
+        Per-side offset limits in ticks (Python or numpy integers, not floats; min <= max).
     """
 
     max_spread: float | None = None
@@ -68,13 +72,10 @@ class Constraints:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"Constraints.{name} must be a probability in [0, 1], got {value!r}")
-        for name in TICK_FIELDS:
+        for name in TICK_FIELDS:  # Python or numpy integers, as every integer option (mmray.checks)
             value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-                raise ValueError(f"Constraints.{name} must be an integer number of ticks or None, got {value!r}")
-            object.__setattr__(self, name, int(value))
+            if value is not None:
+                object.__setattr__(self, name, integer(f"Constraints.{name}", value))
         for side in ("bid", "ask"):
             lo, hi = getattr(self, f"{side}_min_ticks"), getattr(self, f"{side}_max_ticks")
             if lo is not None and hi is not None and lo > hi:
@@ -114,8 +115,8 @@ class Constraints:
         """``name=value`` with the constraint's meaning, for messages."""
         meaning = {
             "max_spread": "two-sided spread <= {v} (price units)",
-            "min_two_sided": "fraction of steps quoting both sides >= {v}",
-            "max_limit_prob": "P(|q_t| = Q) <= {v} at every time",
+            "min_two_sided": "fraction of all decision steps quoting both sides >= {v}",
+            "max_limit_prob": "P(|q_t| = Q) <= {v} at every time after the start",
             "max_terminal_q2": "E[q_T^2] <= {v}",
             "bid_min_ticks": "bid offset >= {v} ticks",
             "bid_max_ticks": "bid offset <= {v} ticks",

@@ -32,9 +32,12 @@ Feasibility first (phase 1: elastic slacks on the coupling rows, minimised by th
 generation with zero rewards); an infeasible constraint set is reduced by a deletion filter to a
 minimal conflicting subset, which the :class:`InfeasibleConstraints` error names.
 
-Report per active constraint (``info["constraints"]``): ``binding``, ``shadow_price`` (the dual,
-``d objective / d bound``, currency per unit of the bound), ``activity`` (achieved value), and
-``cost`` = objective without it (the others kept) minus objective with it.
+Report per active constraint (``info["constraints"]``): ``bound``, ``binding``, ``shadow_price``
+(the dual, ``d objective / d bound``, currency per unit of the bound), ``activity`` (achieved value),
+and ``cost`` = objective without it (the others kept) minus objective with it. The constraint set
+itself is ``info["constraint_set"]`` (``Constraints.to_dict()``: the active names and their bounds,
+as ``pi``'s ``info["constraints"]``); both travel in the policy's provenance, so a checkpoint
+records what it was solved under.
 
 Policy: ``pi(b, a | j, q) = x[j,q,b,a] / sum x[j,q,.,.]`` where the state has mass, else the
 Lagrangian-optimal pair. :meth:`ConstrainedSolution.policy` returns a
@@ -75,12 +78,16 @@ class ConstrainedSolution(Solution):
     """A :class:`Solution` from ``csp`` with its (possibly randomised) policy.
 
     ``bid``/``ask`` hold the most likely pair per state and ``theta`` the Lagrangian value function
-    at the optimal multipliers (``pi``'s value function when no constraint binds).
-    ``random_policy`` is the exact extracted policy; :meth:`policy` returns it when it randomises
-    somewhere, a :class:`TablePolicy` otherwise.
+    at the optimal multipliers of the decomposition (``pi``'s value function when no constraint
+    binds). ``random_policy`` is the exact extracted policy; :meth:`policy` returns it when it
+    randomises somewhere, a :class:`TablePolicy` otherwise. ``flow_duals`` (``formulation="direct"``
+    only, else ``None``): the full LP's own duals of the flow rows, ``(N, n)`` over the decision
+    times, NaN at states unreachable from ``q0``; the value function of that LP (equal to
+    ``theta[:-1]`` at reachable states when the Lagrangian is unique, e.g. without constraints).
     """
 
     random_policy: RandomTablePolicy | None = None
+    flow_duals: np.ndarray | None = None
 
     def policy(self) -> TablePolicy | RandomTablePolicy:  # type: ignore[override]
         if self.random_policy is not None and self.random_policy.is_randomised():
@@ -144,7 +151,8 @@ def solve_csp(
     -------
     ConstrainedSolution
         ``method="csp"``; ``info["objective"]`` is the expected ``value_B`` from ``q0``;
-        ``info["constraints"]`` the per-constraint report; LP sizes, iterations and timings.
+        ``info["constraints"]`` the per-constraint report; ``info["constraint_set"]`` the constraints
+        solved under (names and bounds); LP sizes, iterations and timings.
 
     Raises
     ------
@@ -173,30 +181,30 @@ def solve_csp(
     mdp = TickGrid.of(grid, grid_options, "csp").mdp(market, problem, "csp")
     om = OccupationModel(mdp, constraints, q0)
     names = constraints.active()
-    if "max_limit_prob" in names and om.i0 in (0, om.n - 1) and constraints.max_limit_prob < 1.0:
-        raise InfeasibleConstraints(
-            f"csp: infeasible constraint: {constraints.describe('max_limit_prob')} but the initial inventory "
-            f"q0={q0:g} is already at the bound", ["max_limit_prob"],
-        )
+    # no special case for q0 at +-Q: the max_limit_prob rows cover t_1..t_N only (t_0 is given), so
+    # whether the desk can leave the bound in time is for phase 1 to decide
     dw = DantzigWolfe(om, lp_solver, max_cg_iter)
     try:
         res = dw.solve(names)
     except Infeasible:
         raise conflict_set(dw, constraints, names) from None
     info: dict[str, Any] = mdp.describe()
-    info.update({"q0": float(q0), "formulation": formulation, "lp_solver": lp_solver, "active": names})
+    info.update({"q0": float(q0), "formulation": formulation, "lp_solver": lp_solver, "active": names,
+                 "constraint_set": constraints.to_dict()})
     if formulation == "direct":
         direct = solve_direct(om, names, lp_solver)
         if direct.status != "optimal":
             raise ValueError("csp: the direct LP is infeasible although the decomposition found a feasible point")
         cols, x = direct.cols, direct.x
         objective = direct.objective
+        flow_duals = np.where(om.reach, direct.flow_duals, np.nan)
         duals = {n: direct.duals[n] for n in names if n in GLOBAL}
         info["direct"] = {"seconds": direct.seconds,
                           "restriction_duals": {n: float(direct.duals[n][0]) for n in names if n not in GLOBAL}}
     else:
         cols, x = _mixture_occupation(om, res.mixture)
         objective, duals = res.objective, res.duals
+        flow_duals = None
     act = om.activities(cols, x)
     report = _report(om, constraints, names, duals, act)
     for name in names:
@@ -230,7 +238,7 @@ def solve_csp(
         info["objective"] = info["milp"]["objective"]
     info["randomised_states"] = int(np.count_nonzero(np.count_nonzero(probs > 1e-12, axis=2) > 1))
     info["seconds"] = _time.perf_counter() - start
-    return _solution(market, problem, mdp, res.value, probs, pair_b, pair_a, info)
+    return _solution(market, problem, mdp, res.value, probs, pair_b, pair_a, info, flow_duals)
 
 
 def all_columns_count(om: OccupationModel) -> int:
@@ -366,13 +374,17 @@ def _deterministic(
 def _solution(
     market: MarketParams, problem: ProblemParams, mdp: TickMDP, value: np.ndarray,
     prob: np.ndarray, pair_b: np.ndarray, pair_a: np.ndarray, info: dict[str, Any],
+    flow_duals: np.ndarray | None = None,
 ) -> ConstrainedSolution:
     off = np.append(mdp.grid.offsets, 0.0)
     on = np.append(np.ones(mdp.grid.n_levels, dtype=bool), False)
     rows = lambda arr: np.concatenate([arr, arr[-1:]], axis=0)  # noqa: E731  (no decision at T)
     prob_t, pb_t, pa_t = rows(prob), rows(pair_b), rows(pair_a)
-    # the discrete problem (so that a backtest can check it plays the same one) and the LP's outcome
-    keep = (*mdp.describe(), "q0", "objective", "active", "binding")
+    # the discrete problem (so that a backtest can check it plays the same one), the constraint set
+    # solved for (names and bounds: Constraints.from_dict(info["constraint_set"]) rebuilds it) and
+    # the LP's outcome, with the per-constraint report (bound, activity, shadow price, cost)
+    keep = (*mdp.describe(), "q0", "formulation", "lp_solver", "constraint_set", "active", "objective",
+            "objective_lp", "binding", "constraints", "activities")
     provenance = {"solver": "csp", "info": {k: info[k] for k in keep if k in info}}
     rand = RandomTablePolicy(
         mdp.times, mdp.q, prob_t, off[pb_t], off[pa_t], on[pb_t], on[pa_t], market, problem, provenance,
@@ -380,7 +392,9 @@ def _solution(
     mode = np.argmax(prob_t, axis=2)[..., None]
     bid, ask = mdp.offsets(np.take_along_axis(pb_t, mode, axis=2)[..., 0],
                            np.take_along_axis(pa_t, mode, axis=2)[..., 0])
-    return ConstrainedSolution("csp", market, problem, mdp.times, mdp.q, value, bid, ask, info, rand)
+    if flow_duals is not None:
+        flow_duals.setflags(write=False)
+    return ConstrainedSolution("csp", market, problem, mdp.times, mdp.q, value, bid, ask, info, rand, flow_duals)
 
 
 __all__ = ["FORMULATIONS", "LP_SOLVERS", "ConstrainedSolution", "InfeasibleConstraints", "solve_csp"]

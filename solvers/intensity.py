@@ -35,9 +35,11 @@ Closed forms of the maximiser ``delta*(p)``:
 Elsewhere the maximiser is found numerically, vectorised over all ``p`` at once: the bracket
 ``[p, p + h 2^m]`` is grown until the first-order condition changes sign (or the objective
 stops increasing), then the Illinois (regula falsi) method on the first-order condition when the
-log-slope is known (machine precision in ~10 iterations), or golden-section search on the
-objective otherwise (derivative-free, ``delta*`` to about ``1e-7`` relative; the Hamiltonian
-value itself is second-order accurate).
+log-slope is known (machine precision in ~10 iterations), or otherwise golden-section search on
+the objective (derivative-free, stopped at a bracket of ``1e-7`` relative, where comparisons of
+the flat-topped objective turn into rounding noise) followed by two safeguarded Newton steps on
+the first-order condition with a centred-difference log-slope (``delta*`` to ~1e-9; the
+Hamiltonian value is second-order accurate either way).
 
 References
 ----------
@@ -61,6 +63,11 @@ from mmray.params import MarketParams
 INTENSITIES = ("exponential", "power", "logistic")
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+#: golden-section search stops at a bracket of this width relative to max(scale, |delta|): just
+#: above sqrt(eps) ~ 1.5e-8, where comparisons of the (flat-topped) objective become rounding noise
+GOLDEN_RTOL = 1e-7
+_FD_STEP = float(np.finfo(float).eps) ** (1.0 / 3.0)  # centred-difference step, relative
+_NEWTON_STEPS = 2
 
 
 def _gain(z: np.ndarray, xi: float, size: float) -> np.ndarray:
@@ -174,7 +181,12 @@ class Intensity(ABC):
         c = b - _GOLDEN * (b - a)
         d = a + _GOLDEN * (b - a)
         fc, fd = objective(c, flat), objective(d, flat)
+        # Stop at a bracket of GOLDEN_RTOL: the objective is flat at its maximum, so below a width of
+        # ~sqrt(eps) the comparisons fc >= fd are decided by rounding and the bracket would only wander.
+        magnitude = np.maximum(self.scale, np.abs(flat))
         for _ in range(200):
+            if np.all(b - a <= GOLDEN_RTOL * np.maximum(magnitude, np.abs(a))):
+                break
             left = fc >= fd  # maximum in [a, d]
             b = np.where(left, d, b)
             a = np.where(left, a, c)
@@ -186,9 +198,43 @@ class Intensity(ABC):
             f_new = objective(np.where(left, c, d), flat)
             fc = np.where(left, f_new, fd_old)
             fd = np.where(left, fc_old, f_new)
-            if np.all(b - a <= 1e-12 * np.maximum(1.0, np.abs(a))):
-                break
-        return (0.5 * (a + b)).reshape(p.shape)
+        return self._refine(flat, 0.5 * (a + b), b - a, xi, size).reshape(p.shape)
+
+    def _refine(self, p: np.ndarray, delta: np.ndarray, width: np.ndarray, xi: float, size: float) -> np.ndarray:
+        """Final refinement of a golden-section maximiser: Newton steps on the first-order condition.
+
+        The log-slope ``g = -(ln Lambda)'`` is a centred difference with step ``eps^(1/3)`` times
+        the offset scale (error ~``eps^(2/3)``), so the root is found to ~1e-9 instead of the
+        ~``sqrt(eps)`` that comparisons of objective values allow. Safeguarded per point: a step
+        is kept only if finite, within ten brackets of the golden-section point, and not worse
+        in objective (beyond rounding); otherwise the golden-section point stays (e.g. a
+        non-smooth ``Lambda``).
+        """
+        h = _FD_STEP * np.maximum(self.scale, np.abs(delta))
+
+        def foc(x: np.ndarray) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                g = -(np.log(self.rate(x + h)) - np.log(self.rate(x - h))) / (2.0 * h)
+                return (x - p) - _foc_target(np.where(g > 0, g, np.nan), xi, size)
+
+        def objective(x: np.ndarray) -> np.ndarray:
+            return self.rate(x) * _gain(x - p, xi, size)
+
+        reach = 10.0 * width + GOLDEN_RTOL * np.maximum(self.scale, np.abs(delta))
+        best, f_best = delta, objective(delta)
+        x = delta
+        for _ in range(_NEWTON_STEPS):
+            f0, f1 = foc(x), foc(x + h)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = f0 * h / (f1 - f0)
+            x_new = x - step
+            f_new = objective(x_new)
+            ok = (np.isfinite(x_new) & (np.abs(x_new - delta) <= reach)
+                  & (f_new >= f_best - 8.0 * np.finfo(float).eps * np.abs(f_best)))
+            best = np.where(ok, x_new, best)
+            f_best = np.where(ok, np.maximum(f_new, f_best), f_best)
+            x = np.where(ok, x_new, x)
+        return best
 
 
 def _illinois(fn: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -319,8 +365,9 @@ class CustomIntensity(Intensity):
     func : callable
         Vectorised, positive, non-increasing fill rate (fills per time unit).
     log_slope : callable, optional
-        ``-Lambda'(delta)/Lambda(delta)``; when given, the maximiser is found by bisection on the
-        first-order condition (machine precision) instead of golden-section search.
+        ``-Lambda'(delta)/Lambda(delta)``; when given, the maximiser is found by the Illinois method
+        (regula falsi) on the first-order condition (machine precision) instead of golden-section
+        search refined by Newton steps with a finite-difference log-slope (~1e-9).
     scale : float
         Typical offset (price units), the first bracket width of the search.
     probe : tuple of float

@@ -13,7 +13,8 @@ is linear: ``sum x[j,q,b,a] r(q, b, a)`` (plus ``-E ell(q_N)`` folded into the l
 is every constraint of :class:`mmray.solvers.constraints.Constraints`:
 
 * per-state restrictions: ``sum over violating pairs of x <= 0``;
-* ``min_two_sided``: ``sum over two-sided pairs of x >= f N``;
+* ``min_two_sided``: ``sum over two-sided pairs of x >= f N`` (``N`` counts every decision step,
+  those at ``|q| = Q``, necessarily one-sided, included);
 * ``max_limit_prob``: for ``j = 1..N``, ``sum_{q,b,a} x[j-1,q,b,a] P(|q'| = Q | q,b,a) <= eps``;
 * ``max_terminal_q2``: ``sum_{q,b,a} x[N-1,q,b,a] E[q'^2 | q,b,a] <= B``.
 

@@ -43,13 +43,27 @@ def test_unconstrained_lp_equals_backward_induction() -> None:
     # same optimum (asked: 1e-6 relative, the issue's bound; measured 1e-15), the Lagrangian value
     # function is pi's value function, the policy is deterministic and is pi's policy.
     pi = solve_pi(MARKET, MEDIUM, **MEDIUM_OPTS)
+    sols = {}
     for formulation in ("dw", "direct"):
-        sol = solve_csp(MARKET, MEDIUM, None, formulation=formulation, **MEDIUM_OPTS)
+        sol = sols[formulation] = solve_csp(MARKET, MEDIUM, None, formulation=formulation, **MEDIUM_OPTS)
         assert abs(sol.info["objective"] / pi.info["value_q0"] - 1.0) < 1e-6
         np.testing.assert_allclose(sol.theta, pi.theta, rtol=1e-10, atol=1e-10)
         assert isinstance(sol.policy(), TablePolicy) and sol.info["randomised_states"] == 0
         np.testing.assert_array_equal(sol.bid[:-1], pi.bid[:-1])
         np.testing.assert_array_equal(sol.ask[:-1], pi.ask[:-1])
+    # sol.theta is the decomposition's value function in both formulations: the full LP's own
+    # value is checked through its flow-row duals, the value function of that LP. Every state
+    # reachable from q0 carries mass here, so they are unique and must be pi's theta (1e-10:
+    # GLOP's simplex solves the dual to ~1e-12; measured 9e-14); by strong duality the one at
+    # (t_0, q0) is the direct LP's objective.
+    sol = sols["direct"]
+    assert sol.flow_duals is not None and sols["dw"].flow_duals is None
+    mdp = TickGrid(**MEDIUM_OPTS).mdp(MARKET, MEDIUM)
+    reach = OccupationModel(mdp, Constraints(), 0.0).reach
+    assert np.array_equal(np.isfinite(sol.flow_duals), reach)
+    np.testing.assert_allclose(sol.flow_duals[reach], pi.theta[:-1][reach], rtol=1e-10, atol=1e-10)
+    i0 = int(np.argmin(np.abs(sol.q_grid)))
+    assert sol.flow_duals[0, i0] == pytest.approx(sol.info["objective"], rel=1e-12)
 
 
 CASES = {
@@ -129,13 +143,14 @@ def test_costs_and_non_binding_constraints() -> None:
     assert sol.info["binding"] == ["max_terminal_q2"]
 
 
-def _exact_occupation(policy: RandomTablePolicy, problem: ProblemParams, dt: float) -> dict[str, float]:
-    """Forward propagation of the randomised policy with the simulator's fill probabilities:
-    expected value_B, two-sided fraction, E[q_T^2] and max_t P(|q_t| = Q) (independent of the LP)."""
+def _exact_occupation(policy: RandomTablePolicy, problem: ProblemParams, dt: float, q0: float = 0.0
+                      ) -> dict[str, float]:
+    """Forward propagation of the randomised policy from ``q0`` with the simulator's fill probabilities:
+    expected value_B, two-sided fraction, E[q_T^2] and max_{j >= 1} P(|q_j| = Q) (independent of the LP)."""
     n_steps = policy.times.size - 1
     q = policy.q_grid
     rho = np.zeros(q.size)
-    rho[np.argmin(np.abs(q))] = 1.0
+    rho[np.argmin(np.abs(q - q0))] = 1.0
     g, s2, mu = problem.gamma, MARKET.sigma**2, MARKET.drift
 
     def running(x: np.ndarray) -> np.ndarray:
@@ -236,6 +251,50 @@ def test_infeasible_constraint_sets_name_the_conflict() -> None:
     assert err.value.conflict == ["bid_max_ticks"]
 
 
+AT_BOUND_OPTS = {"n_steps": 12, "tick": 0.5, "n_levels": 6, "min_level": 0}
+
+
+@pytest.mark.parametrize("q0", [3.0, -3.0])
+def test_start_at_the_inventory_bound(q0: float) -> None:
+    # q0 = +-Q with max_limit_prob < 1 is a legitimate problem: the rows bound P(|q_j| = Q) for
+    # j = 1..N only, and quoting the unwanted side aggressively leaves the bound in one step with
+    # probability ~0.5 on this grid. eps = 0.9 does not bind (unconstrained optimum, pi's value at
+    # q0; measured 16.5819 from q0 = 3), eps = 0.5 binds (16.4374 from q0 = 3). Oracles, as in
+    # test_decomposition_equals_direct_lp: the full LP (objective 1e-8 relative, dual 1e-6) and
+    # pi's value function (1e-9 relative: two exact optima of the same problem, rounding only);
+    # the extracted policy, propagated exactly from q0, meets the bound (1e-9: rounding).
+    i0 = -1 if q0 > 0 else 0
+    free = solve_pi(MARKET, SMALL, **AT_BOUND_OPTS).theta[0, i0]
+    for eps, binds in ((0.9, False), (0.5, True)):
+        c = Constraints(max_limit_prob=eps)
+        dw = solve_csp(MARKET, SMALL, c, q0=q0, formulation="dw", **AT_BOUND_OPTS)
+        direct = solve_csp(MARKET, SMALL, c, q0=q0, formulation="direct", **AT_BOUND_OPTS)
+        assert dw.info["objective"] == pytest.approx(direct.info["objective"], rel=1e-8)
+        rep, other = dw.info["constraints"]["max_limit_prob"], direct.info["constraints"]["max_limit_prob"]
+        assert rep["binding"] is binds and other["binding"] is binds
+        assert rep["shadow_price"] == pytest.approx(other["shadow_price"], rel=1e-6, abs=1e-9)
+        assert rep["cost"] == pytest.approx(other["cost"], rel=1e-6, abs=1e-9)
+        if binds:
+            assert dw.info["objective"] < free - 1e-3 and rep["shadow_price"] > 0
+        else:
+            assert dw.info["objective"] == pytest.approx(free, rel=1e-9)
+        occ = _exact_occupation(dw.random_policy, SMALL, 1.0, q0)
+        assert occ["value"] == pytest.approx(dw.info["objective"], rel=1e-9)
+        assert occ["limit"] <= eps + 1e-9
+        # the two-sided fraction is over all N steps, the one-sided steps at the bound included
+        # (documented meaning of min_two_sided): step 0 is at the bound for sure, so <= 11/12
+        frac = dw.info["activities"]["two_sided_fraction"]
+        assert frac == pytest.approx(occ["two_sided"], abs=1e-9) and frac <= 1 - 1 / 12 + 1e-12
+    # where no quote leaves the bound with probability >= 1 - eps the LP itself is infeasible:
+    # phase 1 says so (the direct LP agrees) and names the constraint
+    c = Constraints(max_limit_prob=0.5)
+    with pytest.raises(InfeasibleConstraints, match=r"infeasible constraint: max_limit_prob=0\.5") as err:
+        solve_csp(MARKET, SMALL, c, q0=q0, **SMALL_OPTS)
+    assert err.value.conflict == ["max_limit_prob"]
+    om = OccupationModel(TickGrid(**SMALL_OPTS).mdp(MARKET, SMALL), c, q0)
+    assert solve_direct(om, ["max_limit_prob"], "GLOP").status == "infeasible"
+
+
 def test_deterministic_policy_by_mixed_integer_programming() -> None:
     # Tiny problem (SCIP on all ~500 columns). Without constraints an optimal deterministic policy
     # exists, so the MILP optimum equals pi's value (SCIP's default relative gap 1e-4 bounds the
@@ -283,11 +342,21 @@ def test_random_table_policy_sampling_and_checkpoint(tmp_path) -> None:
 
 
 def test_csp_solution_round_trips_through_checkpoint(tmp_path) -> None:
-    sol = solve(MARKET, SMALL, "csp", constraints=Constraints(max_terminal_q2=0.8), **SMALL_OPTS)
+    # Both policy kinds round-trip, and the checkpoint records the constraint set solved under
+    # (names and bounds, enough to rebuild the Constraints) and the per-constraint report.
+    c = Constraints(max_terminal_q2=0.8, min_two_sided=0.5, max_spread=6.0, ask_min_ticks=np.int64(1))
+    sol = solve(MARKET, SMALL, "csp", constraints=c, **SMALL_OPTS)
     assert isinstance(sol, ConstrainedSolution)
+    assert Constraints.from_dict(sol.info["constraint_set"]) == c
+    assert isinstance(sol.policy(), RandomTablePolicy)
     for kind, policy in (("random", sol.policy()), ("table", ConstrainedSolution.__mro__[1].policy(sol))):
         loaded = load_policy(save_policy(policy, tmp_path / kind))
         assert type(loaded) is type(policy)
+        info = loaded.provenance["info"]
+        assert Constraints.from_dict(info["constraint_set"]) == c
+        assert {n: e["bound"] for n, e in info["constraints"].items()} == c.to_dict()
+        assert info["binding"] == sol.info["binding"] and "max_terminal_q2" in info["binding"]
+        assert info["objective"] == sol.info["objective"]
         rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
         qs = np.repeat(sol.q_grid, 50)
         for t in (0.0, 6.0, 11.0):
@@ -307,8 +376,12 @@ def test_csp_options_and_constraints_are_validated() -> None:
         Constraints(min_two_sided=1.5)
     with pytest.raises(ValueError, match="bid_min_ticks=5 exceeds bid_max_ticks=3"):
         Constraints(bid_min_ticks=5, bid_max_ticks=3)
-    with pytest.raises(ValueError, match="already at the bound"):
-        solve_csp(MARKET, SMALL, Constraints(max_limit_prob=0.1), q0=3.0, **SMALL_OPTS)
+    # tick limits are integers as mmray.checks.integer has them: numpy integers too, not floats or bools
+    c = Constraints(bid_min_ticks=np.int64(3), ask_max_ticks=np.int32(9))
+    assert c.to_dict() == {"bid_min_ticks": 3, "ask_max_ticks": 9} and type(c.bid_min_ticks) is int
+    for bad in (3.0, 3.5, True, "3"):
+        with pytest.raises(ValueError, match=r"Constraints\.bid_min_ticks must be an integer, got"):
+            Constraints(bid_min_ticks=bad)
 
 
 def test_pdlp_backend_agrees_with_glop() -> None:
