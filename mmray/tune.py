@@ -18,10 +18,12 @@ With no arguments: an embedded Ray on all local CPUs runs 27 trials (the exact o
 strategy, Avellaneda-Stoikov and a constant spread at 9 risk aversions, 50,000 Monte Carlo
 paths each), about 45 s on 2 cores (Ray start-up included). Tune's progress table is printed while trials run,
 then the results table, the best trial and the run directory ``runs/<name>/`` with
-``results.parquet``/``results.csv``, ``frontier.png``, ``report.md`` and ``best_policy/``
-(``mmray backtest --policy runs/<name>/best_policy``). The same sweep with the same
-``--seed`` gives the same table. Exit status: 0 when at least one trial finished, 1 when
-none did, 2 for an invalid sweep or option.
+``results.parquet``/``results.csv``, ``frontier.png``, ``report.md`` and ``best_policy/``,
+with the ``mmray backtest --policy runs/<name>/best_policy ...`` command that reproduces the best
+row. The same sweep with the same ``--seed`` gives the same table (grid and random search
+without ASHA; see docs/tuning.md). Ctrl-C stops the sweep, keeps what finished and prints the
+``--resume`` command. Exit status: 0 when at least one trial finished, 1 when none did, 2 for
+an invalid sweep or option (nothing is started), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -76,33 +78,73 @@ _SWEEP_FLAGS = {
 }
 
 
+def _override_list(args: argparse.Namespace) -> list[tuple[str, list[tuple[str | None, str, Any]]]]:
+    """``[(flag as typed, [(section, key, value), ...]), ...]`` for the sweep-defining flags given."""
+    out: list[tuple[str, list[tuple[str | None, str, Any]]]] = []
+
+    def add(flag: str, value: Any, *fields: tuple[str | None, str, Any], show: bool = True) -> None:
+        if value is not None and value is not False:
+            out.append((f"{flag} {value}" if show else flag, list(fields)))
+
+    add("--seed", args.seed, (None, "seed", args.seed))
+    add("--cpus-per-trial", args.cpus_per_trial, ("resources", "cpus_per_trial", args.cpus_per_trial))
+    add("--mc-ray", args.mc_ray, ("resources", "mc_ray", True), show=False)
+    add("--mc-workers", args.mc_workers, ("resources", "mc_workers", args.mc_workers))
+    add("--search", args.search, ("search", "algorithm", args.search))
+    if args.metric:  # each metric has one direction
+        add("--metric", args.metric, ("search", "metric", args.metric), ("search", "mode", METRIC_MODES[args.metric]))
+    add("--num-samples", args.num_samples, ("search", "num_samples", args.num_samples))
+    add("--n-paths", args.n_paths, ("sim", "n_paths", args.n_paths))
+    add("--asha", args.asha, ("search", "asha", "rungs"), show=False)  # rungs: set in _apply
+    add("--max-failures", args.max_failures, ("failure", "max_failures", args.max_failures))
+    return out
+
+
+def _apply(doc: dict[str, Any], fields: list[tuple[str | None, str, Any]]) -> dict[str, Any]:
+    import copy
+
+    from mmray.distributed import n_chunks
+
+    doc = copy.deepcopy(doc)
+    for section, key, value in fields:
+        if (section, key, value) == ("search", "asha", "rungs"):
+            # up to 4 rungs of whole Monte Carlo chunks (at least 2; fewer chunks is reported as an error)
+            sim = doc.get("sim", {})
+            value = {"rungs": max(2, min(4, n_chunks(int(sim.get("n_paths", 1)), int(sim.get("chunk_size", 1)))))}
+        (doc if section is None else doc.setdefault(section, {}))[key] = value
+    return doc
+
+
 def _overrides(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
+    """``spec`` with the sweep-defining flags applied; an error names the flag(s) that caused it."""
     from mmray.tuning.config import spec_from_dict
 
-    doc = spec.to_dict()["sweep"]
-    changed = False
-
-    def put(section: str | None, key: str, value: Any) -> None:
-        nonlocal changed
-        if value is None:
-            return
-        (doc if section is None else doc.setdefault(section, {}))[key] = value
-        changed = True
-
-    put(None, "seed", args.seed)
-    put("resources", "cpus_per_trial", args.cpus_per_trial)
-    put("resources", "mc_ray", True if args.mc_ray else None)
-    put("resources", "mc_workers", args.mc_workers)
-    put("search", "algorithm", args.search)
-    put("search", "metric", args.metric)
-    put("search", "mode", METRIC_MODES[args.metric] if args.metric else None)  # each metric has one direction
-    put("search", "num_samples", args.num_samples)
-    put("search", "asha", {"rungs": 4} if args.asha else None)
-    put("sim", "n_paths", args.n_paths)
-    put("failure", "max_failures", args.max_failures)
-    if not changed:
+    given = _override_list(args)
+    if not given:
         return spec
-    return spec_from_dict({"sweep": doc}, source=f"{spec.source} + command line")
+    doc = spec.to_dict()["sweep"]
+    source = f"{spec.source} + command line"
+    try:
+        return spec_from_dict({"sweep": _apply(doc, [f for _, fs in given for f in fs])}, source=source)
+    except SweepConfigError as exc:
+        if exc.path is None:
+            raise
+        path = exc.path
+
+        def sets(fields: list[tuple[str | None, str, Any]]) -> bool:
+            names = [".".join(p for p in ("sweep", section, key) if p) for section, key, _ in fields]
+            return any(path == n or path.startswith((f"{n}.", f"{n}[")) for n in names)
+
+        culprits = [flag for flag, fs in given if sets(fs)]
+        if not culprits:  # e.g. --search grid on a sweep with ranges: the error is in another field
+            for flag, fs in given:
+                try:
+                    spec_from_dict({"sweep": _apply(doc, fs)}, source=source)
+                except SweepConfigError:
+                    culprits.append(flag)
+        culprits = culprits or [flag for flag, _ in given]
+        raise SweepConfigError(f"{', '.join(culprits)}: {exc.detail} (sweep field {path} of {spec.source})",
+                               spec.source, path, exc.detail) from None
 
 
 def load_requested_spec(args: argparse.Namespace) -> SweepSpec:
@@ -125,6 +167,7 @@ def _print_summary(summary: Any, as_json: bool) -> None:
         out = {
             "run_dir": summary.run_dir, "seconds": summary.seconds, "n_trials": len(df),
             "status": counts, "files": summary.files, "best": summary.best_row,
+            "reproduce": summary.reproduce, "unfinished_trials": summary.pending,
             "rows": df.to_dict(orient="records"),
         }
         print(json.dumps(to_jsonable(out), indent=1, default=str))
@@ -147,14 +190,21 @@ def _print_summary(summary: Any, as_json: bool) -> None:
                 "robustness.png", "best_policy"):
         if key in summary.files:
             print(f"  {key:<20} {summary.files[key]}")
-    if "best_policy" in summary.files and "://" not in summary.files["best_policy"]:
-        print(f"Backtest the best policy: mmray backtest --policy {summary.files['best_policy']}")
+    if summary.reproduce:
+        print("Reproduce the best row:" if len(summary.reproduce) == 1 else
+              "Reproduce the best row (copy the checkpoint first: mmray backtest --policy reads local directories):")
+        for line in summary.reproduce:
+            print(f"  {line}")
+    if summary.interrupted:
+        n = summary.pending
+        print(f"\nInterrupted: {n} trial{'s' if n != 1 else ''} did not finish. Continue the sweep with:\n"
+              f"  python -m mmray.tune --resume {summary.run_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m mmray.tune`` and ``mmray tune``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from mmray.tuning.runner import RunOptions, resume_sweep, run_sweep, start_ray
+    from mmray.tuning.runner import RunOptions, prepare_resume, resume_sweep, run_sweep, start_ray
 
     if args.resume:
         ignored = [flag for flag, value in _SWEEP_FLAGS.items() if getattr(args, value) not in (None, False)]
@@ -162,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mmray tune: error: --resume continues the sweep as it was defined; it does not take "
                   f"{', '.join(ignored)}", file=sys.stderr)
             return 2
-    try:
-        spec = None if args.resume else load_requested_spec(args)
+    try:  # everything that can be checked without Ray, before Ray starts
+        if args.resume:
+            prepare_resume(args.resume)
+            spec = None
+        else:
+            spec = load_requested_spec(args)
     except (SweepConfigError, NotAvailableError) as exc:
         print(f"mmray tune: error: {exc}", file=sys.stderr)
         return 2
@@ -192,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         if started:
             ray.shutdown()
     _print_summary(summary, args.json)
-    return 0 if (summary.table["status"] != "error").any() else 1
+    if summary.interrupted:
+        return 130
+    return 0 if summary.table["status"].isin(["ok", "stopped"]).any() else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,91 @@ def test_ray_prepares_and_validates_it(config: dict) -> None:
     assert "GPU" not in types["head"]["resources"] and "GPU" not in types["cpu_worker"]["resources"]
 
 
-def test_setup_installs_pinned_torch_then_mmray(config: dict) -> None:
+def _ray_aws_default(name: str) -> str:
+    """A string constant of ray/autoscaler/_private/aws/config.py (``RAY + "-v1"``...), read with
+    ``ast`` without importing the module (it needs boto3)."""
+    import ast
+
+    import ray.autoscaler
+
+    source = (Path(ray.autoscaler.__file__).parent / "_private" / "aws" / "config.py").read_text()
+    values: dict[str, str] = {}
+
+    def value(node: ast.expr) -> str:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.Name):
+            return values[node.id]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return value(node.left) + value(node.right)
+        raise KeyError(ast.dump(node))
+
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = value(node.value)
+            except KeyError:
+                continue
+    return values[name]
+
+
+def test_workers_get_an_instance_profile_for_s3_storage(config: dict) -> None:
+    """Trials upload their checkpoints to --storage s3://... from the node they ran on: workers need
+    an instance profile. The head gets Ray's default one, which the worker names."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    types = prepared["available_node_types"]
+    worker = types["cpu_worker"]["node_config"]["IamInstanceProfile"]
+    assert set(worker) == {"Name"}  # boto3 IamInstanceProfileSpecification: Name or Arn
+    default = _ray_aws_default("DEFAULT_RAY_INSTANCE_PROFILE")
+    assert default == "ray-autoscaler-v1" == _ray_aws_default("DEFAULT_RAY_IAM_ROLE")
+    assert worker["Name"] == default
+    # the head's node type names none, so `ray up` creates and attaches the default profile (and role)
+    assert "IamInstanceProfile" not in types["head"]["node_config"]
+    # the one-time iam:PassRole grant the head's role needs to launch such workers is documented
+    text = CONFIG.read_text()
+    assert "iam:PassRole" in text and f"role/{default}" in text and "put-role-policy" in text
+    docs = (CONFIG.parents[1] / "docs" / "tuning.md").read_text()
+    assert "iam:PassRole" in docs and "IamInstanceProfile" in docs
+
+
+def test_setup_installs_pinned_cpu_torch_then_mmray(config: dict) -> None:
+    """The same torch pin as the Makefile, from the CPU wheel index (PyPI's Linux wheel pulls the
+    CUDA packages), alone and before anything that could install another torch."""
+    import importlib.metadata
+    import re
+    import shlex
+
+    import ray
+
+    makefile = (CONFIG.parents[1] / "Makefile").read_text()
+    pins = re.findall(r'pip install "torch==([0-9][0-9.]*)"', makefile)
+    assert len(pins) == 1, pins  # the Makefile installs one pinned torch before mmray
+    version = pins[0]
+    assert makefile.index(f"torch=={version}") < makefile.index("pip install -e")
+    assert importlib.metadata.version("torch").split("+")[0] == version  # what `make` installed here
+
     cmds = config["setup_commands"]
-    torch = next(i for i, c in enumerate(cmds) if "torch==2.13.0" in c)
+    torch = [i for i, c in enumerate(cmds) if "torch" in c]
+    assert len(torch) == 1, cmds
+    tokens = shlex.split(cmds[torch[0]])
+    assert tokens[:4] == ["python", "-m", "pip", "install"]
+    assert tokens[tokens.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    assert "--extra-index-url" not in tokens  # would let pip take the CUDA build from PyPI
+    packages = [t for t in tokens[4:] if not t.startswith("-") and t != "https://download.pytorch.org/whl/cpu"]
+    assert packages == [f"torch=={version}"]  # exactly pinned, nothing else from that index
+
     mmray = next(i for i, c in enumerate(cmds) if "~/mmray" in c and "pip install" in c)
-    assert torch < mmray
+    assert torch[0] < mmray
+    for later in cmds[torch[0] + 1:]:  # nothing afterwards may replace the CPU build
+        assert not {"--upgrade", "-U", "--force-reinstall", "--upgrade-strategy"} & set(shlex.split(later)), later
+    deps = " ".join(tomllib.loads((CONFIG.parents[1] / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert "torch" not in deps  # `pip install -e ~/mmray` keeps the torch installed first
     assert config["file_mounts"]["~/mmray"] == "."
-    assert "ray[default,tune,data,rllib]==2.60.0" in cmds[mmray]
+    ray_pin = f"ray[default,tune,data,rllib]=={ray.__version__}"
+    assert ray_pin in shlex.split(cmds[mmray])
+    assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-cpu"
     head = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard clusters/aws.yaml`

@@ -55,6 +55,23 @@ def test_sweep_spreads_over_both_nodes(cluster, tmp_path: Path) -> None:
     assert used == nodes
 
     # one trial's Monte Carlo chunks as Ray tasks in 2 one-CPU bundles spread over the nodes:
-    # same numbers as the local run
+    # same numbers as the local run, and the chunks did run on both nodes
     big = run_sweep(_spec(mc_ray=True, mc_workers=2), RunOptions(storage=str(tmp_path), name="mc", verbose=0))
     pd.testing.assert_frame_equal(big.table, df)
+    assert _chunk_task_nodes(expected=nodes) == nodes
+
+
+def _chunk_task_nodes(expected: set[str], timeout: float = 15.0) -> set[str]:
+    """Nodes that ran ``simulate_chunk`` tasks, from the task events Ray keeps in GCS (an internal
+    API: no dashboard needed). Workers send their events about once a second: wait for them."""
+    import time
+
+    from ray._private.state import state
+
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {e.state_updates.node_id.hex() for e in state._get_all_task_events()
+                if e.task_info.name == "simulate_chunk" and e.state_updates.node_id}
+        if seen >= expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from mmray import backtest, make_strategy
+from mmray import SimConfig, backtest, make_strategy
 from mmray.tune import build_parser, load_requested_spec, main
 from mmray.tuning.config import load_spec, spec_from_dict
 from mmray.tuning.presets import PRESETS, preset, smoke
@@ -84,7 +85,7 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
         ("grid:\n    gamma: [0.01, 0.1]\n  sim: {dt: 7.0}", "sweep.sim.dt", "must divide the horizon T=60.0"),
         ("grid:\n    gamma: [0.01, 0.1]\n  market: {sigma: -1}", "sweep.market.sigma",
          "must be a finite number > 0, got -1"),
-        ("grid:\n    gamma: [0.01, 0.1]\n  problem: {q_max: 2.5}", "sweep.problem.q_max", "expected an integer"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  problem: {T: 60, q_max: 2.5}", "sweep.problem.q_max", "expected an integer"),
         ("grid:\n    gamma: [0.01, 0.1]\n  resources: {cpus_per_trial: 0}", "sweep.resources.cpus_per_trial",
          "expected a number > 0"),
         ("grid:\n    gamma: [0.01, 0.1]\n  failure: {max_failures: -1}", "sweep.failure.max_failures",
@@ -106,10 +107,46 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
          "sweep.solver.options.constraints", "Constraints.max_spread must be a finite number > 0, got -1"),
         ("grid:\n    gamma: [0.01, 0.1]\n  solver: {method: fd, options: {constraints: {max_spread: 8}}}",
          "sweep.solver.options.constraints.max_spread", "constraints need solver method csp (or pi), not fd"),
+        # every grid value is checked by building the trial's parameter objects and solver options
+        ("grid:\n    gamma: [0.01, 0.1]\n    dt: [1.0, 7.0]", "sweep.grid.dt[1]",
+         "value 7.0: SimConfig.dt=7.0 must divide the horizon T=60.0 into a whole number of steps"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    solver.scheme: [cn, bogus]\n  solver: {method: fd}",
+         "sweep.grid.solver.scheme[1]", "value 'bogus': fd option scheme must be one of explicit, implicit, cn"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    q_max: [10, 100000]", "sweep.grid.q_max[1]",
+         "value 100000: ProblemParams.q_max=100000 with trade size 1 gives 200001 inventory levels; strategy "
+         "'optimal' is limited to 2001"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    solver.n_levels: [9, 0]\n  solver: {method: pi, options: {tick: 0.1}}",
+         "sweep.grid.solver.n_levels[1]", "value 0: option n_levels must be an integer >= 1, got 0"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    solver.horizon: [finite, average]\n  solver: {method: pi, options: "
+         "{tick: 0.1}}", "sweep.grid.solver.horizon[1]", "value 'average': pi horizon='average' needs objective B"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    q0: [0.0, 11.0]", "sweep.grid.q0[1]",
+         "value 11.0: SimConfig.q0=11.0 is outside the inventory bound [-10, 10]"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    trade_size: [1.0, 3.0]", "sweep.grid.trade_size[1]",
+         "value 3.0: ProblemParams.q_max=10 must be a multiple of MarketParams.trade_size=3.0"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    half_spread: [1.0, 2.0]\n  strategies: [optimal, as]",
+         "sweep.grid.half_spread", "half_spread applies to strategy constant or inventory only, and the sweep's "
+         "strategies are optimal, as: every value would run the same trials"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    half_spread: [1.0, -2.0]\n  strategies: [optimal, constant]",
+         "sweep.grid.half_spread[1]", "value -2.0: ClosedFormPolicy.half_spread must be a finite number > 0"),
+        ("grid:\n    gamma: [0.01, 0.1]\n    n_times: [11, 101]\n  solver: {method: fd}", "sweep.grid.n_times",
+         "n_times is the time grid of the exact solver, not of fd"),
+        # values that are valid one by one but not together
+        ("grid:\n    gamma: [0.01, 0.1]\n    T: [60, 70]\n    dt: [1.0, 6.0]", "sweep.grid",
+         "the combination gamma=0.01 (sweep.grid.gamma[0]), T=70.0 (sweep.grid.T[1]), dt=6.0 (sweep.grid.dt[1]) is "
+         "invalid: SimConfig.dt=6.0 must divide the horizon T=70.0"),
+        # the failure-injection hook and the loader
+        ("grid:\n    gamma: [0.01, 0.1]\n  failure: {inject: 5}", "sweep.failure.inject",
+         "expected a list of faults, e.g. [{match: {strategy: optimal}, times: 1, how: raise}]; got 5"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  failure: {inject: {match: {strategy: optimal}}}", "sweep.failure.inject",
+         "got a single mapping (put it in a list: inject: [{match: ...}])"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  search: {asha: {rungs: 4}}\n  sim: {n_paths: 4000, chunk_size: 2000}",
+         "sweep.search.asha.rungs", "expected at most 2 rungs, got 4: each rung is a group of whole Monte Carlo "
+         "chunks"),
     ],
 )
 def test_bad_sweep_files_name_file_field_and_expectation(tmp_path: Path, text: str, path: str, expected: str) -> None:
-    body = "sweep:\n  kind: risk-aversion\n  problem: {T: 60, q_max: 10}\n  " + text + "\n"
+    problem = "" if "\n  problem:" in text else "  problem: {T: 60, q_max: 10}\n"
+    body = "sweep:\n  kind: risk-aversion\n" + problem + "  " + text + "\n"
     file = _write(tmp_path, body)
     with pytest.raises(SweepConfigError) as info:
         load_spec(file)
@@ -235,7 +272,12 @@ def test_plain_trial_is_deterministic_and_robustness_nominal_loss_is_zero() -> N
     assert off["loss"] == pytest.approx(truth - value, rel=1e-12) and off["loss_se"] > 0
 
 
-def test_asha_rungs_report_growing_path_counts() -> None:
+def test_asha_rungs_are_chunk_groups_of_one_plain_backtest() -> None:
+    """ASHA rungs simulate the chunks of the trial's plain backtest group by group: after the last
+    rung the metrics are exactly ``backtest(policy, market, problem, setup.sim)`` (what the
+    exported policy's ``mmray backtest`` command reruns), after the first the first group's."""
+    from mmray.tuning.trainables import build_policy, rung_plan
+
     spec = smoke(preset("hparams"))
     rungs: list[dict] = []
     params = {"strategy": "optimal", "tick": 0.1, "fill_model": "poisson", "q_max": 10, "n_times": 101}
@@ -243,13 +285,191 @@ def test_asha_rungs_report_growing_path_counts() -> None:
     n = spec.sim.n_paths
     assert [r["n_paths_done"] for r in rungs] == [n // 2]
     assert final["n_paths_done"] == n and final["seed"] == rungs[0]["seed"]
-    # the merged spread_mean is the path-step-weighted mean over both batches (not lost in the merge)
-    from mmray.tuning.seeds import batch_seeds
-    from mmray.tuning.trainables import build_policy
-
     setup = trial_setup(spec, params)
     policy = build_policy(setup)
-    batches = [backtest(policy, setup.market, setup.problem, setup.sim.replace(n_paths=size, seed=seed))
-               for size, seed in zip((n - n // 2, n // 2), batch_seeds(setup.sim.seed, 2), strict=True)]
-    expected = sum(b.info["spread_total"] for b in batches) / sum(b.info["spread_steps"] for b in batches)
-    assert final["spread_mean"] == pytest.approx(expected, rel=1e-12)
+    whole = backtest(policy, setup.market, setup.problem, setup.sim).metrics
+    assert {k: final[k] for k in whole} == whole  # bit for bit, spread_mean included
+    first = backtest(policy, setup.market, setup.problem, setup.sim.replace(n_paths=n // 2)).metrics
+    assert {k: rungs[0][k] for k in first} == first  # the first chunk group is a prefix of the same paths
+    groups = rung_plan(SimConfig(n_paths=10, chunk_size=3), 3)  # 4 chunks in 3 rungs
+    assert [[size for size, _ in g] for g in groups] == [[3], [3], [3, 1]]
+
+
+def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
+    text = "sweep:\n  kind: risk-aversion\n  grid:\n    gamma: [0.01, 0.1]\n    gamma: [0.5, 1.0]\n"
+    with pytest.raises(SweepConfigError, match=r"sweep\.yaml: line 5 column 5: invalid YAML: duplicate key "
+                                               r"'gamma' \(first given on line 4\)"):
+        load_spec(_write(tmp_path, text))
+    doc = '{"sweep": {"kind": "risk-aversion", "grid": {"gamma": [0.01, 0.1]}, "kind": "hparams"}}'
+    with pytest.raises(SweepConfigError, match=r"s\.json: invalid JSON: duplicate key 'kind' in one object"):
+        load_spec(_write(tmp_path, doc, "s.json"))
+    # a key merged in with '<<' may be overridden: not a duplicate
+    merged = load_spec(_write(tmp_path, GOOD.replace("sim: {n_paths: 200}", "sim: {<<: {n_paths: 100}, n_paths: 200}"),
+                              "m.yaml"))
+    assert merged.sim.n_paths == 200
+
+
+def test_space_checks(tmp_path: Path) -> None:
+    """Range keys name solver options the methods take; ranges whose samples cannot make a valid
+    trial are refused; bounds are checked as trials."""
+    base = ("sweep:\n  kind: hparams\n  problem: {T: 60, q_max: 10, objective: B}\n"
+            "  search: {algorithm: random, num_samples: 3}\n")
+    cases = {
+        "  solver: {method: pi, options: {tick: 0.1}}\n  space:\n    solver.n_levelz: {low: 5, high: 9, int: true}":
+            ("sweep.space.solver.n_levelz", "solver 'pi' does not take option 'n_levelz'"),
+        "  solver: {method: csp, options: {tick: 0.1}}\n  space:\n    solver.constraints.max_spred: {low: 1, high: 8}":
+            ("sweep.space.solver.constraints.max_spred", "unknown constraint 'max_spred'"),
+        "  solver: {method: pi, options: {tick: 0.1}}\n  space:\n    solver.n_levels: {low: 5, high: 9}":
+            ("sweep.space.solver.n_levels.low", "value 5.0: option n_levels must be an integer >= 1, got 5.0"),
+        "  space:\n    dt: {low: 0.5, high: 2}": ("sweep.space.dt", "dt must divide the horizon T"),
+        "  space:\n    T: {low: 30, high: 90}": ("sweep.space.T", "a sampled T must be a whole number of time steps"),
+        "  market: {trade_size: 2}\n  problem: {T: 60, q_max: 10}\n  space:\n    q_max: {low: 4, high: 20}":
+            ("sweep.space.q_max", "a sampled q_max must be a multiple of the trade size (market.trade_size=2.0"),
+        "  space:\n    q_max: {low: 4, high: 5000}": ("sweep.space.q_max.high", "value 5000: ProblemParams.q_max=5000"),
+        "  space:\n    half_spread: {low: 1, high: 4}": ("sweep.space.half_spread", "applies to strategy constant"),
+    }
+    for i, (lines, (path, expected)) in enumerate(cases.items()):
+        text = base + lines + "\n"
+        if "\n  problem:" in lines:
+            text = text.replace("  problem: {T: 60, q_max: 10, objective: B}\n", "", 1)
+        file = _write(tmp_path, text, f"s{i}.yaml")
+        with pytest.raises(SweepConfigError) as info:
+            load_spec(file)
+        assert str(info.value).startswith(f"{file}: {path}: ") and expected in str(info.value), str(info.value)
+    ok = load_spec(_write(tmp_path, base + "  space:\n    T: {low: 30, high: 90, int: true}\n", "ok.yaml"))
+    assert ok.space["T"].integer
+
+
+def test_robustness_refuses_a_metric_the_optimum_does_not_maximise(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    base = "sweep:\n  kind: robustness\n  problem: {T: 60, q_max: 10, objective: A}\n"
+    with pytest.raises(SweepConfigError, match=r"sweep\.search\.metric: a robustness sweep's loss is measured "
+                                               r"against the optimal policy of the true market, which maximises "
+                                               r"ce_A \(objective A\); expected ce_A, got 'sharpe'"):
+        load_spec(_write(tmp_path, base + "  search: {metric: sharpe}\n"))
+    spec = load_spec(_write(tmp_path, base.replace("objective: A", "objective: B"), "b.yaml"))
+    assert spec.search.metric == "value_B"
+    with pytest.raises(SweepConfigError, match=r"sweep\.perturb: expected at least one of sigma, A, k"):
+        load_spec(_write(tmp_path, base + "  perturb: {}\n", "p.yaml"))
+    assert main(["--sweep", "robustness", "--metric", "sharpe"]) == 2
+    assert "mmray tune: error: --metric sharpe: a robustness sweep's loss" in capsys.readouterr().err
+
+
+def test_command_line_errors_name_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    assert main(["--search", "optuna"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmray tune: error: --search optuna: a risk-aversion sweep is a grid: expected grid "
+                          "(sweep field sweep.search.algorithm of <builtin risk-aversion>)"), err
+    # the error is in another field (the ranges), the flag that caused it is still named
+    assert main(["--sweep", "hparams", "--search", "grid", "--num-samples", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmray tune: error: --search grid: ranges need search.algorithm random or optuna"), err
+    assert main(["--smoke", "--n-paths", "0"]) == 2
+    assert "mmray tune: error: --n-paths 0: expected an integer >= 1, got 0" in capsys.readouterr().err
+    # --asha picks rungs that the chunks allow (smoke: 2 chunks)
+    spec = load_requested_spec(build_parser().parse_args(["--smoke", "--asha"]))
+    assert spec.search.asha is not None and spec.search.asha.rungs == 2
+    assert not ray.is_initialized()
+
+
+def test_resume_checks_the_run_directory_before_starting_ray(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    assert main(["--resume", str(tmp_path / "nope")]) == 2
+    assert "nope: no such run directory" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "sweep.json: missing; --resume needs a run directory created by mmray.tune" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_results_of_trials_that_never_reported() -> None:
+    """An errored trial's seed is the one it ran with; an interrupted sweep's unfinished trials are
+    'unfinished', not errors with an empty message."""
+    from mmray.tuning.results import TrialRecord, pending_trials, results_table
+
+    spec = spec_from_dict({"sweep": {"kind": "risk-aversion", "common_random_numbers": False,
+                                     "problem": {"T": 60, "q_max": 10}, "grid": {"gamma": [0.01, 0.1]}}})
+    cfg = {"strategy": "as", "gamma": 0.1}
+    records = [TrialRecord(cfg, {}, "RuntimeError: boom", "t1", "", "ERROR"),
+               TrialRecord({"strategy": "as", "gamma": 0.01}, {}, None, "t2", "", "PENDING")]
+    table, _ = results_table(spec, records)
+    rows = table.set_index("gamma")
+    assert rows.loc[0.1, "status"] == "error" and rows.loc[0.1, "error"] == "RuntimeError: boom"
+    assert rows.loc[0.1, "seed"] == trial_seed(spec.seed, cfg, False) == trial_setup(spec, cfg).sim.seed
+    assert rows.loc[0.01, "status"] == "unfinished" and rows.loc[0.01, "error"] == ""
+    assert pending_trials(table) == 1
+    assert pending_trials(table, n_expected=6) == 5  # trials an interrupted sweep never created count too
+    assert pending_trials(results_table(spec, records[:1])[0], n_expected=1) == 0
+
+
+def test_best_policy_carries_the_trial_sim_config_and_the_report_its_command(tmp_path: Path) -> None:
+    """Without Ray: records from the plain trial function, then the artefacts."""
+    from mmray import load_policy
+    from mmray.tuning.results import TrialRecord, write_artefacts
+
+    spec = spec_from_dict({"sweep": {
+        "kind": "risk-aversion", "problem": {"T": 60, "q_max": 10}, "strategies": ["optimal", "as"],
+        "sim": {"n_paths": 300, "chunk_size": 100, "dt": 0.5, "fill_model": "linear", "price_model": "binomial"},
+        "grid": {"gamma": [0.01, 0.1]}, "common_random_numbers": False, "seed": 3}}, source="<test>")
+    configs = [{"strategy": s, "gamma": g} for s in spec.strategies for g in spec.grid["gamma"]]
+    records = [TrialRecord(c, {**evaluate_trial(spec, c, use_ray=False), "attempt": 1}, None, f"t{i}", "")
+               for i, c in enumerate(configs)]
+    art = write_artefacts(spec, records, tmp_path / "run")
+    row = art.table.iloc[art.best]
+    policy = load_policy(tmp_path / "run" / "best_policy")
+    config = {"strategy": row["strategy"], "gamma": row["gamma"]}
+    sim = trial_setup(spec, config).sim
+    assert policy.provenance["sim"] == sim.to_dict() and sim.seed == int(row["seed"])
+    assert (sim.dt, sim.fill_model, sim.price_model, sim.n_paths) == (0.5, "linear", "binomial", 300)
+    command = (f"mmray backtest --policy {tmp_path / 'run' / 'best_policy'} --paths 300 --seed {sim.seed} --dt 0.5 "
+               "--chunk-size 100 --price-model binomial --fill-model linear --q0 0.0")
+    assert art.reproduce == [command]
+    assert command in (tmp_path / "run" / "report.md").read_text()
+    # the command's simulation is the trial's: its numbers are the row's
+    again = backtest(policy, policy.market, policy.problem, SimConfig.from_dict(policy.provenance["sim"])).metrics
+    assert again["sharpe"] == row["sharpe"]
+    # a remote run directory: copy first (load_policy reads local directories only)
+    remote = write_artefacts(spec, records, tmp_path / "staging", display_dir="s3://bucket/runs/r")
+    assert remote.reproduce[0] == "aws s3 cp --recursive s3://bucket/runs/r/best_policy best_policy"
+    assert remote.reproduce[1].startswith("mmray backtest --policy best_policy --paths 300 ")
+    report = (tmp_path / "staging" / "report.md").read_text()
+    assert "mmray backtest --policy s3://" not in report and remote.reproduce[0] in report
+
+
+def test_reproducibility_is_stated_per_sweep() -> None:
+    from mmray.tuning.results import reproducibility
+
+    assert reproducibility(preset("risk-aversion"))[0]
+    assert reproducibility(load_spec(ROOT / "examples" / "sweeps" / "hparams_random.yaml"))[0]
+    same, why = reproducibility(preset("hparams"))  # Optuna + ASHA, 2 trials at once
+    assert not same and "max_concurrent: 1" in why
+    assert reproducibility(preset("hparams").replace(search=replace(preset("hparams").search, max_concurrent=1)))[0]
+
+
+def test_resources_are_checked_against_the_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmray.tuning.runner import Capacity, _autoscaler_node_types, check_resources
+
+    def spec(**resources: object):
+        return spec_from_dict({"sweep": {"kind": "risk-aversion", "problem": {"T": 60, "q_max": 10},
+                                         "grid": {"gamma": [0.01, 0.1]}, "resources": resources}}, source="<s>")
+
+    two = Capacity((2.0,))
+    check_resources(spec(cpus_per_trial=2.0), two)
+    with pytest.raises(SweepConfigError, match=r"<s>: sweep\.resources\.cpus_per_trial=3 \(--cpus-per-trial\): a "
+                                               r"trial needs 3 CPUs on one node, but the largest node of this Ray "
+                                               r"cluster has 2 \(1 node with 2 CPUs\)"):
+        check_resources(spec(cpus_per_trial=3.0), two)
+    with pytest.raises(SweepConfigError, match=r"has 1 \(2 nodes with 1, 1 CPUs\)"):
+        check_resources(spec(cpus_per_trial=1.5), Capacity((1.0, 1.0)))
+    check_resources(spec(mc_ray=True, mc_workers=2), Capacity((1.0, 1.0)))  # bundles may spread over nodes
+    with pytest.raises(SweepConfigError, match=r"mc_workers=3 \(--mc-workers\) with mc_ray: each trial reserves 3 "
+                                               r"one-CPU bundles .* this Ray cluster has 2 CPUs in all"):
+        check_resources(spec(mc_ray=True, mc_workers=3), Capacity((1.0, 1.0)))
+    # nodes the autoscaler can add count (clusters/aws.yaml: a 7-CPU head, up to 8 16-CPU workers)
+    check_resources(spec(cpus_per_trial=16.0), Capacity((7.0,), ((16.0, 8),)))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ray_bootstrap_config.yaml").write_text((ROOT / "clusters" / "aws.yaml").read_text())
+    assert _autoscaler_node_types() == ((16.0, 8),)

@@ -49,7 +49,7 @@ def _small(kind: str, **sweep: object) -> dict:
     return {"sweep": doc}
 
 
-def test_quick_sweep_writes_table_plots_report_and_loadable_best_policy(quick: Path) -> None:
+def test_quick_sweep_writes_table_plots_report_and_loadable_best_policy(quick: Path, capsys) -> None:
     df = _table(quick)
     pq = pd.read_parquet(quick / "results.parquet")
     assert len(df) == len(pq) == 9  # 3 strategies x 3 gammas in smoke mode
@@ -80,6 +80,18 @@ def test_quick_sweep_writes_table_plots_report_and_loadable_best_policy(quick: P
     again = backtest(policy, setup.market, setup.problem, setup.sim).metrics
     assert again["sharpe"] == pytest.approx(best["sharpe"], rel=1e-12)
     assert setup.sim.seed == int(best["seed"])
+    # its provenance holds the trial's SimConfig (`mmray backtest --policy` defaults), and the report
+    # prints the command that reruns it
+    assert prov["sim"] == setup.sim.to_dict()
+    assert f"mmray backtest --policy {quick / 'best_policy'} --paths 400 --seed {setup.sim.seed} --dt 1.0 " in report
+    assert "same seed, same table: yes" in report
+    # the CLI, given only --paths and --seed, takes dt, models and chunking from the checkpoint
+    from mmray.cli import main as cli_main
+
+    assert cli_main(["backtest", "--policy", str(quick / "best_policy"), "--paths", "400",
+                     "--seed", str(setup.sim.seed), "--local", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["sim"] == setup.sim.to_dict() and cli["sharpe"] == pytest.approx(best["sharpe"], rel=1e-12)
 
 
 def test_frontier_follows_theory(quick: Path) -> None:
@@ -123,6 +135,7 @@ def test_failed_trials_are_retried_then_reported(storage: Path) -> None:
     df = summary.table.set_index(["strategy", "gamma"])
     bad = df.loc[("optimal", 0.1)]
     assert bad["status"] == "error" and math.isnan(bad["sharpe"])
+    assert bad["seed"] == trial_setup(spec, {"strategy": "optimal", "gamma": 0.1}).sim.seed  # though it never reported
     assert "injected failure for trial strategy=optimal, gamma=0.1 (attempt 2)" in bad["error"]  # retried once
     assert df.loc[("as", 0.01), "status"] == "ok" and df.loc[("as", 0.01), "attempt"] == 2
     for key in [("optimal", 0.01), ("as", 0.1)]:
@@ -133,7 +146,7 @@ def test_failed_trials_are_retried_then_reported(storage: Path) -> None:
 
 def test_hparams_optuna_with_asha(storage: Path) -> None:
     spec = spec_from_dict(_small(
-        "hparams", name="optuna", strategies=["optimal"], sim={"n_paths": 600, "chunk_size": 300},
+        "hparams", name="optuna", strategies=["optimal"], sim={"n_paths": 600, "chunk_size": 200},
         grid={"fill_model": ["poisson", "linear"]},
         space={"q_max": {"low": 2, "high": 30, "int": True}, "gamma": {"low": 0.001, "high": 0.1, "log": True}},
         search={"algorithm": "optuna", "metric": "ce_A", "num_samples": 6, "max_concurrent": 1,
@@ -198,3 +211,53 @@ def test_csp_obligation_levels_through_solve(storage: Path) -> None:
         assert abs(row["value_B"] - sol.info["objective"]) < 4 * row["value_B_se"], (row.to_dict(), lp)
     assert lp == sorted(lp) and lp[0] < lp[-1]  # a looser spread cap never costs value
     assert load_policy(storage / "csp" / "best_policy").provenance["solver"] == "csp"
+
+
+def test_unschedulable_trials_are_refused_before_anything_runs(storage: Path) -> None:
+    """A trial no node can hold would wait forever (silently below verbosity 2): an error instead."""
+    from mmray.tuning.spec import SweepConfigError
+
+    for resources, expected in (({"cpus_per_trial": 3.0}, "the largest node of this Ray cluster has 2"),
+                                ({"mc_ray": True, "mc_workers": 3}, "this Ray cluster has 2 CPUs in all")):
+        spec = spec_from_dict(_small("risk-aversion", grid={"gamma": [0.01, 0.1]}, resources=resources))
+        with pytest.raises(SweepConfigError, match=expected):
+            run_sweep(spec, RunOptions(storage=str(storage), name="too-big", verbose=0))
+        assert not (storage / "too-big").exists()
+
+
+def test_ctrl_c_keeps_finished_trials_and_prints_the_resume_command(
+        storage: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import signal
+
+    from ray import tune
+
+    from mmray.tuning import runner
+
+    class CtrlC(tune.Callback):
+        """Sends the driver what Ctrl-C sends when the first trial completes, once: the marker file
+        outlives the instance, which Tune pickles with the run config and restores on --resume."""
+
+        def __init__(self, marker: Path) -> None:
+            self.marker = marker
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: object, **info: object) -> None:
+            if not self.marker.exists():
+                self.marker.touch()
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(runner, "_extra_callbacks", lambda: [CtrlC(tmp_path / "sent")])
+    sweep = tmp_path / "ctrl-c.json"
+    doc = _small("risk-aversion", strategies=["optimal", "as"], grid={"gamma": [0.01, 0.1, 1.0]})
+    sweep.write_text(json.dumps(doc))
+    run = storage / "ctrl-c"
+    assert main(["--config", str(sweep), "--storage", str(storage), "--name", "ctrl-c", "-q"]) == 130
+    out = capsys.readouterr().out
+    assert f"did not finish. Continue the sweep with:\n  python -m mmray.tune --resume {run}" in out
+    df = _table(run)
+    assert set(df["status"]) == {"ok", "unfinished"} and len(df) == 6  # trials not finished are not "errors"
+    assert df.loc[df["status"] == "unfinished", "error"].isna().all()
+    assert df["gamma"].notna().all() and df["seed"].notna().all()
+    assert f"python -m mmray.tune --resume {run}" in (run / "report.md").read_text()
+    assert main(["--resume", str(run), "-q"]) == 0  # what it printed works
+    assert (_table(run)["status"] == "ok").all() and len(_table(run)) == 6

@@ -23,7 +23,11 @@ A sweep file holds one top-level mapping ``sweep``::
 
 Every error raised while loading is a :class:`SweepConfigError` whose message names the file,
 the field as a path (``sweep.grid.gamma[2]``) and what was expected. ``kind: rl`` raises
-:class:`NotAvailableError`: RLlib training does not exist yet.
+:class:`NotAvailableError`: RLlib training does not exist yet. A key given twice in one mapping
+is an error. Beyond each field, every trial the sweep can run is checked without solving or
+simulating (:mod:`mmray.tuning.validate`): each grid value and range bound, for every strategy,
+then every combination (up to ``MAX_COMBINATIONS``), so that a value that would fail every
+trial (and each of its retries on a cluster) fails here, naming the field and the value.
 
 Swept parameter names: see :mod:`mmray.tuning.spec`, where the spec types live; this module
 parses and validates.
@@ -40,6 +44,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mmray.distributed import n_chunks
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.strategies import STRATEGIES
 from mmray.tuning.spec import (
@@ -85,7 +90,7 @@ class _Ctx:
         self.source = source
 
     def error(self, path: str, message: str) -> SweepConfigError:
-        return SweepConfigError(f"{self.source}: {path}: {message}")
+        return SweepConfigError(f"{self.source}: {path}: {message}", self.source, path, message)
 
     def mapping(self, value: Any, path: str) -> dict[str, Any]:
         if value is None:
@@ -334,9 +339,14 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SweepSpec:
     if search.asha is not None:
         if kind == "robustness":
             raise ctx.error("sweep.search.asha", "not used by robustness sweeps (no search)")
-        if sim.n_paths < search.asha.rungs:
-            raise ctx.error("sweep.search.asha.rungs",
-                            f"expected at most sim.n_paths={sim.n_paths} rungs, got {search.asha.rungs}")
+        swept = {"n_paths", "chunk_size"} & (set(grid) | set(space))
+        chunks = n_chunks(sim.n_paths, sim.chunk_size)
+        if not swept and chunks < search.asha.rungs:
+            raise ctx.error(
+                "sweep.search.asha.rungs",
+                f"expected at most {chunks} rung{'s' if chunks > 1 else ''}, got {search.asha.rungs}: each rung is a "
+                f"group of whole Monte Carlo chunks, and sim.n_paths={sim.n_paths} with sim.chunk_size="
+                f"{sim.chunk_size} makes {chunks}; lower sim.chunk_size (at most {sim.n_paths // search.asha.rungs})")
 
     if "optimal" in strategies and problem.q_max is None and "q_max" not in grid and "q_max" not in space:
         raise ctx.error("sweep.problem.q_max", "strategy 'optimal' needs a bounded inventory: set q_max")
@@ -351,21 +361,36 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> SweepSpec:
     resources = _resources(ctx, raw)
     failure = _failure(ctx, raw, strategies, grid, space)
     solver = _solver(ctx, raw)
-    _check_solver_options(ctx, solver, grid)
-    return SweepSpec(
+    _check_solver_options(ctx, solver, grid, space)
+    _check_users(ctx, kind, strategies, solver, grid, space)
+    _check_ranges(ctx, strategies, base, solver, grid, space)
+    spec = SweepSpec(
         kind=kind, name=name, seed=seed, market=market, problem=problem, sim=sim, strategies=strategies,
         grid=grid, space=space, robustness=robustness, search=search, resources=resources,
         failure=failure, common_random_numbers=crn, solver=solver, source=source,
     )
+    _check_trials(ctx, spec)
+    return spec
 
 
 def _search(ctx: _Ctx, raw: Mapping[str, Any], kind: str, problem: ProblemParams) -> SearchSpec:
     data = ctx.mapping(raw.get("search"), "sweep.search")
     ctx.keys(data, "sweep.search", ("algorithm", "metric", "mode", "num_samples", "max_concurrent", "asha"))
-    default_metric = ("ce_A" if problem.objective == "A" else "value_B") if kind == "robustness" else "sharpe"
+    optimised = "ce_A" if problem.objective == "A" else "value_B"  # what the optimal policy maximises
+    default_metric = optimised if kind == "robustness" else "sharpe"
     algorithm = ctx.choice(data.get("algorithm", "grid"), "sweep.search.algorithm", ALGORITHMS)
     metric = ctx.choice(data.get("metric", default_metric), "sweep.search.metric", tuple(METRIC_MODES))
     mode = ctx.choice(data.get("mode", METRIC_MODES[metric]), "sweep.search.mode", ("max", "min"))
+    if kind == "robustness":
+        # the loss is measured against the policy that is optimal for the true market: only in the
+        # metric that policy maximises is it a loss (>= 0 up to noise); in another it can be negative
+        if metric != optimised:
+            raise ctx.error("sweep.search.metric",
+                            f"a robustness sweep's loss is measured against the optimal policy of the true market, "
+                            f"which maximises {optimised} (objective {problem.objective}); expected {optimised}, "
+                            f"got {metric!r}")
+        if mode != "max":
+            raise ctx.error("sweep.search.mode", f"{optimised} is maximised: expected max, got {mode!r}")
     num_samples = ctx.integer(data.get("num_samples", 1), "sweep.search.num_samples", minimum=1)
     max_conc = ctx.integer(data.get("max_concurrent", 0), "sweep.search.max_concurrent", minimum=0)
     asha = None
@@ -444,7 +469,13 @@ def _space(ctx: _Ctx, raw: Mapping[str, Any], base: _Base) -> dict[str, Range]:
 
 
 def _robustness(ctx: _Ctx, raw: Mapping[str, Any]) -> RobustnessSpec:
-    data = ctx.mapping(raw.get("perturb"), "sweep.perturb") or {k: list(v) for k, v in _DEFAULT_PERTURB.items()}
+    if "perturb" in raw:
+        data = ctx.mapping(raw["perturb"], "sweep.perturb")
+        if not data:
+            raise ctx.error("sweep.perturb", "expected at least one of sigma, A, k with a list of factors; omit "
+                            "perturb for the default (sigma, A and k each x0.5 and x2)")
+    else:
+        data = {k: list(v) for k, v in _DEFAULT_PERTURB.items()}
     perturb = []
     for name, values in data.items():
         path = f"sweep.perturb.{name}"
@@ -472,14 +503,17 @@ def _solver(ctx: _Ctx, raw: Mapping[str, Any]) -> SolverSpec:
     return SolverSpec(method, options)
 
 
-def _check_solver_options(ctx: _Ctx, solver: SolverSpec, grid: Mapping[str, tuple[Any, ...]]) -> None:
-    """Solver option and constraint names, given or swept, must be taken by every method the sweep
-    uses (a typo would otherwise fail every trial, and each trial's retries, on the cluster)."""
+def _check_solver_options(ctx: _Ctx, solver: SolverSpec, grid: Mapping[str, tuple[Any, ...]],
+                          space: Mapping[str, Range]) -> None:
+    """Solver option and constraint names, given or swept (grid or space), must be taken by every
+    method the sweep uses (a typo would otherwise fail every trial, and each trial's retries, on
+    the cluster). Their values are checked with every trial (:func:`_check_trials`)."""
     from mmray.solvers import Constraints, method_options
 
     methods = tuple(grid["method"]) if "method" in grid else (solver.method,)  # a swept method replaces the base
+    swept = [(n, f"sweep.grid.{n}") for n in grid] + [(n, f"sweep.space.{n}") for n in space]
     named = [(name, f"sweep.solver.options.{name}") for name in solver.options if name != "constraints"]
-    named += [(n.removeprefix("solver."), f"sweep.grid.{n}") for n in grid
+    named += [(n.removeprefix("solver."), path) for n, path in swept
               if n.startswith("solver.") and not n.startswith("solver.constraints.")]
     for option, path in named:
         for method in methods:
@@ -488,8 +522,7 @@ def _check_solver_options(ctx: _Ctx, solver: SolverSpec, grid: Mapping[str, tupl
                 raise ctx.error(path, f"solver {method!r} does not take option {option!r}; it takes {', '.join(takes)}")
     fields_ = tuple(f.name for f in fields(Constraints))
     cons = [(k, f"sweep.solver.options.constraints.{k}") for k in solver.options.get("constraints") or {}]
-    cons += [(n.removeprefix("solver.constraints."), f"sweep.grid.{n}") for n in grid
-             if n.startswith("solver.constraints.")]
+    cons += [(n.removeprefix("solver.constraints."), path) for n, path in swept if n.startswith("solver.constraints.")]
     for name, path in cons:
         if name not in fields_:
             raise ctx.error(path, f"unknown constraint {name!r}; expected one of {', '.join(fields_)}")
@@ -499,6 +532,131 @@ def _check_solver_options(ctx: _Ctx, solver: SolverSpec, grid: Mapping[str, tupl
         Constraints.from_dict(solver.options.get("constraints"))
     except ValueError as exc:
         raise ctx.error("sweep.solver.options.constraints", str(exc)) from None
+
+
+#: swept strategy options -> the strategies that use them (sweeping one no strategy uses is an error,
+#: as ``mmray backtest`` refuses ``--half-spread``/``--skew`` for strategies that ignore them)
+STRATEGY_OPTION_USERS = {"half_spread": ("constant", "inventory"), "skew": ("inventory",), "n_times": ("optimal",)}
+
+
+def _check_users(ctx: _Ctx, kind: str, strategies: tuple[str, ...], solver: SolverSpec,
+                 grid: Mapping[str, Any], space: Mapping[str, Any]) -> None:
+    """Every swept parameter must change some trial: a strategy option needs a strategy that uses it,
+    a solver parameter the ``optimal`` strategy (robustness sweeps also solve the true optimum)."""
+    swept = [(n, f"sweep.grid.{n}") for n in grid] + [(n, f"sweep.space.{n}") for n in space]
+    methods = tuple(grid["method"]) if "method" in grid else (solver.method,)
+    for name, path in swept:
+        users = STRATEGY_OPTION_USERS.get(name)
+        if users is None and param_kind(name) in ("method", "solver") and kind != "robustness":
+            users = ("optimal",)
+        if users is not None and not set(users) & set(strategies):
+            raise ctx.error(path, f"{name} applies to strategy {' or '.join(users)} only, and the sweep's strategies "
+                            f"are {', '.join(strategies)}: every value would run the same trials")
+        if name == "n_times":
+            if any(m != "exact" for m in methods):
+                raise ctx.error(path, f"n_times is the time grid of the exact solver, not of "
+                                f"{', '.join(m for m in methods if m != 'exact')} (sweep solver.n_steps or solver.dt)")
+            clash = [o for o in ("n_times", "times") if o in solver.options or f"solver.{o}" in grid
+                     or f"solver.{o}" in space]
+            if clash:
+                raise ctx.error(path, f"give the exact solver's time grid once: n_times or solver.{clash[0]}, not both")
+
+
+def _divides_one(step: float) -> bool:
+    """Whether every integer is a whole number of ``step``s."""
+    n = 1.0 / step
+    return abs(n - round(n)) <= 1e-9 * max(1.0, n)
+
+
+def _check_ranges(ctx: _Ctx, strategies: tuple[str, ...], base: _Base, solver: SolverSpec,
+                  grid: Mapping[str, Any], space: Mapping[str, Range]) -> None:
+    """Refuse ranges whose sampled values would almost never make a valid trial (a step that must
+    divide the horizon, a size that must divide the inventory bound); list such values in grid."""
+    bounded = base.problem.q_max is not None or "q_max" in grid or "q_max" in space
+    optimal = "optimal" in strategies
+    for name, r in space.items():
+        path = f"sweep.space.{name}"
+        if name in ("dt", "solver.dt"):
+            raise ctx.error(path, f"{name} must divide the horizon T: a sampled value almost never does; list its "
+                            "values in sweep.grid")
+        if name == "T":
+            steps = [("sim.dt", base.sim.dt)] + [(f"solver.{k}", v) for k, v in solver.options.items()
+                                                 if k == "dt" and isinstance(v, int | float)]
+            steps += [("sweep.grid.dt", v) for v in grid.get("dt", ())]
+            steps += [("sweep.grid.solver.dt", v) for v in grid.get("solver.dt", ())]
+            bad = next(((w, v) for w, v in steps if not _divides_one(float(v))), None)
+            if not r.integer or bad is not None:
+                why = f"{bad[0]}={bad[1]!r} does not divide every integer" if bad else "give int: true"
+                raise ctx.error(path, f"a sampled T must be a whole number of time steps ({why}); list T values "
+                                "in sweep.grid")
+        if name == "trade_size" and bounded:
+            raise ctx.error(path, "with a bounded inventory, q_max (and q0) must be multiples of the trade size: a "
+                            "sampled trade size almost never divides them; list its values in sweep.grid")
+        if name in ("q_max", "q0") and (bounded or optimal):
+            sizes = [("market.trade_size", base.market.trade_size)]
+            sizes += [("sweep.grid.trade_size", v) for v in grid.get("trade_size", ())]
+            bad = next(((w, v) for w, v in sizes if not _divides_one(float(v))), None)
+            if not r.integer or bad is not None:
+                why = f"{bad[0]}={bad[1]!r} does not divide every integer" if bad else "give int: true"
+                raise ctx.error(path, f"a sampled {name} must be a multiple of the trade size ({why}); list its "
+                                "values in sweep.grid")
+
+
+def _check_trials(ctx: _Ctx, spec: SweepSpec) -> None:
+    """Run the load-time trial checks (:func:`mmray.tuning.validate.trial_problem`) on every grid
+    value and range bound (others at the base point), for every strategy, then on every
+    combination of them (up to :data:`~mmray.tuning.validate.MAX_COMBINATIONS`)."""
+    import itertools
+
+    from mmray.tuning.validate import MAX_COMBINATIONS, trial_problem
+
+    dims: list[tuple[str, list[tuple[str, Any]]]] = []
+    for name, values in spec.grid.items():
+        dims.append((name, [(f"sweep.grid.{name}[{i}]", v) for i, v in enumerate(values)]))
+    for name, r in spec.space.items():
+        low, high = (int(r.low), int(r.high)) if r.integer else (r.low, r.high)  # what the sampler returns
+        dims.append((name, [(f"sweep.space.{name}.low", low), (f"sweep.space.{name}.high", high)]))
+    scenarios: list[dict[str, float] | None] = [None]
+    if spec.robustness is not None:
+        scenarios = list(spec.robustness.scenarios())
+    many = len(spec.strategies) > 1
+
+    def problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+        for strategy in spec.strategies:
+            for scenario in scenarios:
+                params: dict[str, Any] = {"strategy": strategy, **values}
+                if scenario is not None:
+                    params["scenario"] = scenario
+                why = trial_problem(spec, params)
+                if why is not None:
+                    where = [f"strategy {strategy}"] if many else []
+                    if scenario is not None and any(f != 1.0 for f in scenario.values()):
+                        where.append("true market " + ", ".join(f"{k} x{f:g}" for k, f in scenario.items()))
+                    return why, (f" ({'; '.join(where)})" if where else "")
+        return None
+
+    if not dims:
+        found = problem({})
+        if found is not None:
+            raise ctx.error("sweep", f"{found[0]}{found[1]}")
+        return
+    for name, entries in dims:  # one value at a time: the error names its field and index
+        for path, value in entries:
+            found = problem({name: value})
+            if found is not None:
+                raise ctx.error(path, f"value {value!r}: {found[0]}{found[1]}")
+    if len(dims) < 2:
+        return
+    count = math.prod(len(entries) for _, entries in dims)
+    if count > MAX_COMBINATIONS:
+        return
+    for combo in itertools.product(*(entries for _, entries in dims)):
+        values = {name: value for (name, _), (_, value) in zip(dims, combo, strict=True)}
+        found = problem(values)
+        if found is not None:
+            shown = ", ".join(f"{n}={v!r} ({p})" for (n, _), (p, v) in zip(dims, combo, strict=True))
+            raise ctx.error("sweep.grid" if spec.grid else "sweep.space",
+                            f"the combination {shown} is invalid: {found[0]}{found[1]}")
 
 
 def _resources(ctx: _Ctx, raw: Mapping[str, Any]) -> ResourceSpec:
@@ -518,8 +676,15 @@ def _failure(
     data = ctx.mapping(raw.get("failure"), "sweep.failure")
     ctx.keys(data, "sweep.failure", ("max_failures", "inject"))
     max_failures = ctx.integer(data.get("max_failures", 2), "sweep.failure.max_failures", minimum=0)
+    raw_inject = data.get("inject")
+    example = "[{match: {strategy: optimal}, times: 1, how: raise}]"
+    if isinstance(raw_inject, Mapping):
+        raise ctx.error("sweep.failure.inject", f"expected a list of faults, e.g. {example}; got a single mapping "
+                        "(put it in a list: inject: [{match: ...}])")
+    if raw_inject is not None and (isinstance(raw_inject, str) or not isinstance(raw_inject, list | tuple)):
+        raise ctx.error("sweep.failure.inject", f"expected a list of faults, e.g. {example}; got {_show(raw_inject)}")
     inject = []
-    for i, item in enumerate(data.get("inject") or []):
+    for i, item in enumerate(raw_inject or []):
         path = f"sweep.failure.inject[{i}]"
         f = ctx.mapping(item, path)
         ctx.keys(f, path, ("match", "times", "how"))
@@ -535,6 +700,58 @@ def _failure(
 
 
 # --------------------------------------------------------------------------- files
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` object hook: a key given twice in one object is an error, not "last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+_LOADER: Any = None
+
+
+def _unique_key_loader() -> Any:
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently); the error is a ``MarkedYAMLError`` with the line and column of the second one."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges may be overridden
+                continue
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the default constructor reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first given on line {first + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    _LOADER = UniqueKeyLoader
+    return _LOADER
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -555,14 +772,16 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SweepConfigError(f"{source}: cannot read: {exc}") from None
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise SweepConfigError(f"{source}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+        except _DuplicateKey as exc:
+            raise SweepConfigError(f"{source}: invalid JSON: duplicate key {exc.key!r} in one object") from None
     else:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""

@@ -28,7 +28,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "hparams": {
         "kind": "hparams", "name": "hparams",
-        **_BASE, "problem": {**_BASE["problem"], "gamma": 0.01}, "sim": {**_BASE["sim"], "n_paths": 8000},
+        **_BASE, "problem": {**_BASE["problem"], "gamma": 0.01},
+        "sim": {**_BASE["sim"], "n_paths": 8000, "chunk_size": 2000},  # 4 chunks: one per ASHA rung
         "strategies": ["optimal"],
         "grid": {"tick": [0.0, 0.1, 0.5], "fill_model": ["poisson", "linear"]},
         "space": {"q_max": {"low": 2, "high": 40, "int": True}, "n_times": {"low": 11, "high": 1001, "log": True}},

@@ -4,21 +4,24 @@ Everything in a run directory except Tune's own files is written here, each fina
 atomically (:func:`mmray.io.atomic_write`: temporary file in the same directory, then ``os.replace``):
 
 * ``results.parquet`` / ``results.csv`` - one row per trial: ``trial`` (row number), the swept
-  parameters, ``seed``, ``status`` (ok | stopped | error), the metrics with standard errors,
-  ``n_paths_done``, ``attempt``, ``error``. Rows are sorted by the parameters in the sweep's
-  own order, so the same sweep with the same seed gives the same table byte for byte;
+  parameters, ``seed``, ``status`` (ok | stopped | error | unfinished), the metrics with standard
+  errors, ``n_paths_done``, ``attempt``, ``error``. Rows are sorted by the parameters in the
+  sweep's own order, so the same sweep with the same seed gives the same table byte for byte
+  where the sweep is reproducible at all (:func:`reproducibility`);
 * ``trials.json`` - run-specific facts per trial (Tune trial id, node, pid, seconds);
 * ``frontier.png`` (risk-aversion), ``metric_vs_params.png``, ``robustness.png``;
-* ``report.md``; ``best_policy/`` - the best trial's policy as an mmray checkpoint
-  (``mmray backtest --policy DIR``).
+* ``report.md``; ``best_policy/`` - the best trial's policy as an mmray checkpoint whose
+  provenance holds the trial's ``sim`` (its :class:`~mmray.params.SimConfig`); the report prints
+  the ``mmray backtest --policy DIR ...`` command that reproduces the best row.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ import pandas as pd
 
 from mmray.backtest import METRIC_KEYS
 from mmray.io import atomic_write
+from mmray.params import SimConfig
+from mmray.tuning.seeds import trial_seed
 from mmray.tuning.spec import SweepSpec
 from mmray.tuning.trainables import KEY_METRICS
 
@@ -34,29 +39,54 @@ TABLE_FILES = ("results.parquet", "results.csv")
 BEST_POLICY_DIR = "best_policy"
 
 
+#: Tune trial states of a trial that will not run again in this driver
+FINAL_STATES = ("TERMINATED", "ERROR")
+
+
 @dataclass(frozen=True)
 class TrialRecord:
-    """One trial as Tune left it: its parameters, last reported metrics, error, run facts."""
+    """One trial as Tune left it: its parameters, last reported metrics, error, run facts.
+
+    ``tune_status`` is Tune's state of the trial when the driver read it: ``TERMINATED``,
+    ``ERROR``, ``PENDING``/``RUNNING``/``PAUSED``. (After Ctrl-C, Tune saves the unfinished trials
+    as such for ``--resume``, then marks them ``TERMINATED`` in memory when it stops them: a
+    trial that never reported its metrics and did not fail is unfinished whatever this says.)
+    """
 
     config: dict[str, Any]
     metrics: dict[str, Any]
     error: str | None
     trial_id: str
     path: str
+    tune_status: str = "TERMINATED"
 
 
 def records_from_result_grid(result_grid: Any) -> list[TrialRecord]:
     """Read a Tune ``ResultGrid`` into :class:`TrialRecord` objects."""
+    analysis = getattr(result_grid, "_experiment_analysis", None)
+    trials = list(getattr(analysis, "trials", None) or [])
     out = []
-    for r in result_grid:
+    for i, r in enumerate(result_grid):
         metrics = dict(r.metrics or {})
         error = None
         if r.error is not None:
             error = _first_line(r.error)
         path = str(r.path or "")
         trial_id = str(metrics.get("trial_id") or Path(path).name)
-        out.append(TrialRecord(dict(r.config or {}), metrics, error, trial_id, path))
+        trial = trials[i] if i < len(trials) else None
+        status = str(getattr(trial, "status", "TERMINATED"))
+        # a trial that never reported has no config in its Result: take the Trial's own
+        config = dict(r.config or getattr(trial, "config", None) or {})
+        out.append(TrialRecord(config, metrics, error, trial_id, path, status))
     return out
+
+
+def pending_trials(df: pd.DataFrame, n_expected: int | None = None) -> int:
+    """Trials that did not finish: rows ``unfinished`` plus those Tune never created (a sweep stopped
+    by Ctrl-C creates no more), when the sweep's trial count ``n_expected`` is known."""
+    done = int(df["status"].isin(["ok", "stopped", "error"]).sum()) if len(df) else 0
+    unfinished = int((df["status"] == "unfinished").sum()) if len(df) else 0
+    return max(unfinished, (n_expected - done) if n_expected is not None else 0)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -126,13 +156,16 @@ def results_table(spec: SweepSpec, records: Sequence[TrialRecord]) -> tuple[pd.D
         done = m.get("n_paths_done")
         if rec.error is not None:
             status = "error"
+        elif rec.tune_status not in FINAL_STATES or done is None:
+            status = "unfinished"  # stopped (Ctrl-C) before it reported, without failing: --resume runs it
         elif done is not None and done >= int(rec.config.get("n_paths", spec.sim.n_paths)):  # n_paths may be swept
             status = "ok"
-        elif done is not None:
-            status = "stopped"
         else:
-            status = "error"
-        row["seed"] = m.get("seed")
+            status = "stopped"
+        seed = m.get("seed")
+        if seed is None:  # never reported (errored, unfinished): the seed it runs with, as trial_setup derives it
+            seed = trial_seed(spec.seed, rec.config, spec.common_random_numbers)
+        row["seed"] = seed
         row["status"] = status
         for c in mcols:
             v = m.get(c)
@@ -333,8 +366,60 @@ def export_best(spec: SweepSpec, df: pd.DataFrame, records: Sequence[TrialRecord
                   "metric": spec.search.metric, "mode": spec.search.mode},
         "config": config, "seed": int(row["seed"]), "metrics": metrics, "trial": int(row["trial"]),
         "strategy": setup.strategy,
+        # the trial's simulation settings: `mmray backtest --policy` uses them as its defaults
+        "sim": setup.sim.to_dict(),
     }
     return save_policy(policy, run_dir / BEST_POLICY_DIR, provenance=provenance)
+
+
+def backtest_command(policy_dir: str, sim: SimConfig) -> str:
+    """The ``mmray backtest`` command that simulates ``policy_dir`` exactly as the trial did.
+
+    Every simulation setting is given as a flag (the checkpoint's model supplies the market and
+    the problem), so the command reproduces the row whatever the CLI's defaults are.
+    """
+    args = ["mmray", "backtest", "--policy", policy_dir, "--paths", str(sim.n_paths), "--seed", str(sim.seed),
+            "--dt", repr(float(sim.dt)), "--chunk-size", str(sim.chunk_size), "--price-model", sim.price_model,
+            "--fill-model", sim.fill_model, "--q0", repr(float(sim.q0))]
+    return shlex.join(args)
+
+
+def copy_command(uri: str, local: str) -> str:
+    """A command that copies the checkpoint directory at ``uri`` to the local directory ``local``
+    (``load_policy`` and ``mmray backtest --policy`` read local directories only)."""
+    if uri.startswith("s3://"):
+        return shlex.join(["aws", "s3", "cp", "--recursive", uri, local])
+    code = f"import pyarrow.fs as fs; fs.copy_files({uri!r}, {local!r})"
+    return shlex.join(["python", "-c", code])
+
+
+def reproduce_lines(spec: SweepSpec, policy_dir: str, sim: SimConfig) -> list[str]:
+    """Shell lines that rerun the best row: a copy first when ``policy_dir`` is a URI."""
+    if "://" in policy_dir:
+        local = Path(policy_dir.rstrip("/")).name or BEST_POLICY_DIR
+        return [copy_command(policy_dir, local), backtest_command(local, sim)]
+    return [backtest_command(policy_dir, sim)]
+
+
+def reproducibility(spec: SweepSpec) -> tuple[bool, str]:
+    """Whether running ``spec`` again with the same seed gives the same table, byte for byte, and why.
+
+    Every trial's numbers depend only on its parameters and seed. Which trials run, and for how
+    long, depends on the order results arrive in when more than one trial runs at once and the
+    sweep reacts to results: Optuna's suggestions and ASHA's stop decisions do. Grid and random
+    search without ASHA do not (random search draws its points from the seed up front).
+    """
+    s = spec.search
+    reacts = [w for w, on in (("Optuna's suggestions", s.algorithm == "optuna"),
+                               ("ASHA's stop decisions", s.asha is not None)) if on]
+    concurrency = s.max_concurrent if s.max_concurrent else (2 if s.algorithm == "optuna" else 0)
+    if not reacts:
+        return True, f"{s.algorithm} search without early stopping"
+    if concurrency == 1:
+        return True, f"{' and '.join(reacts)} see results in a fixed order (max_concurrent: 1)"
+    at_once = f"up to {concurrency}" if concurrency else "as many as the resources allow"
+    return False, (f"{' and '.join(reacts)} depend on the order results arrive in, with {at_once} trials at once; "
+                   "set search.max_concurrent: 1 for a reproducible table")
 
 
 def _clean(v: Any) -> Any:
@@ -377,10 +462,13 @@ def summary_columns(spec: SweepSpec) -> list[str]:
 def write_report(
     spec: SweepSpec, df: pd.DataFrame, run_dir: Path, plots: Sequence[Path], best: int | None,
     best_dir: Path | None, seconds: float | None, display_dir: str | None = None,
+    reproduce: Sequence[str] = (), n_expected: int | None = None,
 ) -> Path:
-    """``report.md``: what ran, the best trial, the table (best first, at most 30 rows), plots, errors."""
+    """``report.md``: what ran, the best trial and the command that reproduces it, the table (best
+    first, at most 30 rows), plots, errors."""
     counts = df["status"].value_counts().to_dict()
     metric = spec.search.metric
+    same, why = reproducibility(spec)
     lines = [
         f"# Sweep `{spec.name}` ({spec.kind})", "",
         f"- source: `{spec.source}`; seed {spec.seed}; common random numbers: {spec.common_random_numbers}",
@@ -390,6 +478,7 @@ def write_report(
         + (f"; wall time {seconds:.1f} s" if seconds is not None else ""),
         f"- Monte Carlo: {spec.sim.n_paths} paths per trial, dt={spec.sim.dt:g}, T={spec.problem.T:g}, "
         f"fill model {spec.sim.fill_model}",
+        f"- same seed, same table: {'yes' if same else 'no'} ({why})",
         "",
     ]
     if best is not None:
@@ -399,8 +488,10 @@ def write_report(
         lines += [f"## {what}", "", f"Trial {int(row['trial'])}: {params}; {metric} = {_fmt(row[metric])}"
                   + (f" ± {_fmt(row[metric + '_se'])}" if f"{metric}_se" in row else ""), ""]
         if best_dir is not None:
-            where = f"{display_dir or run_dir}/{best_dir.name}"
-            lines += [f"Policy checkpoint: `{best_dir.name}/` (`mmray backtest --policy {where}`).", ""]
+            remote = (" The run directory is remote and `mmray backtest --policy` reads local directories, so the "
+                      "first line copies the checkpoint here.") if len(reproduce) > 1 else ""
+            lines += [f"Policy checkpoint: `{best_dir.name}/`. This command simulates it on the trial's own paths "
+                      f"and prints the numbers of this row.{remote}", "", "```bash", *reproduce, "```", ""]
     shown = df.copy()
     if spec.kind != "robustness" and metric in shown:
         shown = shown.sort_values(metric, ascending=spec.search.mode == "min", kind="mergesort", na_position="last")
@@ -412,6 +503,10 @@ def write_report(
     if not errors.empty:
         lines += ["## Errors", ""] + [f"- trial {int(r['trial'])} ({r['strategy']}): {r['error']}"
                                       for _, r in errors.iterrows()] + [""]
+    pending = pending_trials(df, n_expected)
+    if pending:
+        lines += ["## Interrupted", "", f"{pending} of {max(n_expected or 0, len(df))} trials did not finish: continue "
+                  f"the sweep with `python -m mmray.tune --resume {display_dir or run_dir}`.", ""]
     text = "\n".join(lines)
     return atomic_write(run_dir / "report.md", lambda p: p.write_text(text))
 
@@ -423,13 +518,18 @@ class Artefacts:
     table: pd.DataFrame
     files: dict[str, Path]
     best: int | None
+    reproduce: list[str] = field(default_factory=list)
+    #: trials that did not finish (interrupted sweep): ``--resume`` runs them
+    pending: int = 0
 
 
 def write_artefacts(spec: SweepSpec, records: Sequence[TrialRecord], run_dir: Path,
-                    seconds: float | None = None, display_dir: str | None = None) -> Artefacts:
-    """Write every artefact of a finished sweep into ``run_dir`` (a local directory).
+                    seconds: float | None = None, display_dir: str | None = None,
+                    n_expected: int | None = None) -> Artefacts:
+    """Write every artefact of a finished (or interrupted) sweep into ``run_dir`` (a local directory).
 
-    ``display_dir`` is where the files will finally live (e.g. an ``s3://`` URI), for the report.
+    ``display_dir`` is where the files will finally live (e.g. an ``s3://`` URI), for the report;
+    ``n_expected`` the sweep's trial count, to report trials an interrupted sweep never started.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     df, ordered_records = results_table(spec, records)
@@ -453,7 +553,13 @@ def write_artefacts(spec: SweepSpec, records: Sequence[TrialRecord], run_dir: Pa
     files.update({p.name: p for p in plots})
     best = best_index(spec, df)
     best_dir = export_best(spec, df, ordered_records, run_dir)
+    reproduce: list[str] = []
     if best_dir is not None:
         files[BEST_POLICY_DIR] = best_dir
-    files["report.md"] = write_report(spec, df, run_dir, plots, best, best_dir, seconds, display_dir)
-    return Artefacts(df, files, best)
+        from mmray.checkpoint import load_policy
+
+        sim = SimConfig.from_dict(load_policy(best_dir).provenance["sim"])
+        reproduce = reproduce_lines(spec, f"{display_dir or run_dir}/{best_dir.name}", sim)
+    files["report.md"] = write_report(spec, df, run_dir, plots, best, best_dir, seconds, display_dir, reproduce,
+                                      n_expected)
+    return Artefacts(df, files, best, reproduce, pending_trials(df, n_expected))

@@ -7,8 +7,8 @@ Layout of a run (``<storage>/<name>``, a local directory or an ``s3://`` / ``gs:
     results.parquet/.csv  one row per trial          (mmray.tuning.results)
     trials.json           Tune trial ids, nodes, pids, timings
     frontier.png ...      plots
-    report.md             short report
-    best_policy/          best trial's policy: `mmray backtest --policy <run>/best_policy`
+    report.md             short report, with the `mmray backtest --policy ...` command of the best row
+    best_policy/          best trial's policy (an mmray checkpoint; provenance holds its SimConfig)
 
 Each trial's final report carries a small checkpoint with its metrics; with
 ``CheckpointConfig(num_to_keep=1)`` Tune saves its experiment state as soon as it records one,
@@ -16,6 +16,11 @@ so a driver killed between two saves resumes without re-running a trial it had r
 finished, and a trial that had checkpointed is restored from its metrics, not recomputed. (Tune's
 copy of the state to storage is not atomic: a kill during that copy leaves a truncated file,
 which ``resume_sweep`` reports as such.)
+
+Before anything is written or fitted, :func:`check_resources` compares a trial's resource request
+with the cluster (a request no node can meet would otherwise wait forever, silently below
+verbosity 2). A sweep stopped with Ctrl-C keeps its unfinished trials as ``unfinished`` (not
+errors) and :attr:`RunSummary.interrupted` is set: ``--resume <run_dir>`` continues it.
 """
 
 from __future__ import annotations
@@ -79,6 +84,14 @@ class RunSummary:
     seconds: float
     dashboard_url: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: trials that did not finish (the sweep was stopped, e.g. by Ctrl-C): ``--resume run_dir`` runs them
+    pending: int = 0
+    #: shell lines that reproduce the best row (``mmray backtest --policy ...``, after a copy for a URI)
+    reproduce: list[str] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.pending > 0
 
     @property
     def best_row(self) -> dict[str, Any] | None:
@@ -164,6 +177,95 @@ def _write_spec(spec: SweepSpec, run_dir: str) -> None:
     atomic_write(Path(run_dir) / SPEC_FILE, lambda t: t.write_text(text))
 
 
+# --------------------------------------------------------------------------- resources
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """CPUs a sweep can get: per node now, and per node type the autoscaler may add."""
+
+    node_cpus: tuple[float, ...]
+    #: (CPUs per node, most nodes) of each node type the autoscaler can launch; empty without one
+    scalable: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def largest_node(self) -> float:
+        return max([*self.node_cpus, *(c for c, n in self.scalable if n > 0)], default=0.0)
+
+    @property
+    def total(self) -> float:
+        return sum(self.node_cpus) + sum(c * n for c, n in self.scalable)
+
+    def describe(self) -> str:
+        nodes = ", ".join(f"{c:g}" for c in sorted(self.node_cpus, reverse=True)) or "none"
+        text = f"{len(self.node_cpus)} node{'s' if len(self.node_cpus) != 1 else ''} with {nodes} CPUs"
+        if self.scalable:
+            text += "; the autoscaler can add " + ", ".join(f"{n} x {c:g} CPUs" for c, n in self.scalable)
+        return text
+
+
+def check_resources(spec: SweepSpec, capacity: Capacity) -> None:
+    """Refuse a sweep whose trials can never be scheduled on ``capacity``.
+
+    A trial without ``mc_ray`` is one actor: its ``cpus_per_trial`` must fit on one node. With
+    ``mc_ray`` it reserves a placement group of ``mc_workers`` 1-CPU bundles (PACK, which may
+    spread over nodes): the cluster needs that many CPUs in all, one node at least 1. Tune would
+    otherwise keep such trials pending forever (its warning is hidden below verbosity 2).
+    """
+    r = spec.resources
+    if r.mc_ray:
+        if capacity.largest_node < 1.0 or r.mc_workers > capacity.total:
+            raise SweepConfigError(
+                f"{spec.source}: sweep.resources.mc_workers={r.mc_workers} (--mc-workers) with mc_ray: each "
+                f"trial reserves {r.mc_workers} one-CPU bundles for its Monte Carlo tasks, but this Ray cluster has "
+                f"{capacity.total:g} CPUs in all ({capacity.describe()}); lower mc_workers or use a bigger cluster")
+    elif r.cpus_per_trial > capacity.largest_node:
+        raise SweepConfigError(
+            f"{spec.source}: sweep.resources.cpus_per_trial={r.cpus_per_trial:g} (--cpus-per-trial): a trial "
+            f"needs {r.cpus_per_trial:g} CPUs on one node, but the largest node of this Ray cluster has "
+            f"{capacity.largest_node:g} ({capacity.describe()}); lower cpus_per_trial, or start Ray with more CPUs "
+            "(--num-cpus)")
+
+
+def cluster_capacity() -> Capacity:
+    """The running Ray cluster's CPUs per alive node, and what its autoscaler may add.
+
+    The autoscaler's node types come from the cluster config Ray keeps in GCS when there is one,
+    else from ``~/ray_bootstrap_config.yaml``, which ``ray up`` writes on the head node (where
+    ``ray attach`` and ``ray job submit`` run the driver).
+    """
+    import ray
+
+    nodes = tuple(float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive"))
+    return Capacity(nodes, _autoscaler_node_types())
+
+
+def _autoscaler_node_types() -> tuple[tuple[float, int], ...]:
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # internal API: absent or changed
+        config = None
+    if config is not None and config.node_group_configs:
+        return tuple((float(g.resources.get("CPU", 0)), int(g.max_count) if g.max_count >= 0 else 10**6)
+                     for g in config.node_group_configs if g.max_count != 0)
+    path = Path("~/ray_bootstrap_config.yaml").expanduser()
+    if not path.is_file():
+        return ()
+    try:
+        import yaml
+
+        doc = yaml.safe_load(path.read_text())
+        types = doc.get("available_node_types") or {}
+        head = doc.get("head_node_type")
+        limit = int(doc.get("max_workers", 10**6))
+        return tuple((float((t.get("resources") or {}).get("CPU", 0)), min(int(t.get("max_workers", limit)), limit))
+                     for name, t in types.items() if name != head and int(t.get("max_workers", limit)) > 0)
+    except Exception:  # an unreadable file: judge by the current nodes only
+        return ()
+
+
 def load_run_spec(run_dir: str) -> SweepSpec:
     """The spec a run was started with (its ``sweep.json``)."""
     path = _join(run_dir, SPEC_FILE) if _is_uri(run_dir) else str(Path(run_dir) / SPEC_FILE)
@@ -195,12 +297,17 @@ def _tuner(spec: SweepSpec, storage: str, name: str, verbose: int) -> Any:
 
     run_config = tune.RunConfig(
         name=name, storage_path=storage, verbose=verbose, progress_reporter=_reporter(spec),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # result.json, progress.csv; no TensorBoard
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *_extra_callbacks()],  # no TensorBoard
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
     return tune.Tuner(sweeps.trainable(spec), param_space=sweeps.param_space(spec), tune_config=tune_config,
                       run_config=run_config)
+
+
+def _extra_callbacks() -> list[Any]:
+    """More Tune callbacks for a new sweep (none; tests add one)."""
+    return []
 
 
 def _reporter(spec: SweepSpec) -> Any:
@@ -227,17 +334,21 @@ def _fit(tuner: Any, verbose: int) -> list[TrialRecord]:
     if verbose < 2:
         for name in ("ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # but not "no trial can be scheduled" (e.g. after the cluster lost a node mid-sweep)
+        logging.getLogger("ray.tune.execution.insufficient_resources_manager").setLevel(logging.WARNING)
     return records_from_result_grid(tuner.fit())
 
 
 def _publish(spec: SweepSpec, records: list[TrialRecord], run_dir: str, seconds: float) -> tuple[Any, dict[str, str]]:
+    from mmray.tuning.sweeps import n_trials
+
     if not _is_uri(run_dir):
-        art = write_artefacts(spec, records, Path(run_dir), seconds)
+        art = write_artefacts(spec, records, Path(run_dir), seconds, n_expected=n_trials(spec))
         return art, {k: str(v) for k, v in art.files.items()}
     import pyarrow.fs as pafs
 
     with tempfile.TemporaryDirectory(prefix="mmray-tune-") as tmp:
-        art = write_artefacts(spec, records, Path(tmp), seconds, display_dir=run_dir)
+        art = write_artefacts(spec, records, Path(tmp), seconds, display_dir=run_dir, n_expected=n_trials(spec))
         fs, p = pafs.FileSystem.from_uri(run_dir)
         pafs.copy_files(tmp, p, destination_filesystem=fs)
         files = {k: _join(run_dir, str(Path(v).relative_to(tmp))) for k, v in art.files.items()}
@@ -270,13 +381,25 @@ def resume_sweep(run_dir: str, options: RunOptions | None = None) -> RunSummary:
     from mmray.tuning import sweeps
 
     options = options or RunOptions()
+    run_dir, spec = prepare_resume(run_dir)
+    return _execute(spec, run_dir, options, lambda: tune.Tuner.restore(
+        run_dir, trainable=sweeps.trainable(spec), resume_unfinished=True, resume_errored=True), False)
+
+
+def prepare_resume(run_dir: str) -> tuple[str, SweepSpec]:
+    """Check that ``run_dir`` can be resumed, before any Ray starts: its ``sweep.json`` and Tune's
+    experiment state. Returns the normalised run directory and the sweep it holds."""
+    from ray import tune
+
     run_dir = run_dir.rstrip("/") if _is_uri(run_dir) else str(Path(run_dir).expanduser().resolve())
+    if not _is_uri(run_dir) and not Path(run_dir).is_dir():
+        raise SweepConfigError(f"{run_dir}: no such run directory (--resume takes a run directory created by "
+                               "mmray.tune, e.g. runs/<name>)")
     spec = load_run_spec(run_dir)
     if not tune.Tuner.can_restore(run_dir):
         raise SweepConfigError(f"{run_dir}: no Tune experiment state to resume (did the sweep start?)")
     _check_experiment_state(run_dir)
-    return _execute(spec, run_dir, options, lambda: tune.Tuner.restore(
-        run_dir, trainable=sweeps.trainable(spec), resume_unfinished=True, resume_errored=True), False)
+    return run_dir, spec
 
 
 def _check_experiment_state(run_dir: str) -> None:
@@ -305,6 +428,7 @@ def _execute(spec: SweepSpec, run_dir: str, options: RunOptions, make_tuner: Any
     """Start Ray if needed, fit the tuner ``make_tuner()`` builds, publish the artefacts, stop Ray."""
     started, url = start_ray(options)
     try:
+        check_resources(spec, cluster_capacity())
         if write_spec:
             _write_spec(spec, run_dir)
         t0 = time.perf_counter()
@@ -316,4 +440,5 @@ def _execute(spec: SweepSpec, run_dir: str, options: RunOptions, make_tuner: Any
             import ray
 
             ray.shutdown()
-    return RunSummary(spec, run_dir, art.table, files, art.best, seconds, url)
+    return RunSummary(spec, run_dir, art.table, files, art.best, seconds, url,
+                      pending=art.pending, reproduce=list(art.reproduce))

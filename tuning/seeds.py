@@ -39,14 +39,3 @@ def trial_seed(sweep_seed: int, params: Mapping[str, Any], common_random_numbers
     if common_random_numbers:
         return derive_seed(sweep_seed, 0)
     return derive_seed(sweep_seed, 1, params_key(params))
-
-
-def batch_seeds(seed: int, n_batches: int) -> list[int]:
-    """Seeds of the Monte Carlo batches of a trial evaluated in ``n_batches`` rungs (ASHA).
-
-    One batch uses ``seed`` itself, so an unbatched trial is exactly
-    ``backtest(..., SimConfig(seed=seed))``.
-    """
-    if n_batches == 1:
-        return [seed]
-    return [derive_seed(seed, 2, b) for b in range(n_batches)]

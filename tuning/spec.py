@@ -45,7 +45,17 @@ STRATEGY_OPTIONS = ("half_spread", "skew", "n_times")
 
 
 class SweepConfigError(ValueError):
-    """A sweep specification is invalid; the message names the file, the field and the fix."""
+    """A sweep specification is invalid; the message names the file, the field and the fix.
+
+    ``source``, ``path`` (the field, e.g. ``sweep.grid.gamma[2]``) and ``detail`` (what was
+    expected) are kept separately when known, so that a caller can name a command-line flag
+    instead of the sweep-file field.
+    """
+
+    def __init__(self, message: str, source: str | None = None, path: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        self.source, self.path, self.detail = source, path, detail
 
 
 class NotAvailableError(RuntimeError):

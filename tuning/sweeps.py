@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mmray.tuning.spec import Range, SweepSpec
@@ -48,6 +49,17 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     if spec.robustness is not None:
         space["scenario"] = tune.grid_search(spec.robustness.scenarios())
     return space
+
+
+def n_trials(spec: SweepSpec) -> int:
+    """How many trials the sweep runs when nothing stops it: the grid size (strategies x grid values
+    x robustness scenarios), or ``num_samples`` for random and Optuna search."""
+    if spec.search.algorithm != "grid":
+        return spec.search.num_samples
+    n = len(spec.strategies) * math.prod(len(v) for v in spec.grid.values())
+    if spec.robustness is not None:
+        n *= len(spec.robustness.scenarios())
+    return n
 
 
 def search_algorithm(spec: SweepSpec) -> Any:

@@ -12,6 +12,7 @@ the same paths (common random numbers): ``loss = metric(true optimum) - metric(p
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ import numpy as np
 from mmray.backtest import METRIC_KEYS, backtest, compute_metrics
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy, simulation_market
-from mmray.tuning.seeds import batch_seeds, trial_seed
+from mmray.tuning.seeds import trial_seed
 from mmray.tuning.spec import SweepSpec, param_kind
 
 #: metrics every trial reports (and every results table holds), after the sweep's own metric
@@ -129,7 +130,10 @@ def build_policy(setup: TrialSetup) -> Policy:
         if setup.method != "exact" or setup.solver_options:
             from mmray.solvers import solve
 
-            return solve(setup.market, setup.problem, method=setup.method, **setup.solver_options).policy()
+            options = dict(setup.solver_options)
+            if setup.method == "exact" and opts.get("n_times") is not None:  # also with other exact options
+                options.setdefault("n_times", opts["n_times"])
+            return solve(setup.market, setup.problem, method=setup.method, **options).policy()
         return make_strategy("optimal", setup.market, setup.problem, n_times=opts.get("n_times"))
     return make_strategy(setup.strategy, setup.market, setup.problem,
                          half_spread=opts.get("half_spread"), skew=opts.get("skew"))
@@ -151,32 +155,57 @@ def _influence(metric: str, per_path: Mapping[str, np.ndarray], market: MarketPa
     return None
 
 
+def rung_plan(sim: SimConfig, rungs: int) -> list[list[tuple[int, np.random.SeedSequence]]]:
+    """The Monte Carlo chunks of ``backtest(..., sim)`` split into ``rungs`` consecutive groups
+    (as equal as whole chunks allow; the sweep file is refused when there are fewer chunks than rungs).
+
+    Each ASHA rung simulates one group, so a trial that runs every rung has simulated exactly the
+    paths of one plain backtest with the trial's seed, and reports the same numbers.
+    """
+    from mmray.distributed import chunk_plan
+
+    plan = chunk_plan(sim.n_paths, sim.chunk_size, sim.seed)
+    if rungs > len(plan):
+        raise ValueError(f"{rungs} ASHA rungs need at least {rungs} Monte Carlo chunks; n_paths={sim.n_paths} with "
+                         f"chunk_size={sim.chunk_size} makes {len(plan)}")
+    cuts = [r * len(plan) // rungs for r in range(rungs + 1)]
+    return [plan[a:b] for a, b in itertools.pairwise(cuts)]
+
+
 def _run_batches(
     policy: Policy, setup: TrialSetup, rungs: int, use_ray: bool,
     on_rung: Callable[[dict[str, float], int], None] | None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Backtest in ``rungs`` batches; ``on_rung(metrics_so_far, paths_so_far)`` after each.
+    """Backtest in ``rungs`` groups of whole chunks; ``on_rung(metrics_so_far, paths_so_far)`` after each.
 
+    One rung is :func:`mmray.backtest` itself; with more, the chunks of the same plain backtest run
+    group by group and the metrics are computed over every chunk so far, so after the last group
+    they are those of ``backtest(policy, market, problem, setup.sim)`` bit for bit.
     A pi/csp policy is simulated with tick 0 (:func:`mmray.policy.simulation_market`).
     """
     market = simulation_market(policy, setup.simulated_market)
-    n = setup.sim.n_paths
-    sizes = [n // rungs + (1 if b < n % rungs else 0) for b in range(rungs)]
-    seeds = batch_seeds(setup.sim.seed, rungs)
-    parts: list[dict[str, np.ndarray]] = []
-    metrics: dict[str, float] = {}
-    done, spread_total, spread_steps = 0, 0.0, 0
-    for size, seed in zip(sizes, seeds, strict=True):
-        res = backtest(policy, market, setup.problem, setup.sim.replace(n_paths=size, seed=seed), use_ray=use_ray)
-        parts.append(res.per_path)
-        done += size
-        spread_total += res.info["spread_total"]
-        spread_steps += res.info["spread_steps"]
-        per_path = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        spread_mean = spread_total / spread_steps if spread_steps else float("nan")
-        metrics = res.metrics if len(parts) == 1 else compute_metrics(per_path, market, setup.problem, spread_mean)
+    problem, sim = setup.problem, setup.sim
+    if rungs == 1:
+        res = backtest(policy, market, problem, sim, use_ray=use_ray)
         if on_rung is not None:
-            on_rung(metrics, done)
+            on_rung(res.metrics, sim.n_paths)
+        return res.metrics, res.per_path
+    from mmray.distributed import map_chunks
+    from mmray.sim import ChunkResult, simulate_chunk
+
+    sim.n_steps(problem.T)
+    sim.check_start(market, problem)
+    chunks: list[ChunkResult] = []
+    metrics: dict[str, float] = {}
+    per_path: dict[str, np.ndarray] = {}
+    for group in rung_plan(sim, rungs):
+        chunks += map_chunks(simulate_chunk, [(size, seq, 0) for size, seq in group],
+                             shared=(policy, market, problem, sim), use_ray=use_ray)
+        per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
+        total, steps = sum(c.spread_total for c in chunks), sum(c.spread_steps for c in chunks)
+        metrics = compute_metrics(per_path, market, problem, total / steps if steps else float("nan"))
+        if on_rung is not None:
+            on_rung(metrics, int(per_path["pnl"].size))
     return metrics, per_path
 
 
