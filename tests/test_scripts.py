@@ -37,3 +37,21 @@ def test_reproduce_as2008_small(flag):
     assert text.count(" inventory |") == 3 and text.count(" symmetric |") == 3  # 3 gammas x 2 strategies
     # the symmetric strategy's exact moments, one line per gamma: profit 68.23 at gamma = 0.1
     assert "exact moments" in text and re.search(r"\b0\.1\b.*68\.23 / 68\.40 / ", text)
+
+
+def test_solvers_worked_example():
+    """The obligation example: the csp policy, simulated, has the LP's value (4 Monte Carlo SEs)."""
+    text = _run("benchmarks/solvers.py", "--only", "example")
+    m = re.search(r"simulator: value_B ([0-9.]+) \+- ([0-9.]+) \(LP ([0-9.]+)\)", text)
+    assert m is not None, text
+    mc, se, lp = map(float, m.groups())
+    assert abs(mc - lp) < 4 * se
+
+
+@pytest.mark.ray
+def test_tune_scaling_smoke():
+    """Tiny budget: both parts run end to end and print their ratios (their values are not tested)."""
+    text = _run("benchmarks/tune_scaling.py", "--trials", "2", "--paths", "200", "--trivial", "2",
+                "--max-rounds", "1", "--quiet-wait", "0")
+    assert re.search(r"speed-up 2 vs 1 CPU: [0-9.]+x", text)
+    assert re.search(r"plain Tune function:\s+[0-9.]+ s/trial", text) and "mmray trainable:" in text
