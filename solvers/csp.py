@@ -96,6 +96,37 @@ class ConstrainedSolution(Solution):
 
 
 # ---------------------------------------------------------------------- public entry point
+def csp_settings(
+    market: MarketParams, problem: ProblemParams, constraints: Any, grid: Any, q0: Any, formulation: Any,
+    lp_solver: Any, constraint_costs: Any, deterministic: Any, milp_solver: Any, milp_time_limit: Any,
+    max_cg_iter: Any, grid_options: dict[str, Any],
+) -> tuple[Constraints, float, str, str, bool, bool, str, float, int, TickMDP]:
+    """The checked options of :func:`solve_csp` (same order; ``grid`` and ``grid_options`` become the
+    discrete problem, last), ``ValueError`` naming the option otherwise. Also what a sweep file is
+    checked with."""
+    if problem.objective != "B":
+        raise ValueError(
+            "csp needs objective B (risk-neutral with running penalty), which is linear in the occupation "
+            f"measure; got objective {problem.objective!r} (use method='pi' for objective A)"
+        )
+    constraints = Constraints() if constraints is None else constraints
+    if not isinstance(constraints, Constraints):
+        raise ValueError(
+            f"csp option constraints must be an mmray.solvers.constraints.Constraints, got {constraints!r}"
+        )
+    formulation = choice("csp option formulation", formulation, FORMULATIONS)
+    lp_solver = choice("csp option lp_solver", lp_solver, LP_SOLVERS)
+    milp_solver = choice("csp option milp_solver", milp_solver, MILP_SOLVERS)
+    constraint_costs = flag("csp option constraint_costs", constraint_costs)
+    deterministic = flag("csp option deterministic", deterministic)
+    max_cg_iter = integer("csp option max_cg_iter", max_cg_iter, ge=1)
+    milp_time_limit = real("csp option milp_time_limit", milp_time_limit, gt=0)
+    q0 = real("csp option q0", q0)
+    mdp = TickGrid.of(grid, grid_options, "csp").mdp(market, problem, "csp")
+    return (constraints, q0, formulation, lp_solver, constraint_costs, deterministic, milp_solver, milp_time_limit,
+            max_cg_iter, mdp)
+
+
 def solve_csp(
     market: MarketParams,
     problem: ProblemParams,
@@ -160,25 +191,10 @@ def solve_csp(
         When no policy satisfies the constraints; the message names a minimal conflicting subset.
     """
     start = _time.perf_counter()
-    if problem.objective != "B":
-        raise ValueError(
-            "csp needs objective B (risk-neutral with running penalty), which is linear in the occupation "
-            f"measure; got objective {problem.objective!r} (use method='pi' for objective A)"
-        )
-    constraints = Constraints() if constraints is None else constraints
-    if not isinstance(constraints, Constraints):
-        raise ValueError(
-            f"csp option constraints must be an mmray.solvers.constraints.Constraints, got {constraints!r}"
-        )
-    formulation = choice("csp option formulation", formulation, FORMULATIONS)
-    lp_solver = choice("csp option lp_solver", lp_solver, LP_SOLVERS)
-    milp_solver = choice("csp option milp_solver", milp_solver, MILP_SOLVERS)
-    constraint_costs = flag("csp option constraint_costs", constraint_costs)
-    deterministic = flag("csp option deterministic", deterministic)
-    max_cg_iter = integer("csp option max_cg_iter", max_cg_iter, ge=1)
-    milp_time_limit = real("csp option milp_time_limit", milp_time_limit, gt=0)
-    q0 = real("csp option q0", q0)
-    mdp = TickGrid.of(grid, grid_options, "csp").mdp(market, problem, "csp")
+    (constraints, q0, formulation, lp_solver, constraint_costs, deterministic, milp_solver, milp_time_limit,
+     max_cg_iter, mdp) = csp_settings(market, problem, constraints, grid, q0, formulation, lp_solver,
+                                      constraint_costs, deterministic, milp_solver, milp_time_limit, max_cg_iter,
+                                      grid_options)
     om = OccupationModel(mdp, constraints, q0)
     names = constraints.active()
     # no special case for q0 at +-Q: the max_limit_prob rows cover t_1..t_N only (t_0 is given), so

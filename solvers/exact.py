@@ -28,10 +28,12 @@ method on up to 64 of the grid times (cheap) and compares; if ``log v`` differs 
 from __future__ import annotations
 
 import time as _time
+from typing import Any
 
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
+from mmray.checks import integer
 from mmray.model import c_xi, delta_tilde
 from mmray.params import MarketParams, ProblemParams, inventory_grid
 from mmray.solvers.result import Solution
@@ -116,6 +118,28 @@ def _log_v_stepping(
     return log_v
 
 
+def exact_settings(
+    market: MarketParams, problem: ProblemParams, times: Any, n_times: Any, rtol: Any
+) -> tuple[np.ndarray, float]:
+    """The checked options of :func:`solve_exact`: its time grid and ``rtol`` (``ValueError`` naming
+    the option otherwise). Also what a sweep file is checked with before anything runs."""
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.integer | np.floating) or not rtol >= 0:
+        raise ValueError(f"exact option rtol must be a number >= 0 (0: always the stepping path, inf: never), "
+                         f"got {rtol!r}")
+    rtol = float(rtol)
+    if times is None:
+        times = np.linspace(0.0, problem.T, integer("exact option n_times", n_times, ge=2))
+    try:
+        times = np.asarray(times, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"exact option times must be a list of numbers, got {times!r}") from None
+    if times.ndim != 1 or times.size < 1 or not np.all(np.isfinite(times)):
+        raise ValueError("exact option times must be a 1-d array of finite numbers")
+    if np.any(np.diff(times) <= 0) or times[0] < 0 or times[-1] > problem.T * (1 + 1e-12):
+        raise ValueError(f"exact option times must increase strictly within [0, T={problem.T}]")
+    return times, rtol
+
+
 def solve_exact(
     market: MarketParams,
     problem: ProblemParams,
@@ -145,15 +169,7 @@ def solve_exact(
         ``method="exact"``; ``info`` records the path taken and the wall time.
     """
     start = _time.perf_counter()
-    if times is None:
-        if n_times < 2:
-            raise ValueError(f"n_times must be >= 2, got {n_times}")
-        times = np.linspace(0.0, problem.T, n_times)
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1 or times.size < 1 or not np.all(np.isfinite(times)):
-        raise ValueError("times must be a 1-d array of finite numbers")
-    if np.any(np.diff(times) <= 0) or times[0] < 0 or times[-1] > problem.T * (1 + 1e-12):
-        raise ValueError(f"times must increase strictly within [0, T={problem.T}]")
+    times, rtol = exact_settings(market, problem, times, n_times, rtol)
 
     diag, off, q = generator(market, problem)
     k, d = market.k, market.trade_size

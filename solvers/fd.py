@@ -238,6 +238,25 @@ def _unstable_error(op: HJBOperator, terminal: np.ndarray, horizon: float, steps
     )
 
 
+def fd_settings(
+    market: MarketParams, problem: ProblemParams, n_steps: Any, dt: Any, scheme: Any, intensity: Any,
+    on_unstable: Any, newton_tol: Any, max_newton: Any, rannacher_steps: Any,
+) -> tuple[int, str, str, Intensity, float, int, int]:
+    """The checked options of :func:`solve_fd` (same order; ``n_steps``/``dt`` become the step
+    count), ``ValueError`` naming the option otherwise. Also what a sweep file is checked with."""
+    steps = resolve_steps(problem.T, n_steps, dt, 1000, "fd")
+    scheme = choice("fd option scheme", scheme, SCHEMES)
+    on_unstable = choice("fd option on_unstable", on_unstable, ON_UNSTABLE)
+    intensity = resolve_intensity(intensity, market)
+    if intensity is None:
+        intensity = Exponential(market.A, market.k)
+    if not isinstance(intensity, Intensity):
+        raise ValueError(f"fd option intensity must be an mmray.solvers.intensity.Intensity, got {intensity!r}")
+    return (steps, scheme, on_unstable, intensity, real("fd option newton_tol", newton_tol, gt=0, lt=1),
+            integer("fd option max_newton", max_newton, ge=1),
+            integer("fd option rannacher_steps", rannacher_steps, ge=0))
+
+
 def solve_fd(
     market: MarketParams,
     problem: ProblemParams,
@@ -283,17 +302,8 @@ def solve_fd(
         iteration counts, explicit sub-steps and the largest stable explicit ``dt`` seen.
     """
     start = _time.perf_counter()
-    steps = resolve_steps(problem.T, n_steps, dt, 1000, "fd")
-    scheme = choice("fd option scheme", scheme, SCHEMES)
-    on_unstable = choice("fd option on_unstable", on_unstable, ON_UNSTABLE)
-    intensity = resolve_intensity(intensity, market)
-    if intensity is None:
-        intensity = Exponential(market.A, market.k)
-    if not isinstance(intensity, Intensity):
-        raise ValueError(f"fd option intensity must be an mmray.solvers.intensity.Intensity, got {intensity!r}")
-    newton_tol = real("fd option newton_tol", newton_tol, gt=0, lt=1)
-    max_newton = integer("fd option max_newton", max_newton, ge=1)
-    rannacher_steps = integer("fd option rannacher_steps", rannacher_steps, ge=0)
+    steps, scheme, on_unstable, intensity, newton_tol, max_newton, rannacher_steps = fd_settings(
+        market, problem, n_steps, dt, scheme, intensity, on_unstable, newton_tol, max_newton, rannacher_steps)
 
     op = HJBOperator(market, problem, intensity)
     stepper = _Stepper(op, newton_tol, max_newton)

@@ -59,6 +59,28 @@ def _check_per_state(constraints: Constraints | None) -> Constraints | None:
     return constraints
 
 
+def pi_settings(
+    market: MarketParams, problem: ProblemParams, grid: Any, horizon: Any, discount_rate: Any, max_iter: Any,
+    constraints: Any, grid_options: dict[str, Any],
+) -> tuple[str, float | None, int, Constraints | None, TickMDP]:
+    """The checked options of :func:`solve_pi` (same order; ``grid`` and ``grid_options`` become the
+    discrete problem), ``ValueError`` naming the option otherwise. Also what a sweep file is checked with."""
+    horizon = choice("pi option horizon", horizon, HORIZONS)
+    if horizon != "finite" and problem.objective != "B":
+        raise ValueError(
+            f"pi horizon={horizon!r} needs objective B (risk-neutral with running penalty); "
+            f"got objective {problem.objective!r}"
+        )
+    if horizon == "discounted":
+        discount_rate = real("pi option discount_rate (horizon='discounted')", discount_rate, gt=0)
+    elif discount_rate is not None:
+        raise ValueError(f"pi option discount_rate applies to horizon='discounted' only (horizon={horizon!r})")
+    max_iter = integer("pi option max_iter", max_iter, ge=1)
+    constraints = _check_per_state(constraints)
+    mdp = TickGrid.of(grid, grid_options, "pi").mdp(market, problem, "pi")
+    return horizon, discount_rate, max_iter, constraints, mdp
+
+
 def solve_pi(
     market: MarketParams,
     problem: ProblemParams,
@@ -100,19 +122,8 @@ def solve_pi(
         grid truncates the optimum; widen ``levels``).
     """
     start = _time.perf_counter()
-    horizon = choice("pi option horizon", horizon, HORIZONS)
-    if horizon != "finite" and problem.objective != "B":
-        raise ValueError(
-            f"pi horizon={horizon!r} needs objective B (risk-neutral with running penalty); "
-            f"got objective {problem.objective!r}"
-        )
-    if horizon == "discounted":
-        discount_rate = real("pi option discount_rate (horizon='discounted')", discount_rate, gt=0)
-    elif discount_rate is not None:
-        raise ValueError(f"pi option discount_rate applies to horizon='discounted' only (horizon={horizon!r})")
-    max_iter = integer("pi option max_iter", max_iter, ge=1)
-    constraints = _check_per_state(constraints)
-    mdp = TickGrid.of(grid, grid_options, "pi").mdp(market, problem, "pi")
+    horizon, discount_rate, max_iter, constraints, mdp = pi_settings(
+        market, problem, grid, horizon, discount_rate, max_iter, constraints, grid_options)
     mask = mdp.pair_mask(constraints)
     info = mdp.describe()
     info["horizon"] = horizon

@@ -38,3 +38,33 @@ def test_rejections_name_label_and_value(call, message: str) -> None:
     with pytest.raises(ValueError) as err:
         call()
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(("method", "options", "message"), [
+    ("exact", {"n_times": 1}, "exact option n_times must be an integer >= 2, got 1"),
+    ("exact", {"rtol": -1.0}, r"exact option rtol must be a number >= 0 \(0: always the stepping path"),
+    ("fd", {"scheme": "rk4"}, "fd option scheme must be one of explicit, implicit, cn; got 'rk4'"),
+    ("pi", {"horizon": "average"}, "pi horizon='average' needs objective B"),
+    ("pi", {"tick": 0.5, "n_levels": 0}, "option n_levels must be an integer >= 1, got 0"),
+    ("csp", {"tick": 0.5}, "csp needs objective B"),
+    ("fd", {"n_levelz": 3}, r"solver 'fd' does not take option\(s\) \['n_levelz'\]"),
+])
+def test_check_options_raises_what_solve_raises(method, options, message):
+    """``check_options`` runs the code each solver starts with, so both refuse with one message."""
+    from mmray.params import MarketParams, ProblemParams
+    from mmray.solvers import check_options, solve
+
+    market, problem = MarketParams(), ProblemParams(T=10.0, q_max=3)
+    for call in (check_options, solve):
+        with pytest.raises(ValueError, match=message):
+            call(market, problem, method, **options)
+
+
+def test_check_options_accepts_what_solve_accepts():
+    from mmray.params import MarketParams, ProblemParams
+    from mmray.solvers import check_options
+
+    market, problem = MarketParams(), ProblemParams(T=10.0, q_max=3, objective="B")
+    check_options(market, problem, "exact", rtol=0.0)  # the stepping path everywhere
+    check_options(market, problem, "exact", rtol=float("inf"))
+    check_options(market, problem, "csp", tick=0.5, n_steps=10, formulation="direct")
