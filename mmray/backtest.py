@@ -104,6 +104,16 @@ def compute_metrics(
     return m
 
 
+def merge_chunks(
+    chunks: list[ChunkResult], market: MarketParams, problem: ProblemParams
+) -> tuple[dict[str, float], dict[str, np.ndarray], tuple[float, int]]:
+    """Metrics over the paths of ``chunks`` (in their order), the per-path arrays, and the sum and
+    count of quoted two-sided spreads (``spread_mean`` is their ratio)."""
+    per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
+    total, steps = sum(c.spread_total for c in chunks), sum(c.spread_steps for c in chunks)
+    return compute_metrics(per_path, market, problem, total / steps if steps else NAN), per_path, (total, steps)
+
+
 def backtest(
     policy: Policy,
     market: MarketParams,
@@ -135,8 +145,7 @@ def backtest(
     task_cpus : float
         CPUs reserved by each chunk's Ray task.
     """
-    n_steps = config.n_steps(problem.T)  # validates dt and q0 before spawning anything
-    config.check_start(market, problem)
+    n_steps = config.check(market, problem)  # dt and q0, before spawning anything
     start = time.perf_counter()
     plan = chunk_plan(config.n_paths, config.chunk_size, config.seed)
     args = [(size, seq, record if i == 0 else 0) for i, (size, seq) in enumerate(plan)]
@@ -146,10 +155,7 @@ def backtest(
             simulate_chunk, args, shared=(policy, market, problem, config), use_ray=use_ray,
             progress=progress, desc="backtest", task_cpus=task_cpus, local_kwargs={"on_steps": bar.update},
         )
-    per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
-    total, steps = sum(c.spread_total for c in chunks), sum(c.spread_steps for c in chunks)
-    metrics = compute_metrics(per_path, market, problem, total / steps if steps else float("nan"))
-    # the spread sums let batches be merged (tuning's ASHA rungs) without losing spread_mean
+    metrics, per_path, (total, steps) = merge_chunks(chunks, market, problem)
     info = {"seconds": time.perf_counter() - start, "n_chunks": len(plan), "ray": use_ray,
             "spread_total": total, "spread_steps": steps}
     return BacktestResult(metrics, per_path, chunks[0].paths, config, market, problem, info)

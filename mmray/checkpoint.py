@@ -177,7 +177,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: expected a JSON object at the top level")
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: field 'format' is {doc.get('format')!r}, expected {FORMAT!r}")
-    if doc.get("format_version") != FORMAT_VERSION or isinstance(doc.get("format_version"), bool):
+    if doc.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format_version {doc.get('format_version')!r} is not supported "
             f"(this mmray reads version {FORMAT_VERSION}; save the policy again with this mmray)"

@@ -199,11 +199,16 @@ class SimConfig(_Params):
         """Number of steps of length ``dt`` covering ``[0, T]``; rejects a ``dt`` that does not divide ``T``."""
         return steps_of(T, self.dt, "SimConfig.dt")
 
-    def check_start(self, market: MarketParams, problem: ProblemParams) -> None:
-        """With an inventory bound, ``q0`` must be a reachable inventory: ``|q0| <= Q`` and a multiple
-        of the trade size (inventory moves by ``Delta``, and table policies are tabulated there)."""
+    def check(self, market: MarketParams, problem: ProblemParams) -> int:
+        """What a simulation checks before its first step; returns :meth:`n_steps` of ``problem.T``.
+
+        ``dt`` must divide ``T``; with an inventory bound, ``q0`` must be a reachable inventory:
+        ``|q0| <= Q`` and a multiple of the trade size (inventory moves by ``Delta``, and table
+        policies are tabulated there).
+        """
+        steps = self.n_steps(problem.T)
         if problem.q_max is None:
-            return
+            return steps
         if abs(self.q0) > problem.q_max + 1e-9:
             raise ValueError(f"SimConfig.q0={self.q0!r} is outside the inventory bound "
                              f"[-{problem.q_max}, {problem.q_max}] (ProblemParams.q_max)")
@@ -211,6 +216,7 @@ class SimConfig(_Params):
         if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
             raise ValueError(f"SimConfig.q0={self.q0!r} must be a multiple of MarketParams.trade_size="
                              f"{market.trade_size!r} when the inventory is bounded")
+        return steps
 
 
 def steps_of(T: float, dt: float, label: str) -> int:

@@ -240,8 +240,6 @@ class TablePolicy(Savable):
     }
 
 
-
-
 def discrete_problem(policy: object) -> dict[str, Any] | None:
     """The discrete problem (``dt``, fill model, tick grid...) a ``pi``/``csp`` policy was solved on,
     from its provenance; ``None`` for any other policy."""

@@ -244,8 +244,7 @@ def simulate_chunk(
         Progress callback, called with a number of path-steps done (about 100 times a chunk).
     """
     rng = np.random.default_rng(seed)
-    n_steps, dt = config.n_steps(problem.T), config.dt
-    config.check_start(market, problem)
+    n_steps, dt = config.check(market, problem), config.dt
     m = _StepModel.of(market, problem, config)
     p = _Paths(n_paths, market.s0, config.q0)
     record = min(record, n_paths)

@@ -28,7 +28,8 @@ def make_strategy(
 
         if problem.q_max is None:
             raise ValueError("strategy 'optimal' needs a bounded inventory: set q_max")
-        return (solve_exact(market, problem, n_times=n_times) if n_times else solve_exact(market, problem)).policy()
+        grid = {"n_times": n_times} if n_times else {}  # else the solver's default
+        return solve_exact(market, problem, **grid).policy()
     if name not in CLOSED_FORMS:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     return ClosedFormPolicy(name, market, problem, half_spread, skew, {"strategy": name})

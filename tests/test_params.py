@@ -76,9 +76,9 @@ def test_numpy_scalars_are_accepted_like_python_ones():
 
 def test_initial_inventory_must_be_reachable_under_a_bound():
     market, problem = MarketParams(trade_size=2.0), ProblemParams(q_max=4)
-    SimConfig(q0=-4.0).check_start(market, problem)
+    assert SimConfig(q0=-4.0, dt=0.5).check(market, ProblemParams(q_max=4, T=10.0)) == 20  # the step count
     with pytest.raises(ValueError, match=r"SimConfig\.q0=6\.0 is outside the inventory bound \[-4, 4\]"):
-        SimConfig(q0=6.0).check_start(market, problem)
+        SimConfig(q0=6.0).check(market, problem)
     with pytest.raises(ValueError, match=r"SimConfig\.q0=1\.0 must be a multiple of MarketParams\.trade_size=2\.0"):
-        SimConfig(q0=1.0).check_start(market, problem)
-    SimConfig(q0=0.5).check_start(market, ProblemParams(q_max=None))  # unbounded: any start
+        SimConfig(q0=1.0).check(market, problem)
+    SimConfig(q0=0.5).check(market, ProblemParams(q_max=None))  # unbounded: any start

@@ -503,6 +503,16 @@ def _solver(ctx: _Ctx, raw: Mapping[str, Any]) -> SolverSpec:
     return SolverSpec(method, options)
 
 
+def _sweep_methods(solver: SolverSpec, grid: Mapping[str, Any]) -> tuple[str, ...]:
+    """The solver methods the sweep's trials use (a swept method replaces the base one)."""
+    return tuple(grid["method"]) if "method" in grid else (solver.method,)
+
+
+def _swept_paths(grid: Mapping[str, Any], space: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(name, field path)`` of every swept parameter, grid then space."""
+    return [(n, f"sweep.grid.{n}") for n in grid] + [(n, f"sweep.space.{n}") for n in space]
+
+
 def _check_solver_options(ctx: _Ctx, solver: SolverSpec, grid: Mapping[str, tuple[Any, ...]],
                           space: Mapping[str, Range]) -> None:
     """Solver option and constraint names, given or swept (grid or space), must be taken by every
@@ -510,8 +520,7 @@ def _check_solver_options(ctx: _Ctx, solver: SolverSpec, grid: Mapping[str, tupl
     the cluster). Their values are checked with every trial (:func:`_check_trials`)."""
     from mmray.solvers import Constraints, method_options
 
-    methods = tuple(grid["method"]) if "method" in grid else (solver.method,)  # a swept method replaces the base
-    swept = [(n, f"sweep.grid.{n}") for n in grid] + [(n, f"sweep.space.{n}") for n in space]
+    methods, swept = _sweep_methods(solver, grid), _swept_paths(grid, space)
     named = [(name, f"sweep.solver.options.{name}") for name in solver.options if name != "constraints"]
     named += [(n.removeprefix("solver."), path) for n, path in swept
               if n.startswith("solver.") and not n.startswith("solver.constraints.")]
@@ -543,8 +552,7 @@ def _check_users(ctx: _Ctx, kind: str, strategies: tuple[str, ...], solver: Solv
                  grid: Mapping[str, Any], space: Mapping[str, Any]) -> None:
     """Every swept parameter must change some trial: a strategy option needs a strategy that uses it,
     a solver parameter the ``optimal`` strategy (robustness sweeps also solve the true optimum)."""
-    swept = [(n, f"sweep.grid.{n}") for n in grid] + [(n, f"sweep.space.{n}") for n in space]
-    methods = tuple(grid["method"]) if "method" in grid else (solver.method,)
+    methods, swept = _sweep_methods(solver, grid), _swept_paths(grid, space)
     for name, path in swept:
         users = STRATEGY_OPTION_USERS.get(name)
         if users is None and param_kind(name) in ("method", "solver") and kind != "robustness":
@@ -584,22 +592,26 @@ def _check_ranges(ctx: _Ctx, strategies: tuple[str, ...], base: _Base, solver: S
                                                  if k == "dt" and isinstance(v, int | float)]
             steps += [("sweep.grid.dt", v) for v in grid.get("dt", ())]
             steps += [("sweep.grid.solver.dt", v) for v in grid.get("solver.dt", ())]
-            bad = next(((w, v) for w, v in steps if not _divides_one(float(v))), None)
-            if not r.integer or bad is not None:
-                why = f"{bad[0]}={bad[1]!r} does not divide every integer" if bad else "give int: true"
-                raise ctx.error(path, f"a sampled T must be a whole number of time steps ({why}); list T values "
-                                "in sweep.grid")
+            _require_integer_range(ctx, path, r, steps, "a sampled T must be a whole number of time steps",
+                                   "list T values in sweep.grid")
         if name == "trade_size" and bounded:
             raise ctx.error(path, "with a bounded inventory, q_max (and q0) must be multiples of the trade size: a "
                             "sampled trade size almost never divides them; list its values in sweep.grid")
         if name in ("q_max", "q0") and (bounded or optimal):
             sizes = [("market.trade_size", base.market.trade_size)]
             sizes += [("sweep.grid.trade_size", v) for v in grid.get("trade_size", ())]
-            bad = next(((w, v) for w, v in sizes if not _divides_one(float(v))), None)
-            if not r.integer or bad is not None:
-                why = f"{bad[0]}={bad[1]!r} does not divide every integer" if bad else "give int: true"
-                raise ctx.error(path, f"a sampled {name} must be a multiple of the trade size ({why}); list its "
-                                "values in sweep.grid")
+            _require_integer_range(ctx, path, r, sizes, f"a sampled {name} must be a multiple of the trade size",
+                                   "list its values in sweep.grid")
+
+
+def _require_integer_range(ctx: _Ctx, path: str, r: Range, units: list[tuple[str, Any]], what: str,
+                           hint: str) -> None:
+    """An integer range whose samples are whole multiples of every unit in ``units`` (each
+    ``(field, value)`` must divide 1), else ``ctx.error`` naming the offending unit."""
+    bad = next(((w, v) for w, v in units if not _divides_one(float(v))), None)
+    if not r.integer or bad is not None:
+        why = f"{bad[0]}={bad[1]!r} does not divide every integer" if bad else "give int: true"
+        raise ctx.error(path, f"{what} ({why}); {hint}")
 
 
 def _check_trials(ctx: _Ctx, spec: SweepSpec) -> None:

@@ -412,7 +412,7 @@ def reproducibility(spec: SweepSpec) -> tuple[bool, str]:
     s = spec.search
     reacts = [w for w, on in (("Optuna's suggestions", s.algorithm == "optuna"),
                                ("ASHA's stop decisions", s.asha is not None)) if on]
-    concurrency = s.max_concurrent if s.max_concurrent else (2 if s.algorithm == "optuna" else 0)
+    concurrency = s.concurrency
     if not reacts:
         return True, f"{s.algorithm} search without early stopping"
     if concurrency == 1:

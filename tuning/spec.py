@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from mmray.params import MarketParams, ProblemParams, SimConfig
 
@@ -117,7 +117,7 @@ class SearchSpec:
     num_samples : int
         Trials for random/Optuna search; must be 1 for grid search.
     max_concurrent : int
-        Most trials at once (0: as many as the resources allow).
+        Most trials at once (0: as many as the resources allow; Optuna: 2, see :attr:`concurrency`).
     asha : AshaSpec or None
         Early stopping with ASHA (needs ``rungs >= 2``).
     """
@@ -128,6 +128,16 @@ class SearchSpec:
     num_samples: int = 1
     max_concurrent: int = 0
     asha: AshaSpec | None = None
+
+    #: trials Optuna runs at once when ``max_concurrent`` is 0 (its ConcurrencyLimiter default here)
+    OPTUNA_CONCURRENCY: ClassVar[int] = 2
+
+    @property
+    def concurrency(self) -> int:
+        """The limit on trials at once that the search applies (0: none, the resources decide)."""
+        if self.max_concurrent:
+            return self.max_concurrent
+        return self.OPTUNA_CONCURRENCY if self.algorithm == "optuna" else 0
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def search_algorithm(spec: SweepSpec) -> Any:
         sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(2, min(8, s.num_samples // 2)))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         alg = OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler)
-        return ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent or 2)
+        return ConcurrencyLimiter(alg, max_concurrent=s.concurrency)
     if s.algorithm == "random":
         return BasicVariantGenerator(random_state=spec.seed, max_concurrent=s.max_concurrent)
     return BasicVariantGenerator(max_concurrent=s.max_concurrent)

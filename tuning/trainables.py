@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mmray.backtest import METRIC_KEYS, backtest, compute_metrics
+from mmray.backtest import METRIC_KEYS, backtest
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy, simulation_market
 from mmray.tuning.seeds import trial_seed
@@ -190,20 +190,18 @@ def _run_batches(
         if on_rung is not None:
             on_rung(res.metrics, sim.n_paths)
         return res.metrics, res.per_path
+    from mmray.backtest import merge_chunks
     from mmray.distributed import map_chunks
     from mmray.sim import ChunkResult, simulate_chunk
 
-    sim.n_steps(problem.T)
-    sim.check_start(market, problem)
+    sim.check(market, problem)
     chunks: list[ChunkResult] = []
     metrics: dict[str, float] = {}
     per_path: dict[str, np.ndarray] = {}
     for group in rung_plan(sim, rungs):
         chunks += map_chunks(simulate_chunk, [(size, seq, 0) for size, seq in group],
                              shared=(policy, market, problem, sim), use_ray=use_ray)
-        per_path = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in ChunkResult.FIELDS}
-        total, steps = sum(c.spread_total for c in chunks), sum(c.spread_steps for c in chunks)
-        metrics = compute_metrics(per_path, market, problem, total / steps if steps else float("nan"))
+        metrics, per_path, _ = merge_chunks(chunks, market, problem)
         if on_rung is not None:
             on_rung(metrics, int(per_path["pnl"].size))
     return metrics, per_path
