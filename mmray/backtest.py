@@ -12,6 +12,8 @@ Metrics (each with its standard error ``<name>_se`` where one applies):
   delta method);
 * ``value_B`` - objective B value ``E[W - (gamma sigma^2 / 2) int q^2 dt]``.
 
+Both objectives are computed by :mod:`mmray.objectives`, their one home.
+
 Standard errors of means are ``std / sqrt(n)``; with one path, standard deviations and standard
 errors are NaN (``null`` in JSON), not 0. Those of a standard deviation and of the Sharpe
 ratio use the sample skewness ``g3`` and kurtosis ``g4`` (not excess), because market-making PnL
@@ -29,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from mmray.distributed import chunk_plan, map_chunks, path_step_progress
+from mmray.objectives import certainty_equivalent, value_b
 from mmray.params import MarketParams, ProblemParams, SimConfig
-from mmray.policy import Policy
+from mmray.policy import Policy, simulation_market
 from mmray.sim import ChunkResult, simulate_chunk
 
 NAN = float("nan")  # a statistic one path cannot estimate (std, standard errors)
@@ -79,13 +81,8 @@ def compute_metrics(
     q_std = float(qf.std(ddof=1)) if n > 1 else NAN
     mdd = per_path["max_drawdown"]
     trades = per_path["trades"]
-    g = problem.gamma
-    # objective A: CE = -(1/g) ln mean(exp(-g W)); SE via delta method on m = mean(exp(-g W))
-    log_m = float(logsumexp(-g * pnl) - math.log(n))
-    ce = -log_m / g
-    rel = np.exp(-g * pnl - log_m)  # exp(-gW)/m, mean 1
-    ce_se = float(rel.std(ddof=1)) / root_n / g if n > 1 else float("nan")
-    vb = pnl - 0.5 * g * market.sigma**2 * per_path["q2_integral"]
+    ce, ce_se = certainty_equivalent(pnl, problem.gamma)
+    vb = value_b(pnl, per_path["q2_integral"], market, problem)
     m = {
         "n_paths": n,
         "pnl_mean": mean, "pnl_mean_se": std / root_n, "pnl_std": std,
@@ -132,7 +129,9 @@ def backtest(
         Any policy (see :mod:`mmray.policy`).
     market, problem : MarketParams, ProblemParams
         The simulated market and the problem (horizon, inventory bound, terminal penalty,
-        risk aversion used by the objective metrics).
+        risk aversion used by the objective metrics). A policy whose offsets are already on its own
+        tick grid is simulated with tick 0 (:func:`mmray.policy.simulation_market`); the result's
+        ``market`` is the one simulated.
     config : SimConfig
         Paths, seed, chunk size, dt, price and fill models.
     use_ray : bool
@@ -146,6 +145,7 @@ def backtest(
         CPUs reserved by each chunk's Ray task.
     """
     n_steps = config.check(market, problem)  # dt and q0, before spawning anything
+    market = simulation_market(policy, market)
     start = time.perf_counter()
     plan = chunk_plan(config.n_paths, config.chunk_size, config.seed)
     args = [(size, seq, record if i == 0 else 0) for i, (size, seq) in enumerate(plan)]

@@ -9,6 +9,7 @@ Layout of ``policy.json``::
       "market": {...MarketParams} | null,
       "problem": {...ProblemParams} | null,
       "params": {...kind-specific scalars},
+      "features": [names of the market features the policy reads beyond (t, q, s)],
       "arrays": {"name": {"dtype": "float64", "shape": [..]}, ...},
       "arrays_sha256": "<hex digest of arrays.npz>",
       "provenance": {"solver"|"algorithm": ..., "config": ..., "seed": ..., "metrics": ...,
@@ -24,7 +25,10 @@ needs, their dtype and shape against the kind's contract, that float arrays are 
 that the grids lie inside the saved problem (times in ``[0, T]``, inventories in ``[-Q, Q]``).
 Every failure raises :class:`CheckpointError` naming the file and the field.
 
-Version history: 1 had no ``meta_sha256``; 2 adds it (version 1 files are refused).
+Version history: 1 had no ``meta_sha256``; 2 adds it; 3 moves what a table policy knows about itself
+into its ``params`` (``solved_for``: the discrete problem a pi/csp table was solved on, which decides
+tick handling) instead of the solver's name in ``provenance``. Older versions are refused (save the
+policy again with this mmray).
 
 Saving is atomic: files are written into a temporary sibling directory that is renamed into
 place, so an interrupted save never leaves a half-written checkpoint.
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -42,31 +45,30 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmray.features import policy_features
 from mmray.io import default_mode, to_jsonable
-from mmray.policy import POLICY_KINDS, Policy
+from mmray.registry import POLICY_KINDS
+
+if TYPE_CHECKING:
+    from mmray.policy import Policy
 
 FORMAT = "mmray-policy"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 META_FILE = "policy.json"
 ARRAYS_FILE = "arrays.npz"
-_REQUIRED = ("format", "format_version", "kind", "market", "problem", "params", "arrays",
+_REQUIRED = ("format", "format_version", "kind", "market", "problem", "params", "features", "arrays",
              "arrays_sha256", "provenance", "meta_sha256")
 # JSON type of each field (None allowed where the tuple holds type(None))
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "format": (str,), "format_version": (int,), "kind": (str,), "market": (dict, type(None)),
-    "problem": (dict, type(None)), "params": (dict,), "arrays": (dict,), "arrays_sha256": (str,),
+    "problem": (dict, type(None)), "params": (dict,), "features": (list,), "arrays": (dict,), "arrays_sha256": (str,),
     "provenance": (dict,), "meta_sha256": (str,),
 }
-_JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", type(None): "null"}
-
-
-# policy kinds defined outside mmray.policy, imported only when a checkpoint of that kind is loaded
-# (importing mmray.solvers pulls in OR-Tools, which plain backtests do not need)
-LAZY_KINDS = {"random_table": "mmray.solvers.random_policy"}
+_JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "an array", type(None): "null"}
 
 
 class CheckpointError(ValueError):
@@ -115,6 +117,7 @@ def save_policy(policy: Policy, directory: str | os.PathLike[str], provenance: d
         "market": meta.get("market"),
         "problem": meta.get("problem"),
         "params": meta.get("params", {}),
+        "features": list(policy_features(policy)),
         "arrays": {n: {"dtype": str(np.asarray(a).dtype), "shape": list(np.shape(a))} for n, a in arrays.items()},
         "arrays_sha256": hashlib.sha256(blob).hexdigest(),
         "provenance": prov,
@@ -162,6 +165,8 @@ def _check_types(path: Path, doc: dict[str, Any]) -> None:
         if not ok:
             raise CheckpointError(f"{path}: field 'arrays.{name}' must be an object "
                                   f'{{"dtype": <string>, "shape": [<int>, ...]}}, got {decl!r}')
+    if not all(isinstance(name, str) and name for name in doc["features"]):
+        raise CheckpointError(f"{path}: field 'features' must be an array of feature names, got {doc['features']!r}")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -191,15 +196,21 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{path}: content does not match its 'meta_sha256' (the file was edited or corrupted; "
             "a checkpoint is written by mmray.save_policy, not by hand)"
         )
-    if doc["kind"] not in POLICY_KINDS and doc["kind"] in LAZY_KINDS:
-        importlib.import_module(LAZY_KINDS[doc["kind"]])  # registers the kind
     if doc["kind"] not in POLICY_KINDS:
-        raise CheckpointError(f"{path}: unknown policy kind {doc['kind']!r}; known: {sorted(POLICY_KINDS)}")
+        known = sorted(POLICY_KINDS.names())
+        raise CheckpointError(f"{path}: unknown policy kind {doc['kind']!r}; known: {known} (a third-party "
+                              "kind registers with mmray.registry.register_policy_kind or an 'mmray.policy_kinds' "
+                              "entry point)")
+    try:
+        POLICY_KINDS.get(doc["kind"])
+    except ImportError as exc:
+        raise CheckpointError(f"{path}: policy kind {doc['kind']!r} is declared by an installed package "
+                              f"that fails to import: {exc}") from None
     return doc
 
 
 def _check_arrays(path: Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    cls = POLICY_KINDS[doc["kind"]]
+    cls = POLICY_KINDS.get(doc["kind"])
     spec: dict[str, tuple[str, tuple[str, ...]]] = cls.array_spec
     declared = doc["arrays"]
     for name in spec:
@@ -262,11 +273,14 @@ def load_policy(directory: str | os.PathLike[str]) -> Policy:
         raise CheckpointError(f"{npz_path}: cannot read arrays without pickle: {exc}") from None
     _check_arrays(npz_path, doc, arrays)
     try:
-        policy = POLICY_KINDS[doc["kind"]].from_checkpoint(doc, arrays)
+        policy = POLICY_KINDS.get(doc["kind"]).from_checkpoint(doc, arrays)
     except KeyError as exc:
         raise CheckpointError(f"{directory / META_FILE}: missing field {exc.args[0]!r}") from None
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{directory / META_FILE}: invalid content: {exc}") from None
+    if list(policy_features(policy)) != doc["features"]:
+        raise CheckpointError(f"{directory / META_FILE}: field 'features' is {doc['features']}, but the "
+                              f"{doc['kind']!r} policy it holds reads {list(policy_features(policy))}")
     _check_grids_in_problem(directory, policy)
     return policy
 

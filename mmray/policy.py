@@ -6,6 +6,20 @@ array broadcastable with ``q``; ``q`` the inventories; ``s`` the mid prices. Off
 distances from the mid in price units (bid = ``s - bid_offset``, ask = ``s + ask_offset``);
 ``np.inf`` means "do not quote that side". Randomised policies draw from ``rng``.
 
+Two optional attributes extend the contract (read with :func:`policy_features` and
+:func:`quotes_on_tick_grid`, so a policy that lacks them has the defaults):
+
+* ``features: tuple[str, ...]`` (default ``()``): the market features (names from
+  :data:`mmray.features.FEATURES`) the policy needs beyond ``(t, q, s)``, e.g. an RL policy
+  trained on book data. A driver (simulator, replay engine, environment) checks up front that it
+  can provide them (:func:`mmray.features.check_features`) and then calls
+  ``quotes(t, q, s, rng, features=mapping)`` with one array per path for each name; a policy
+  without features is called with four arguments. :func:`ask_quotes` is that one call.
+* ``solved_for: dict | None`` (default ``None``): the discrete-time problem the policy's offsets
+  were chosen for (``dt``, fill and price models, intensity, tick grid). Its offsets are then
+  already on that tick grid around a continuous mid, and the simulator does not round them
+  to the market's tick a second time.
+
 Kinds shipped here:
 
 * :class:`TablePolicy` - offsets on a (time x inventory) grid from a solver, linear
@@ -23,6 +37,7 @@ Every kind serialises to plain JSON metadata plus float/bool arrays
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -31,7 +46,9 @@ import numpy as np
 
 from mmray import model
 from mmray.checks import choice, real
+from mmray.features import policy_features
 from mmray.params import MarketParams, ProblemParams
+from mmray.registry import register_policy_kind
 
 
 @runtime_checkable
@@ -45,6 +62,26 @@ class Policy(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def to_checkpoint(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+
+
+def quotes_on_tick_grid(policy: object) -> bool:
+    """Whether ``policy``'s offsets are already on the tick grid of the discrete problem it was solved
+    for (its ``solved_for``), so that the simulator must not round its prices again."""
+    return getattr(policy, "solved_for", None) is not None
+
+
+def ask_quotes(
+    policy: Policy, t: float | np.ndarray, q: np.ndarray, s: np.ndarray, rng: np.random.Generator | None,
+    features: Mapping[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one way every driver asks a policy for quotes: with ``features`` (only the names the
+    policy declares) when it declares any, else with ``(t, q, s, rng)``."""
+    names = policy_features(policy)
+    if not names:
+        return policy.quotes(t, q, s, rng)
+    if features is None:
+        raise ValueError(f"policy of kind {type(policy).kind!r} needs features {list(names)}; none were given")
+    return policy.quotes(t, q, s, rng, features={n: features[n] for n in names})
 
 
 class Savable:
@@ -85,10 +122,10 @@ def _as_dict(params: MarketParams | ProblemParams | None) -> dict[str, Any] | No
     return None if params is None else params.to_dict()
 
 
-TICK_GRID_SOLVERS = ("pi", "csp")  # solvers whose tables hold decisions on a tick grid
 INTERPOLATIONS = ("linear", "previous")
 
 
+@register_policy_kind
 @dataclass(frozen=True, eq=False)
 class TablePolicy(Savable):
     """Offsets tabulated over a time grid and an inventory grid.
@@ -107,6 +144,10 @@ class TablePolicy(Savable):
         In time: ``"linear"`` between grid times (the quoting mask of the nearest one);
         ``"previous"``: row ``j`` holds on ``[times[j], times[j+1])`` (decision times of a
         discrete-time problem; offsets stay exactly as tabulated, e.g. on a tick grid).
+    solved_for : dict or None
+        The discrete-time problem the offsets were chosen for (``dt``, ``fill_model``,
+        ``price_model``, ``intensity``, ``tick``, ...; see :func:`quotes_on_tick_grid`), ``None``
+        for a continuous-time solution.
     """
 
     times: np.ndarray
@@ -119,11 +160,13 @@ class TablePolicy(Savable):
     problem: ProblemParams | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     interpolation: str = "linear"
+    solved_for: dict[str, Any] | None = None
 
     kind: ClassVar[str] = "table"
 
     def __post_init__(self) -> None:
         choice("TablePolicy.interpolation", self.interpolation, INTERPOLATIONS)
+        object.__setattr__(self, "solved_for", checked_solved_for("TablePolicy", self.solved_for))
         freeze_arrays(self, ("times", "q_grid", "bid", "ask"), ("bid_on", "ask_on"))
         n_t, n_q = self.times.size, self.q_grid.size
         for name in ("bid", "ask", "bid_on", "ask_on"):
@@ -145,6 +188,7 @@ class TablePolicy(Savable):
         problem: ProblemParams | None = None,
         provenance: dict[str, Any] | None = None,
         interpolation: str = "linear",
+        solved_for: dict[str, Any] | None = None,
     ) -> TablePolicy:
         """Build from offsets where NaN or inf marks a side that is not quoted."""
         bid = np.asarray(bid, dtype=float)
@@ -152,7 +196,7 @@ class TablePolicy(Savable):
         bid_on, ask_on = np.isfinite(bid), np.isfinite(ask)
         return cls(
             times, q_grid, np.where(bid_on, bid, 0.0), np.where(ask_on, ask, 0.0),
-            bid_on, ask_on, market, problem, dict(provenance or {}), interpolation,
+            bid_on, ask_on, market, problem, dict(provenance or {}), interpolation, solved_for,
         )
 
     @property
@@ -212,7 +256,7 @@ class TablePolicy(Savable):
         meta = {
             "market": _as_dict(self.market),
             "problem": _as_dict(self.problem),
-            "params": {"interpolation": self.interpolation},
+            "params": {"interpolation": self.interpolation, "solved_for": self.solved_for},
             "provenance": self.provenance,
         }
         arrays = {
@@ -223,13 +267,14 @@ class TablePolicy(Savable):
 
     @classmethod
     def from_checkpoint(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TablePolicy:
-        if "interpolation" not in meta["params"]:
-            raise KeyError("params.interpolation")
+        for key in ("interpolation", "solved_for"):
+            if key not in meta["params"]:
+                raise KeyError(f"params.{key}")
         return cls(
             arrays["times"], arrays["q_grid"], arrays["bid"], arrays["ask"],
             arrays["bid_on"], arrays["ask_on"],
             params_from_dict(MarketParams, meta.get("market")), params_from_dict(ProblemParams, meta.get("problem")),
-            dict(meta.get("provenance") or {}), meta["params"]["interpolation"],
+            dict(meta.get("provenance") or {}), meta["params"]["interpolation"], meta["params"]["solved_for"],
         )
 
     # checkpoint array contract: name -> (dtype kind, shape in terms of N=len(times), n=len(q_grid))
@@ -240,19 +285,26 @@ class TablePolicy(Savable):
     }
 
 
-def discrete_problem(policy: object) -> dict[str, Any] | None:
-    """The discrete problem (``dt``, fill model, tick grid...) a ``pi``/``csp`` policy was solved on,
-    from its provenance; ``None`` for any other policy."""
-    prov = getattr(policy, "provenance", None) or {}
-    if prov.get("solver") not in TICK_GRID_SOLVERS:
+def checked_solved_for(owner: str, value: object) -> dict[str, Any] | None:
+    """``solved_for`` of a table-like policy: ``None`` or a dict (a copy)."""
+    if value is None:
         return None
-    return prov.get("info") or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{owner}.solved_for must be a dict or None, got {value!r}")
+    return dict(value)
+
+
+def discrete_problem(policy: object) -> dict[str, Any] | None:
+    """The discrete problem (``dt``, fill model, tick grid...) ``policy`` was solved on (its
+    ``solved_for``); ``None`` for a continuous-time or closed-form policy."""
+    return getattr(policy, "solved_for", None)
 
 
 def simulation_market(policy: object, market: MarketParams) -> MarketParams:
-    """The market to backtest ``policy`` in: a ``pi``/``csp`` policy's offsets are already on its tick
-    grid around a continuous mid, so the simulator must not round its prices again (tick 0)."""
-    if market.tick > 0 and discrete_problem(policy) is not None:
+    """The market ``policy`` is simulated in: tick 0 where its offsets are already on the tick grid of
+    the discrete problem it was solved for (:func:`quotes_on_tick_grid`), else ``market``. The
+    simulator and :func:`mmray.backtest` apply this themselves."""
+    if market.tick > 0 and quotes_on_tick_grid(policy):
         return market.replace(tick=0.0)
     return market
 
@@ -272,6 +324,7 @@ def nearest_level(q_grid: np.ndarray, q: np.ndarray) -> np.ndarray:
 CLOSED_FORMS = ("as", "symmetric", "constant", "inventory")
 
 
+@register_policy_kind
 @dataclass(frozen=True, eq=False)
 class ClosedFormPolicy(Savable):
     """A strategy given by a formula of ``(t, q)``.
@@ -356,12 +409,3 @@ class ClosedFormPolicy(Savable):
             ProblemParams.from_dict(meta["problem"]), params["half_spread"], params["skew"],
             dict(meta.get("provenance") or {}),
         )
-
-
-POLICY_KINDS: dict[str, type] = {TablePolicy.kind: TablePolicy, ClosedFormPolicy.kind: ClosedFormPolicy}
-
-
-def register_policy_kind(cls: type) -> type:
-    """Register a policy class (with ``kind``, ``array_spec``, ``to/from_checkpoint``) for loading."""
-    POLICY_KINDS[cls.kind] = cls
-    return cls

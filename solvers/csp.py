@@ -404,13 +404,15 @@ def _solution(
     provenance = {"solver": "csp", "info": {k: info[k] for k in keep if k in info}}
     rand = RandomTablePolicy(
         mdp.times, mdp.q, prob_t, off[pb_t], off[pa_t], on[pb_t], on[pa_t], market, problem, provenance,
+        solved_for=mdp.describe(),
     )
     mode = np.argmax(prob_t, axis=2)[..., None]
     bid, ask = mdp.offsets(np.take_along_axis(pb_t, mode, axis=2)[..., 0],
                            np.take_along_axis(pa_t, mode, axis=2)[..., 0])
     if flow_duals is not None:
         flow_duals.setflags(write=False)
-    return ConstrainedSolution("csp", market, problem, mdp.times, mdp.q, value, bid, ask, info, rand, flow_duals)
+    return ConstrainedSolution("csp", market, problem, mdp.times, mdp.q, value, bid, ask, info, rand, flow_duals,
+                               solved_for=mdp.describe())
 
 
 __all__ = ["FORMULATIONS", "LP_SOLVERS", "ConstrainedSolution", "InfeasibleConstraints", "solve_csp"]

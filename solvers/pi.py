@@ -137,7 +137,7 @@ def solve_pi(
         ask = np.vstack([ask, ask[-1:]])
         info["value_q0"] = float(value[0, i0])
         info["seconds"] = _time.perf_counter() - start
-        return Solution("pi", market, problem, mdp.times, mdp.q, value, bid, ask, info)
+        return Solution("pi", market, problem, mdp.times, mdp.q, value, bid, ask, info, solved_for=mdp.describe())
     beta = math.exp(-discount_rate * mdp.dt) if horizon == "discounted" else 1.0
     value, b, a, history, gain = policy_iteration(mdp, mask, beta, max_iter)
     info["grid_edge_share"] = _edge_share(mdp, b, a)
@@ -155,7 +155,8 @@ def solve_pi(
         info["gain_per_time"] = gain / mdp.dt
     times = np.array([0.0, problem.T])
     rows = lambda x: np.vstack([x, x])  # noqa: E731
-    return Solution("pi", market, problem, times, mdp.q, rows(value), rows(bid), rows(ask), info)
+    return Solution("pi", market, problem, times, mdp.q, rows(value), rows(bid), rows(ask), info,
+                    solved_for=mdp.describe())
 
 
 def _edge_share(mdp: TickMDP, b: np.ndarray, a: np.ndarray) -> float:

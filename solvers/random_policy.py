@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mmray.params import MarketParams, ProblemParams
-from mmray.policy import Savable, check_grids, freeze_arrays, nearest_level, params_from_dict, register_policy_kind
+from mmray.policy import Savable, check_grids, checked_solved_for, freeze_arrays, nearest_level, params_from_dict
+from mmray.registry import register_policy_kind
 
 
 @register_policy_kind
@@ -46,6 +47,8 @@ class RandomTablePolicy(Savable):
         Offsets (price units) of each candidate; ignored where the side is off.
     bid_on, ask_on : ndarray (N, n, K) of bool
         Whether the candidate quotes that side.
+    solved_for : dict or None
+        The discrete problem the candidates were chosen for (see :class:`mmray.policy.TablePolicy`).
     """
 
     times: np.ndarray
@@ -58,6 +61,7 @@ class RandomTablePolicy(Savable):
     market: MarketParams | None = None
     problem: ProblemParams | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    solved_for: dict[str, Any] | None = None
 
     kind: ClassVar[str] = "random_table"
     array_spec: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
@@ -67,6 +71,7 @@ class RandomTablePolicy(Savable):
     }
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "solved_for", checked_solved_for("RandomTablePolicy", self.solved_for))
         freeze_arrays(self, ("times", "q_grid", "prob", "bid", "ask"), ("bid_on", "ask_on"))
         n_t, n_q = self.times.size, self.q_grid.size
         if self.prob.ndim != 3 or self.prob.shape[:2] != (n_t, n_q) or self.prob.shape[2] < 1:
@@ -124,7 +129,7 @@ class RandomTablePolicy(Savable):
         meta = {
             "market": None if self.market is None else self.market.to_dict(),
             "problem": None if self.problem is None else self.problem.to_dict(),
-            "params": {"n_candidates": self.n_candidates},
+            "params": {"n_candidates": self.n_candidates, "solved_for": self.solved_for},
             "provenance": self.provenance,
         }
         arrays = {
@@ -135,9 +140,11 @@ class RandomTablePolicy(Savable):
 
     @classmethod
     def from_checkpoint(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> RandomTablePolicy:
+        if "solved_for" not in meta["params"]:
+            raise KeyError("params.solved_for")
         return cls(
             arrays["times"], arrays["q_grid"], arrays["prob"], arrays["bid"], arrays["ask"],
             arrays["bid_on"], arrays["ask_on"],
             params_from_dict(MarketParams, meta.get("market")), params_from_dict(ProblemParams, meta.get("problem")),
-            dict(meta.get("provenance") or {}),
+            dict(meta.get("provenance") or {}), meta["params"]["solved_for"],
         )

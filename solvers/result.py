@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mmray.params import MarketParams, ProblemParams
-from mmray.policy import TICK_GRID_SOLVERS, TablePolicy
+from mmray.policy import TablePolicy
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,10 @@ class Solution:
         (bid at ``q = Q``, ask at ``q = -Q``).
     info : dict
         Diagnostics (timings, iterations, fallbacks, ...), JSON-serialisable.
+    solved_for : dict or None
+        Keyword only. The discrete-time problem the quotes were chosen for (``TickMDP.describe()``
+        of the tick-grid solvers ``pi`` and ``csp``: dt, fill/price models, intensity, tick grid);
+        ``None`` for the continuous-time solvers. The policy carries it (:func:`mmray.policy.quotes_on_tick_grid`).
     """
 
     method: str
@@ -50,6 +54,7 @@ class Solution:
     bid: np.ndarray
     ask: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    solved_for: dict[str, Any] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         for name in ("times", "q_grid", "theta", "bid", "ask"):
@@ -69,8 +74,8 @@ class Solution:
         return self.bid[i], self.ask[i]
 
     def policy(self) -> TablePolicy:
-        """The solution as a table policy: linear interpolation in time for the continuous-time
-        solvers (exact, fd); for the tick-grid solvers (pi, csp) the row of the last decision
+        """The solution as a table policy: linear interpolation in time for a continuous-time
+        solution; for a discrete-time one (``solved_for`` set: pi, csp) the row of the last decision
         time, so that quotes between decision times stay on the tick grid."""
         return TablePolicy.from_offsets(
             self.times,
@@ -80,5 +85,6 @@ class Solution:
             market=self.market,
             problem=self.problem,
             provenance={"solver": self.method, "info": self.info},
-            interpolation="previous" if self.method in TICK_GRID_SOLVERS else "linear",
+            interpolation="linear" if self.solved_for is None else "previous",
+            solved_for=self.solved_for,
         )

@@ -38,8 +38,8 @@ def test_table_round_trip(tmp_path, table):
     assert prov["solver"] == "exact" and prov["seed"] == 7 and prov["metrics"]["sharpe"] == 1.5
     assert prov["mmray_version"] and prov["created_utc"]
     meta = json.loads((path / META_FILE).read_text())
-    assert meta["format_version"] == 2 and meta["kind"] == "table"
-    assert meta["params"] == {"interpolation": "linear"}
+    assert meta["format_version"] == 3 and meta["kind"] == "table"  # 3: solved_for and features
+    assert meta["params"] == {"interpolation": "linear", "solved_for": None} and meta["features"] == []
     assert meta["arrays"]["bid"]["shape"] == [61, 11]
 
 

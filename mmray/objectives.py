@@ -1,0 +1,89 @@
+"""The two objectives of the model, in one place: per-path values, per-step rewards, estimates.
+
+With terminal PnL ``W = X_T + q_T S_T - ell(q_T) - (X_0 + q_0 S_0)`` (price units x inventory
+units, i.e. currency) and ``I = int_0^T q_t^2 dt`` (inventory^2 x time):
+
+* **Objective A** (GLFT 2013, CARA utility): maximise ``E[-exp(-gamma W)]``; reported as the
+  certainty equivalent ``CE = -(1/gamma) ln E[exp(-gamma W)]`` (currency), estimated by
+  ``-(1/gamma) ln mean(exp(-gamma W_i))`` with its standard error by the delta method:
+  ``se(CE) = sd(exp(-gamma W) / m) / (gamma sqrt(n))``, ``m = mean(exp(-gamma W))``.
+* **Objective B** (Cartea-Jaimungal running penalty; Guéant 2017 model B): maximise
+  ``E[W - (gamma sigma^2 / 2) I]`` (currency), estimated by the sample mean of the per-path value
+  with standard error ``sd / sqrt(n)``.
+
+Per-step rewards for objective B (environments): a step of length ``dt`` ending with inventory
+``q'`` and mark-to-market change ``dW`` earns ``dW - (gamma sigma^2 / 2) q'^2 dt``, and the last
+step also ``-ell(q_T)``; the rewards of an episode add up to its per-path value exactly as the
+simulator accumulates ``I`` (a left-closed Riemann sum over the inventory after each step).
+
+Every user calls these functions: :func:`mmray.backtest.compute_metrics`, the sweeps' paired
+robustness loss (:mod:`mmray.tuning.trainables`) and the environments' rewards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from scipy.special import logsumexp
+
+from mmray.params import MarketParams, ProblemParams
+
+OBJECTIVE_METRICS = {"A": "ce_A", "B": "value_B"}
+"""The metric that estimates each objective (higher is better)."""
+
+
+def penalty_rate(market: MarketParams, problem: ProblemParams) -> float:
+    """``gamma sigma^2 / 2``: objective B's running penalty per unit of ``q^2`` and time."""
+    return 0.5 * problem.gamma * market.sigma**2
+
+
+def value_b(pnl: np.ndarray, q2_integral: np.ndarray, market: MarketParams, problem: ProblemParams) -> np.ndarray:
+    """Objective B's value of each path: ``W - (gamma sigma^2 / 2) int q^2 dt`` (currency)."""
+    return pnl - penalty_rate(market, problem) * q2_integral
+
+
+def step_reward_b(
+    mtm_change: np.ndarray, q_after: np.ndarray, dt: float, market: MarketParams, problem: ProblemParams,
+    terminal_q: np.ndarray | None = None,
+) -> np.ndarray:
+    """Objective B's reward of one step: ``dW - (gamma sigma^2 / 2) q'^2 dt``, and ``- ell(q_T)`` when
+    ``terminal_q`` (the inventory at ``T``) is given (the last step)."""
+    reward = mtm_change - penalty_rate(market, problem) * (q_after * q_after) * dt
+    if terminal_q is not None:
+        reward = reward - problem.terminal(terminal_q)
+    return reward
+
+
+def certainty_equivalent(pnl: np.ndarray, gamma: float) -> tuple[float, float]:
+    """Objective A's certainty equivalent ``-(1/gamma) ln mean(exp(-gamma W))`` and its delta-method
+    standard error (NaN with one path); computed in the log domain (no overflow for large ``gamma W``)."""
+    n = pnl.size
+    log_m = float(logsumexp(-gamma * pnl) - math.log(n))
+    ce = -log_m / gamma
+    if n < 2:
+        return ce, float("nan")
+    rel = np.exp(-gamma * pnl - log_m)  # exp(-gamma W) / m, mean 1
+    return ce, float(rel.std(ddof=1)) / math.sqrt(n) / gamma
+
+
+def influence(metric: str, per_path: Mapping[str, np.ndarray], market: MarketParams,
+              problem: ProblemParams) -> np.ndarray | None:
+    """Per-path influence function of ``metric`` (its first-order contribution per path), so that the
+    difference of two estimates on common random numbers has the paired standard error
+    ``sd(infl_a - infl_b) / sqrt(n)``; ``None`` for a metric that is not linearisable here.
+
+    ``pnl_mean`` -> ``W``; ``value_B`` -> the per-path value; ``ce_A`` -> ``-(w / mean(w)) / gamma``
+    with ``w = exp(-gamma W)`` (the derivative of ``-(1/gamma) ln m`` in ``m``, up to a constant)."""
+    pnl = per_path["pnl"]
+    if metric == "pnl_mean":
+        return pnl
+    if metric == "value_B":
+        return value_b(pnl, per_path["q2_integral"], market, problem)
+    if metric == "ce_A":
+        g = problem.gamma
+        z = -g * pnl
+        w = np.exp(z - z.max())
+        return -(w / w.mean()) / g
+    return None
