@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from mmray import ClosedFormPolicy, TablePolicy, make_strategy, model
+from mmray import ClosedFormPolicy, TablePolicy, make_strategy
 from mmray.params import ProblemParams
 
 
@@ -91,24 +93,33 @@ def test_table_validation():
         TablePolicy.from_offsets(np.array([0.0]), np.array([0.0, 1.0, 3.0]), np.ones((1, 3)), np.ones((1, 3)))
 
 
-def test_closed_forms_follow_their_formulas(glft_market):
-    problem = ProblemParams(gamma=0.02, T=100.0, q_max=None)
-    q = np.array([-3.0, 0.0, 2.0])
-    t = 40.0
-    bid, ask = make_strategy("as", glft_market, problem).quotes(t, q, np.full(3, 100.0))
-    r = model.as_reservation_price(t, q, 100.0, glft_market, problem)
-    half = model.as_spread(t, glft_market, problem) / 2
-    np.testing.assert_allclose(100.0 - bid, r - half)
-    np.testing.assert_allclose(100.0 + ask, r + half)
-    bid, ask = make_strategy("symmetric", glft_market, problem).quotes(t, q, None)
-    np.testing.assert_allclose(bid + ask, model.as_mean_spread(glft_market, problem))
-    bid, ask = make_strategy("inventory", glft_market, problem).quotes(t, q, None)
-    cf_bid, cf_ask = model.asymptotic_quotes(q, glft_market, problem)  # default = Guéant closed form
-    np.testing.assert_allclose(bid, cf_bid, rtol=1e-14)
-    np.testing.assert_allclose(ask, cf_ask, rtol=1e-14)
-    bid, ask = ClosedFormPolicy("constant", glft_market, problem, half_spread=0.7).quotes(t, q, None)
+@pytest.mark.parametrize("trade_size", [1.0, 2.0])
+def test_closed_forms_follow_their_formulas(glft_market, trade_size):
+    """Oracles typed from the papers, not from mmray.model: AS 2008 eqs. (29)-(30) and the
+    Guéant 2017 asymptotic quotes (eqs. 4.6-4.7, objective A), with trade size 1 and 2."""
+    market = glft_market.replace(trade_size=trade_size)
+    sigma, A, k, d = market.sigma, market.A, market.k, trade_size
+    gamma, T, t, s = 0.02, 100.0, 40.0, 100.0
+    problem = ProblemParams(gamma=gamma, T=T, q_max=None, objective="A")
+    q = np.array([-3.0, 0.0, 2.0]) * d
+    bid, ask = make_strategy("as", market, problem).quotes(t, q, np.full(3, s))
+    r = s - q * gamma * sigma**2 * (T - t)
+    half = (gamma * sigma**2 * (T - t) + 2.0 / gamma * math.log(1.0 + gamma / k)) / 2.0
+    np.testing.assert_allclose(s - bid, r - half, rtol=1e-14)
+    np.testing.assert_allclose(s + ask, r + half, rtol=1e-14)
+    bid, ask = make_strategy("symmetric", market, problem).quotes(t, q, None)
+    mean_spread = gamma * sigma**2 * T / 2.0 + 2.0 / gamma * math.log(1.0 + gamma / k)  # time average on [0, T]
+    np.testing.assert_allclose(bid, mean_spread / 2.0, rtol=1e-14)
+    np.testing.assert_allclose(ask, mean_spread / 2.0, rtol=1e-14)
+    bid, ask = make_strategy("inventory", market, problem).quotes(t, q, None)
+    xi_d = gamma * d
+    dtilde = math.log(1.0 + xi_d / k) / xi_d
+    c = math.sqrt(gamma * sigma**2 / (2.0 * A * d * k) * (1.0 + xi_d / k) ** (k / xi_d + 1.0))
+    np.testing.assert_allclose(bid, dtilde + (2.0 * q + d) / 2.0 * c, rtol=1e-13)
+    np.testing.assert_allclose(ask, dtilde - (2.0 * q - d) / 2.0 * c, rtol=1e-13)
+    bid, ask = ClosedFormPolicy("constant", market, problem, half_spread=0.7).quotes(t, q, None)
     np.testing.assert_array_equal(bid, 0.7)
     with pytest.raises(ValueError, match="unknown closed-form strategy 'magic'"):
-        ClosedFormPolicy("magic", glft_market, problem)
+        ClosedFormPolicy("magic", market, problem)
     with pytest.raises(ValueError, match="unknown strategy 'magic'"):
-        make_strategy("magic", glft_market, problem)
+        make_strategy("magic", market, problem)
