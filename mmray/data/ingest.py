@@ -1,0 +1,244 @@
+"""Parquet datasets of events: ``ingest`` (streaming, atomic, partitioned) and ``info``.
+
+A dataset is a directory ``venue=<venue>/symbol=<symbol>/date=<YYYY-MM-DD>/part-*.parquet``
+(the UTC date of ``ts``) plus ``_mmray/ingest-*.json`` records of what each ingest read and
+found (capture gaps, bookTicker comparison, files). Everything is written into a staging
+directory next to the target first: a failed ingest removes it and leaves an existing dataset
+untouched. A new dataset appears with one rename; appending moves each new day's directory in
+with one rename per day. Ingesting a day that the dataset already holds (same venue, symbol and
+date) is refused: remove that ``date=`` directory first to replace it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from tqdm import tqdm
+
+from mmray.data.binance import CaptureStats, read_capture
+from mmray.data.errors import DataError
+from mmray.data.lobster import find_pairs, read_lobster
+from mmray.data.schema import EVENT_SCHEMA
+from mmray.data.vision import read_vision
+
+__all__ = ["PARTITIONING", "SOURCES", "info", "ingest", "open_dataset"]
+
+SOURCES = ("lobster", "binance", "binance-vision")
+_NS_PER_DAY = 86_400 * 10**9
+PARTITIONING = ds.partitioning(pa.schema([("venue", pa.string()), ("symbol", pa.string()), ("date", pa.string())]),
+                               flavor="hive")
+_FILE_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("venue", "symbol")])
+_META = "_mmray"
+
+
+def open_dataset(path: str | os.PathLike[str]) -> ds.Dataset:
+    """The dataset at `path` as a :class:`pyarrow.dataset.Dataset` (partition columns as strings)."""
+    return ds.dataset(os.fspath(path), format="parquet", partitioning=PARTITIONING,
+                      schema=pa.unify_schemas([_FILE_SCHEMA, PARTITIONING.schema]))
+
+
+def _batches(source: str, files: Sequence[str], stats: dict[str, Any], market: str | None,
+             skip_gaps: bool) -> Iterator[pa.RecordBatch]:
+    if source == "lobster":
+        for pair in find_pairs(files):
+            yield from read_lobster(pair)
+    elif source == "binance":
+        capture = CaptureStats()
+        stats["capture"] = capture
+        yield from read_capture(files, market=market, skip_gaps=skip_gaps, stats=capture)
+    elif source == "binance-vision":
+        for f in files:
+            yield from read_vision(f, **({"market": market} if market else {}))
+    else:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+
+
+def _with_date(batches: Iterable[pa.RecordBatch], out: Path, seen: Counter) -> Iterator[pa.RecordBatch]:
+    """Add the partition column ``date``; refuse a day the dataset already holds, early."""
+    for b in batches:
+        days = b.column("ts").to_numpy() // _NS_PER_DAY
+        venue, symbol = b.column("venue")[0].as_py(), b.column("symbol")[0].as_py()
+        uniq, inverse = np.unique(days, return_inverse=True)
+        names = [dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + int(d)).isoformat() for d in uniq]
+        for name, count in zip(names, np.bincount(inverse), strict=True):
+            key = f"venue={venue}/symbol={symbol}/date={name}"
+            if key not in seen and (out / key).exists():
+                raise DataError(out, None, f"{key} is already in the dataset; ingesting the same day twice is "
+                                "refused (remove that directory first to replace the day)")
+            seen[key] += int(count)
+        date = pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), pa.array(names)).cast(pa.string())
+        yield pa.RecordBatch.from_arrays([*b.columns, date], names=[*b.schema.names, "date"])
+
+
+def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+           market: str | None = None, skip_gaps: bool = False, progress: bool | None = None,
+           rows_per_group: int = 1 << 20) -> dict[str, Any]:
+    """Read `files` with the loader for `source` and write them into the dataset `out`.
+
+    Parameters
+    ----------
+    source : {"lobster", "binance", "binance-vision"}
+        The loader: LOBSTER pairs (CSV or zip), one Binance capture (consecutive files, oldest
+        first), or data.binance.vision files.
+    files : sequence of path
+        Input files.
+    out : path
+        Dataset directory; created, or appended to with new days.
+    market : str or None
+        Binance market (``spot``, ``usdm``, ``cm``); inferred when ``None``.
+    skip_gaps : bool
+        Binance captures: record sequence gaps and go on instead of failing.
+    progress : bool or None
+        Show a progress bar (rows); ``None``: when stderr is a terminal.
+    rows_per_group : int
+        Parquet row-group size (and the writer's memory bound).
+
+    Returns
+    -------
+    dict
+        What was written: ``rows``, ``partitions`` (rows per venue/symbol/date), ``files`` and,
+        for captures, ``capture`` (:meth:`CaptureStats.as_dict`).
+
+    Raises
+    ------
+    DataError
+        Bad input (naming file and line) or a day that is already in the dataset; nothing is
+        written then.
+    """
+    files = [os.fspath(f) for f in files]
+    if not files:
+        raise ValueError("no input files")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    stats: dict[str, Any] = {}
+    seen: Counter = Counter()
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        with tqdm(unit=" rows", unit_scale=True, disable=not show, desc=f"ingest {source}") as bar:
+            def counted() -> Iterator[pa.RecordBatch]:
+                for b in _with_date(_batches(source, files, stats, market, skip_gaps), out, seen):
+                    bar.update(b.num_rows)
+                    yield b
+
+            schema = EVENT_SCHEMA.append(pa.field("date", pa.string()))
+            ds.write_dataset(pa.RecordBatchReader.from_batches(schema, counted()), stage, format="parquet",
+                             partitioning=PARTITIONING, basename_template="part-{i}.parquet",
+                             max_rows_per_group=rows_per_group, min_rows_per_group=min(rows_per_group, 1 << 16),
+                             existing_data_behavior="error")
+        if not seen:
+            raise DataError(files[0], None, "no events in the input")
+        record = {"source": source, "files": files, "rows": sum(seen.values()), "partitions": dict(seen),
+                  "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        if "capture" in stats:
+            record["capture"] = stats["capture"].as_dict()
+        (stage / _META).mkdir()
+        (stage / _META / f"ingest-{uuid.uuid4().hex[:12]}.json").write_text(json.dumps(record, indent=1))
+        _commit(stage, out, seen)
+        return record
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _commit(stage: Path, out: Path, seen: Counter) -> None:
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    if not (out / _META).is_dir():
+        raise DataError(out, None, "exists and is not an mmray dataset (no _mmray directory)")
+    clash = [k for k in seen if (out / k).exists()]
+    if clash:
+        raise DataError(out, None, f"{clash[0]} is already in the dataset; ingesting the same day twice is refused")
+    for key in seen:
+        (out / key).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(stage / key, out / key)
+    for meta in (stage / _META).iterdir():
+        os.rename(meta, out / _META / meta.name)
+
+
+# kinds whose price lies on the tick grid (hidden executions and crosses can print between ticks)
+_PRICED = ("add", "cancel", "delete", "execute", "depth", "snapshot", "trade", "ticker")
+
+
+def _tick(prices: np.ndarray) -> float | None:
+    u = np.unique(prices[np.isfinite(prices)])
+    d = np.diff(u)
+    d = d[d > 1e-12]
+    return float(np.round(d.min(), 8)) if d.size else None
+
+
+def info(dataset: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summarise a dataset: venues, symbols, days, rows by kind, span, tick, gaps, halts, checks.
+
+    Streams the ``ts``, ``kind`` and price columns one record batch at a time.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``venues``, ``symbols`` (per venue), ``days`` (per venue/symbol/date: rows,
+        first and last ``ts``), ``rows``, ``rows_by_kind``, ``span`` (ISO UTC), ``tick`` (inferred
+        per venue/symbol: smallest gap between distinct prices), ``halts`` (LOBSTER type 7),
+        ``gaps`` and ``consistency`` (bookTicker vs rebuilt book) from the ingest records.
+    """
+    path = Path(dataset)
+    if not (path / _META).is_dir():
+        raise DataError(path, None, "not an mmray dataset (no _mmray directory)")
+    days: dict[str, dict[str, Any]] = {}
+    kinds: Counter = Counter()
+    prices: dict[str, set[float]] = {}
+    halts: list[dict[str, Any]] = []
+    cols = ["ts", "kind", "price", "bid_px", "ask_px", "venue", "symbol", "date"]
+    for b in open_dataset(path).to_batches(columns=cols):
+        if not b.num_rows:
+            continue
+        venue, symbol, date = (b.column(c)[0].as_py() for c in ("venue", "symbol", "date"))
+        key = f"{venue}/{symbol}/{date}"
+        ts = b.column("ts").to_numpy()
+        d = days.setdefault(key, {"venue": venue, "symbol": symbol, "date": date, "rows": 0,
+                                  "first_ts": int(ts.min()), "last_ts": int(ts.max())})
+        d["rows"] += b.num_rows
+        d["first_ts"], d["last_ts"] = min(d["first_ts"], int(ts.min())), max(d["last_ts"], int(ts.max()))
+        kind = b.column("kind").cast(pa.string())
+        kinds.update(dict(zip(*np.unique(kind.to_numpy(zero_copy_only=False), return_counts=True), strict=True)))
+        priced = pc.is_in(kind, pa.array(_PRICED)).to_numpy(zero_copy_only=False)
+        vals = [b.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in ("price", "bid_px", "ask_px")]
+        prices.setdefault(f"{venue}/{symbol}", set()).update(np.unique(np.concatenate([v[priced] for v in vals])))
+        for i in np.flatnonzero(pc.equal(kind, "halt").to_numpy(zero_copy_only=False)):
+            halts.append({"venue": venue, "symbol": symbol, "ts": int(ts[i]), "code": b.column("price")[i].as_py()})
+    records = [json.loads(p.read_text()) for p in sorted((path / _META).glob("ingest-*.json"))]
+    captures = [r["capture"] for r in records if "capture" in r]
+
+    def iso(ns: int) -> str:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()
+
+    return {
+        "path": str(path),
+        "venues": sorted({d["venue"] for d in days.values()}),
+        "symbols": {v: sorted({d["symbol"] for d in days.values() if d["venue"] == v}) for v in
+                    sorted({d["venue"] for d in days.values()})},
+        "days": sorted(days.values(), key=lambda d: (d["venue"], d["symbol"], d["date"])),
+        "rows": sum(d["rows"] for d in days.values()),
+        "rows_by_kind": {k: int(v) for k, v in sorted(kinds.items())},
+        "span": ({"start": iso(min(d["first_ts"] for d in days.values())),
+                  "end": iso(max(d["last_ts"] for d in days.values()))} if days else None),
+        "tick": {k: _tick(np.fromiter(v, float)) for k, v in sorted(prices.items())},
+        "halts": halts,
+        "gaps": [g for c in captures for g in c["gaps"]],
+        "consistency": {"ticker_compared": sum(c["ticker_compared"] for c in captures),
+                        "ticker_mismatches": sum(c["ticker_mismatches"] for c in captures),
+                        "examples": [e for c in captures for e in c["mismatch_examples"]][:5]},
+        "ingests": len(records),
+    }

@@ -1,0 +1,118 @@
+"""Parquet datasets: streaming atomic ingest, appending days, refusing a day twice, info."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from mmray.data import EVENT_SCHEMA, DataError
+from mmray.data.binance import read_capture
+from mmray.data.ingest import info, ingest, open_dataset
+from mmray.data.lobster import read_lobster
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+AAPL = FIX / "lobster" / "AAPL_2012-06-21_34200000_57600000_{}_1.csv"
+AMZN_ZIP = FIX / "lobster" / "LOBSTER_SampleFile_AMZN_2012-06-21_5.zip"
+USDM = FIX / "binance" / "usdm_btcusdt_20240808_head.gz"
+DEPTH = FIX / "vision" / "BTCUSDT-bookDepth-2023-10-16.csv"
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _aapl() -> list[Path]:
+    return [Path(str(AAPL).format("message")), Path(str(AAPL).format("orderbook"))]
+
+
+def test_ingest_roundtrip_and_partitions(tmp_path):
+    out = tmp_path / "ds"
+    rec = ingest("lobster", _aapl(), out, progress=False)
+    assert rec["rows"] == 300 and rec["partitions"] == {"venue=nasdaq/symbol=AAPL/date=2012-06-21": 300}
+    back = open_dataset(out).to_table().select(EVENT_SCHEMA.names)
+    direct = pa.Table.from_batches(list(read_lobster(_aapl()[0])))
+    assert back.num_rows == direct.num_rows
+    for name in EVENT_SCHEMA.names:
+        assert back[name].cast(direct[name].type).to_pylist() == direct[name].to_pylist(), name
+    assert not list(tmp_path.glob(".ds.staging-*"))
+
+
+def test_append_days_refuse_same_day_and_info(tmp_path):
+    out = tmp_path / "ds"
+    ingest("lobster", _aapl(), out, progress=False)
+    ingest("lobster", [AMZN_ZIP], out, progress=False)
+    cap = ingest("binance", [USDM], out, progress=False)
+    assert cap["capture"]["ticker_mismatches"] == 0
+    ingest("binance-vision", [DEPTH], out, progress=False)
+    before = _tree(out)
+    with pytest.raises(DataError, match="venue=nasdaq/symbol=AAPL/date=2012-06-21 is already in the dataset"):
+        ingest("lobster", _aapl(), out, progress=False)
+    assert _tree(out) == before and not list(tmp_path.glob(".ds.staging-*"))
+    summary = info(out)
+    assert summary["venues"] == ["binance-usdm", "nasdaq"]
+    assert summary["symbols"]["nasdaq"] == ["AAPL", "AMZN"]
+    assert summary["rows"] == 300 + 300 + cap["rows"] + 120
+    assert summary["rows_by_kind"]["depth_band"] == 120 and summary["rows_by_kind"]["snapshot"] == 2000
+    assert summary["tick"]["nasdaq/AAPL"] == 0.01 and summary["tick"]["binance-usdm/BTCUSDT"] == 0.1
+    assert summary["consistency"]["ticker_compared"] > 0 and summary["consistency"]["ticker_mismatches"] == 0
+    assert summary["ingests"] == 4 and summary["gaps"] == [] and summary["halts"] == []
+    assert {d["date"] for d in summary["days"]} == {"2012-06-21", "2024-08-08", "2023-10-16"}
+    # partition pruning by venue/symbol/date
+    one = open_dataset(out).to_table(filter=(ds.field("symbol") == "AMZN") & (ds.field("date") == "2012-06-21"))
+    assert one.num_rows == 300
+
+
+def test_failed_ingest_leaves_nothing(tmp_path):
+    msg, book = _aapl()
+    bad = tmp_path / "in"
+    bad.mkdir()
+    lines = msg.read_text().splitlines()
+    fields = lines[99].split(",")
+    fields[1] = "9"  # unknown event type on line 100
+    lines[99] = ",".join(fields)
+    (bad / msg.name).write_text("\n".join(lines) + "\n")
+    shutil.copy(book, bad / book.name)
+    out = tmp_path / "ds"
+    with pytest.raises(DataError, match=r":100: column 2 \(event type\)"):
+        ingest("lobster", [bad / msg.name, bad / book.name], out, progress=False)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["in"]
+    ingest("binance-vision", [DEPTH], out, progress=False)
+    before = _tree(out)
+    with pytest.raises(DataError):
+        ingest("lobster", [bad / msg.name, bad / book.name], out, progress=False)
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in"]
+
+
+def test_info_reports_halts_and_gaps(tmp_path):
+    msg, book = _aapl()
+    m = [*msg.read_text().splitlines()[:5], "36023,7,0,0,-1,-1", "36723,7,0,0,1,-1"]
+    b = book.read_text().splitlines()[:5]
+    b += [b[-1]] * 2
+    (tmp_path / msg.name).write_text("\n".join(m) + "\n")
+    (tmp_path / book.name).write_text("\n".join(b) + "\n")
+    out = tmp_path / "ds"
+    ingest("lobster", [tmp_path / msg.name, tmp_path / book.name], out, progress=False)
+    lines = gzip.open(USDM, "rt").read().splitlines()
+    depth = [i for i, ln in enumerate(lines) if "depthUpdate" in ln and i > 100]
+    del lines[depth[0]]
+    gapped = tmp_path / "cap.txt"
+    gapped.write_text("\n".join(lines) + "\n")
+    ingest("binance", [gapped], out, skip_gaps=True, progress=False)
+    summary = info(out)
+    assert [h["code"] for h in summary["halts"]] == [-1.0, 1.0]
+    assert len(summary["gaps"]) == 1 and summary["gaps"][0]["line"] == depth[1]
+
+
+def test_streams_through_a_reader_not_the_whole_input(tmp_path):
+    # the writer pulls batches one by one: a generator that fails late leaves nothing behind
+    out = tmp_path / "ds"
+    batches = list(read_capture([USDM], batch_rows=1000))
+    assert len(batches) > 5 and all(b.num_rows <= 1000 + 2000 for b in batches)  # + one line (a snapshot)
+    with pytest.raises(ValueError, match="source must be one of"):
+        ingest("csv", [DEPTH], out, progress=False)
+    assert not out.exists()
