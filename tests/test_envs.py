@@ -1,0 +1,239 @@
+"""The Gymnasium environments: the contract (check_env, seeding, autoreset), and that they are the
+simulator (an episode under the exact policy's quotes equals simulate_chunk bit for bit; rewards
+add up to objective B's value)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from mmray import MarketParams, ProblemParams, make_strategy
+from mmray.envs import ENV_IDS, EnvConfig, MarketMakingEnv, MarketMakingVectorEnv
+from mmray.envs.config import ActionSpec
+from mmray.features import SIM_FEATURES
+from mmray.objectives import value_b
+from mmray.sim import simulate_chunk
+
+# a short problem: 60 steps of dt = 0.5, Q = 5, a terminal penalty so that ell(q_T) is exercised
+SMALL = {"problem": ProblemParams(gamma=0.01, T=30.0, q_max=5, objective="B", terminal_penalty=0.05), "dt": 0.5}
+VARIANTS = [
+    pytest.param({}, id="continuous"),
+    pytest.param({"action_mode": "discrete"}, id="discrete"),
+    pytest.param({"features": SIM_FEATURES}, id="continuous+features"),
+    pytest.param({"action_mode": "discrete", "features": ("mid_return",), "fill_model": "linear",
+                  "price_model": "binomial", "market": MarketParams(tick=0.1)}, id="discrete+tick+AS-models"),
+]
+
+
+class OnActionGrid:
+    """A policy quoting ``inner``'s offsets as the env's action mapping renders them: ``offsets(action_of(.))``
+    (what an agent whose action is the nearest point to ``inner``'s quotes makes the env quote)."""
+
+    kind = "on_action_grid"
+
+    def __init__(self, inner, spec: ActionSpec) -> None:
+        self.inner, self.spec = inner, spec
+
+    def quotes(self, t, q, s, rng=None):
+        return self.spec.offsets(self.spec.action_of(*self.inner.quotes(t, q, s)))
+
+
+def _episode(env, seed, act):
+    """Run one episode; returns observations, rewards, infos (lists)."""
+    obs, info = env.reset(seed=seed)
+    out_obs, rewards, infos, done = [obs], [], [info], False
+    while not done:
+        obs, r, done, truncated, info = env.step(act(env, obs))
+        assert not truncated
+        out_obs.append(obs)
+        rewards.append(r)
+        infos.append(info)
+    return np.array(out_obs), np.array(rewards), infos
+
+
+def _exact_actions(policy, spec, dt):
+    """An actor quoting the action nearest ``policy``'s quotes at step j (time j dt)."""
+    step = iter(range(10**9))
+
+    def act(env, obs):
+        p = env.unwrapped.state
+        return spec.action_of(*policy.quotes(next(step) * dt, p.q, p.s))[0]
+    return act
+
+
+@pytest.mark.filterwarnings("ignore:.*Box observation space m")  # features are unbounded (documented)
+@pytest.mark.parametrize("fields", VARIANTS)
+def test_check_env_passes_for_every_variant(fields):
+    """Gymnasium's own checker (spaces, reset seeding determinism, step API, obs in space)."""
+    check_env(MarketMakingEnv(**SMALL, **fields), skip_render_check=True)
+
+
+@pytest.mark.parametrize("env_id", list(ENV_IDS))
+def test_registered_ids_make_the_single_and_the_native_vector_env(env_id):
+    spec = gym.spec(env_id)
+    assert spec.entry_point == "mmray.envs.market:MarketMakingEnv"
+    assert spec.vector_entry_point == "mmray.envs.market:MarketMakingVectorEnv"
+    env = gym.make(env_id, **SMALL)
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.unwrapped.config.action_mode == ENV_IDS[env_id].get("action_mode", "continuous")
+    venv = gym.make_vec(env_id, num_envs=3, **SMALL)  # default mode: the vector entry point
+    assert isinstance(venv.unwrapped, MarketMakingVectorEnv) and venv.num_envs == 3
+    assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    assert venv.single_action_space == env.action_space
+    assert venv.single_observation_space == env.observation_space
+
+
+@pytest.mark.parametrize("fields", VARIANTS)
+def test_same_seed_same_episode(fields):
+    """Two envs, same seed, same (random) actions -> identical observations, rewards and infos; another
+    seed -> a different episode."""
+    def run(seed):
+        env = MarketMakingEnv(**SMALL, **fields)
+        env.action_space.seed(7)
+        return _episode(env, seed, lambda e, o: e.action_space.sample())
+
+    a, b, c = run(5), run(5), run(6)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2] == b[2]
+    assert not np.array_equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("fields", VARIANTS[:3])
+def test_per_env_vector_sub_env_i_is_the_single_env_seeded_seed_plus_i(fields):
+    """rng_mode='per_env', reset(seed=s): sub-env i equals MarketMakingEnv reset with seed s + i, given
+    the same actions (bit for bit: same draws, same arithmetic)."""
+    n, s = 4, 100
+    venv = MarketMakingVectorEnv(n, rng_mode="per_env", **SMALL, **fields)
+    venv.action_space.seed(3)
+    actions = [venv.action_space.sample() for _ in range(venv.config.n_steps)]
+    obs, _ = venv.reset(seed=s)
+    v_obs, v_rew = [obs], []
+    for a in actions:
+        obs, r, term, trunc, _ = venv.step(a)
+        v_obs.append(obs)
+        v_rew.append(r)
+    assert term.all() and not trunc.any()
+    v_obs, v_rew = np.array(v_obs), np.array(v_rew)
+    for i in range(n):
+        env = MarketMakingEnv(**SMALL, **fields)
+        it = iter(actions)
+        obs, rew, _ = _episode(env, s + i, lambda e, o, it=it, i=i: next(it)[i])
+        np.testing.assert_array_equal(obs, v_obs[:, i])
+        np.testing.assert_array_equal(rew, v_rew[:, i])
+
+
+def test_an_episode_under_the_exact_policy_is_the_simulator_path(glft_market):
+    """Oracle: simulate_chunk, 1 path, same seed, the exact policy's quotes as the env renders them
+    (OnActionGrid): the PnL and inventory paths are equal bit for bit (same draws in the same order,
+    the same market_step). Against the raw exact quotes (offsets within float32 precision of the
+    action, ~1e-6): the same fills, PnL within 1e-9 per unit of offset error summed over fills."""
+    env = MarketMakingEnv(market=glft_market, **SMALL)
+    c = env.config
+    exact = make_strategy("optimal", c.market, c.problem)
+    spec = c.action_spec()
+    _, rewards, infos = _episode(env, 42, _exact_actions(exact, spec, c.dt))
+    pnl_path = np.array([i["mtm_pnl"] for i in infos])
+    q_path = np.array([i["inventory"] for i in infos])
+    ref = simulate_chunk(OnActionGrid(exact, spec), c.market, c.problem, c.sim_config(), 1, 42, record=1)
+    np.testing.assert_array_equal(pnl_path[:-1], ref.paths["pnl"][0, :-1])
+    np.testing.assert_array_equal(pnl_path[-1] - c.problem.terminal(q_path[-1]), ref.pnl[0])
+    np.testing.assert_array_equal(q_path, ref.paths["q"][0])
+    assert ref.trades[0] > 5  # the episode trades: the comparison is not vacuous
+    raw = simulate_chunk(exact, c.market, c.problem, c.sim_config(), 1, 42, record=1)
+    np.testing.assert_array_equal(q_path, raw.paths["q"][0])
+    np.testing.assert_allclose(pnl_path[:-1], raw.paths["pnl"][0, :-1], rtol=0, atol=1e-5 * ref.trades[0])
+    # rewards x scale sum to the episode's objective-B value (float tolerance: another summation order)
+    assert rewards.sum() * c.reward_scale == pytest.approx(
+        value_b(ref.pnl, ref.q2_integral, c.market, c.problem)[0], rel=0, abs=1e-9)
+
+
+@pytest.mark.parametrize("fields", [pytest.param({}, id="continuous"),
+                                    pytest.param({"action_mode": "discrete", "market": MarketParams(tick=0.05)},
+                                                 id="discrete+tick")])
+def test_the_shared_vector_env_is_simulate_chunk_path_for_path(glft_market, fields):
+    """rng_mode='shared' with N sub-envs and seed s == simulate_chunk(N paths, seed s) under the same
+    quotes: final inventory, PnL, int q^2 dt and fill counts bit for bit; the summed rewards x scale
+    equal each path's value_B to 1e-9 (summation order); then autoreset starts fresh episodes."""
+    fields = {"market": glft_market, **fields}
+    n = 64
+    venv = MarketMakingVectorEnv(n, **SMALL, **fields)
+    c = venv.config
+    exact = make_strategy("optimal", c.market, c.problem)
+    spec = c.action_spec()
+    venv.reset(seed=9)
+    total = np.zeros(n)
+    for j in range(c.n_steps):
+        p = venv.state
+        _obs, r, term, trunc, info = venv.step(spec.action_of(*exact.quotes(j * c.dt, p.q, p.s)))
+        total += r
+        assert term.all() == (j == c.n_steps - 1) and not trunc.any() and info == {}
+    ref = simulate_chunk(OnActionGrid(exact, spec), c.market, c.problem, c.sim_config(), n, 9)
+    p = venv.state
+    np.testing.assert_array_equal(p.q, ref.q_final)
+    np.testing.assert_array_equal(p.mtm - c.problem.terminal(p.q), ref.pnl)
+    np.testing.assert_array_equal(p.q2 * c.dt, ref.q2_integral)
+    np.testing.assert_array_equal(p.trades, ref.trades)
+    np.testing.assert_allclose(total * c.reward_scale, value_b(ref.pnl, ref.q2_integral, c.market, c.problem),
+                               rtol=0, atol=1e-9)
+    # NEXT_STEP autoreset: actions ignored, first observations, reward 0, not terminated
+    obs2, r2, term2, trunc2, _ = venv.step(np.full((n, 2), 10**6, dtype=int) if c.action_mode == "discrete"
+                                           else np.full((n, 2), np.nan, dtype=np.float32))
+    first, _ = MarketMakingEnv(**SMALL, **fields).reset(seed=0)
+    np.testing.assert_array_equal(obs2, np.broadcast_to(first, obs2.shape))
+    assert not r2.any() and not term2.any() and not trunc2.any()
+    np.testing.assert_array_equal(venv.state.q, c.q0)
+    venv.step(venv.action_space.sample())  # the new episode runs
+
+
+def test_observation_and_action_mappings():
+    """Oracles written out: time remaining and q/Q; offsets linear in the action; feature scaling."""
+    env = MarketMakingEnv(**SMALL, features=SIM_FEATURES, q0=2.0)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, np.array([1.0, 2.0 / 5, 0.0, 0.0, 0.0], dtype=np.float32))
+    obs, *_ = env.step(np.array([-1.0, 0.5], dtype=np.float32))
+    p = env.state
+    assert (p.bid_offset[0], p.ask_offset[0]) == (0.0, 7.5)
+    sq = 0.3 * np.sqrt(0.5)
+    expected = [(30.0 - 0.5) / 30.0, p.q[0] / 5, p.ds[0] / sq, 0.0, 0.75]
+    np.testing.assert_allclose(obs, np.array(expected, dtype=np.float32), rtol=1e-6)
+    spec = ActionSpec("discrete", 0.0, 10.0, 0.1)
+    assert spec.levels == 101
+    b, a = spec.offsets(np.array([[0, 100], [37, 5]]))
+    np.testing.assert_allclose(b, [0.0, 3.7], rtol=1e-15)
+    np.testing.assert_allclose(a, [10.0, 0.5], rtol=1e-15)
+    np.testing.assert_array_equal(spec.action_of(np.array([3.74, np.inf]), np.array([-1.0, 0.06])),
+                                  [[37, 0], [100, 1]])
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ({"problem": ProblemParams(objective="A")}, r"EnvConfig\.problem\.objective must be \"B\""),
+    ({"problem": ProblemParams(objective="B", q_max=None)}, r"EnvConfig\.problem\.q_max must be an inventory bound"),
+    ({"features": ("spread",)}, r"EnvConfig\.features must be distinct names from \['mid_return'"),
+    ({"features": ("mid_return", "mid_return")}, r"EnvConfig\.features must be distinct"),
+    ({"action_mode": "discrete", "offset_step": 0.3}, r"EnvConfig\.offset_step must be a divisor of"),
+    ({"action_mode": "box"}, r"EnvConfig\.action_mode must be one of continuous, discrete"),
+    ({"offset_high": -1.0}, r"EnvConfig\.offset_high must be a finite number > 0"),
+    ({"dt": 7.0}, r"SimConfig\.dt=7\.0 must divide the horizon"),
+    ({"reward_scale": 0}, r"EnvConfig\.reward_scale must be a finite number > 0"),
+    ({"sigma": 0.3}, r"EnvConfig: unknown field\(s\) \['sigma'\]"),
+])
+def test_bad_configs_are_refused_with_the_field_named(fields, match):
+    with pytest.raises(ValueError, match=match):
+        MarketMakingEnv(**fields)
+
+
+def test_misuse_is_a_clear_error():
+    env = MarketMakingEnv(**SMALL)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(np.zeros(2, dtype=np.float32))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        env.step(np.zeros(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="rng_mode='shared' takes one integer seed"):
+        MarketMakingVectorEnv(2, **SMALL).reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
+        MarketMakingVectorEnv(0)
+    assert EnvConfig(**SMALL).n_steps == 60
