@@ -68,3 +68,22 @@ def test_check_options_accepts_what_solve_accepts():
     check_options(market, problem, "exact", rtol=0.0)  # the stepping path everywhere
     check_options(market, problem, "exact", rtol=float("inf"))
     check_options(market, problem, "csp", tick=0.5, n_steps=10, formulation="direct")
+
+
+def test_refusals_keep_their_parts_for_other_wordings() -> None:
+    """A sweep file words the same refusal as ``<path>: expected <what>, got <value>``."""
+    from mmray.checks import CheckError, string
+
+    with pytest.raises(CheckError) as err:
+        real("x", 0, gt=0)
+    assert (err.value.label, err.value.value, err.value.expected, err.value.within) == ("x", 0, "a finite number > 0",
+                                                                                      "a number > 0")
+    with pytest.raises(CheckError) as err:
+        real("x", "a", gt=0)
+    assert (err.value.expected, err.value.within) == ("a finite number > 0", None)  # not a number at all
+    with pytest.raises(CheckError) as err:
+        integer("n", 2.5, ge=1, integral_floats=True)
+    assert str(err.value) == "n must be an integer >= 1, got 2.5" and err.value.within is None
+    assert integer("n", 10.0, integral_floats=True) == 10 and type(integer("n", 10.0, integral_floats=True)) is int
+    with pytest.raises(CheckError, match=r"^s must be a string, got 1$"):
+        string("s", 1)

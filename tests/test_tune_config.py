@@ -473,3 +473,30 @@ def test_resources_are_checked_against_the_cluster(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "ray_bootstrap_config.yaml").write_text((ROOT / "clusters" / "aws.yaml").read_text())
     assert _autoscaler_node_types() == ((16.0, 8),)
+
+
+def test_swept_parameter_types_are_the_dataclass_field_types() -> None:
+    """A swept value is read by the type of the field it sets (no table restates them): integral
+    floats become integers, ``q_max`` may be null, a string field takes strings only."""
+    from typing import get_type_hints
+
+    from mmray.params import ProblemParams, SimConfig
+    from mmray.tuning.spec import INTEGER_PARAMS, PARAM_TYPES
+
+    assert PARAM_TYPES["q_max"] == get_type_hints(ProblemParams)["q_max"]
+    assert PARAM_TYPES["fill_model"] == get_type_hints(SimConfig)["fill_model"] and "seed" not in PARAM_TYPES
+    assert set(INTEGER_PARAMS) == {"q_max", "n_paths", "chunk_size", "n_times"}
+    doc = {"kind": "hparams", "problem": {"T": 60, "q_max": 10.0}, "sim": {"n_paths": 200.0},
+           "grid": {"n_paths": [100.0, 300]}}
+    spec = spec_from_dict({"sweep": doc})
+    assert (spec.problem.q_max, spec.sim.n_paths, spec.grid["n_paths"]) == (10, 200, (100, 300))
+    assert type(spec.sim.n_paths) is int and all(type(n) is int for n in spec.grid["n_paths"])
+    unbounded = spec_from_dict({"sweep": {"kind": "hparams", "strategies": ["as", "symmetric"],
+                                          "problem": {"q_max": None}}})
+    assert unbounded.problem.q_max is None
+    for grid, expected in (({"fill_model": [1]}, "sweep.grid.fill_model[0]: expected a string, got 1"),
+                           ({"n_paths": [0]}, "sweep.grid.n_paths[0]: expected an integer >= 1, got 0"),
+                           ({"gamma": [True]}, "sweep.grid.gamma[0]: expected a finite number, got true (a boolean)")):
+        with pytest.raises(SweepConfigError) as info:
+            spec_from_dict({"sweep": {**doc, "grid": grid}}, source="<s>")
+        assert str(info.value) == f"<s>: {expected}"

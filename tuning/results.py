@@ -1,4 +1,5 @@
-"""Sweep artefacts: results table, plots, markdown report, best policy, trial manifest.
+"""Sweep artefacts: results table, plots (drawn by :mod:`mmray.plots`), markdown report, best policy,
+trial manifest.
 
 Everything in a run directory except Tune's own files is written here, each final file
 atomically (:func:`mmray.io.atomic_write`: temporary file in the same directory, then ``os.replace``):
@@ -211,116 +212,23 @@ def write_manifest(spec: SweepSpec, df: pd.DataFrame, records: Sequence[TrialRec
     return atomic_write(run_dir / "trials.json", lambda p: p.write_text(text + "\n"))
 
 
-# --------------------------------------------------------------------------- plots
+def write_plots(spec: SweepSpec, df: pd.DataFrame, run_dir: Path) -> list[Path]:
+    """The sweep's figures (:mod:`mmray.plots`): ``frontier.png`` (risk-aversion),
+    ``metric_vs_params.png`` (risk-aversion, hparams), ``robustness.png``; none without data to show."""
+    from mmray import plots
 
-
-def _savefig(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90, bbox_inches="tight"))
-    plt.close(fig)
-    return path
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_frontier(spec: SweepSpec, df: pd.DataFrame, path: Path) -> Path | None:
-    """Efficient frontier: mean PnL vs PnL std and vs terminal inventory std, one line per strategy."""
-    ok = df[df["status"] == "ok"]
-    if ok.empty or "gamma" not in ok:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for strategy in spec.strategies:
-        d = ok[ok["strategy"] == strategy].sort_values("gamma")
-        if d.empty:
-            continue
-        for ax, x in zip(axes, ("pnl_std", "q_final_std"), strict=True):
-            ax.errorbar(d[x], d["pnl_mean"], yerr=d["pnl_mean_se"], marker="o", ms=4, capsize=2, label=strategy)
-        if strategy == spec.strategies[0]:
-            ends = d.iloc[sorted({0, len(d) // 2, len(d) - 1})]
-            for _, r in ends.iterrows():
-                axes[0].annotate(f"γ={r['gamma']:g}", (r["pnl_std"], r["pnl_mean"]), fontsize=7,
-                                 xytext=(3, 3), textcoords="offset points")
-    axes[0].set_xlabel("PnL std")
-    axes[1].set_xlabel("terminal inventory std")
-    axes[0].set_ylabel("mean PnL")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Efficient frontier over risk aversion γ ({spec.name}, {int(ok['n_paths_done'].max())} paths/trial)",
-                 fontsize=10)
-    return _savefig(fig, path)
-
-
-def plot_metric_vs_params(spec: SweepSpec, df: pd.DataFrame, path: Path) -> Path | None:
-    """The sweep's metric against each numeric swept parameter, one colour per strategy."""
-    metric = spec.search.metric
-    ok = df[df["status"].isin(["ok", "stopped"])]
-    names = [n for n in (*spec.grid, *spec.space) if n in ok and pd.api.types.is_numeric_dtype(ok[n])]
-    names += [n for n in (*spec.grid, *spec.space) if n in ok and n not in names]
-    if ok.empty or not names:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        for strategy in spec.strategies:
-            d = ok[ok["strategy"] == strategy]
-            if d.empty:
-                continue
-            full = d[d["status"] == "ok"]
-            x = full[name].astype(str) if not pd.api.types.is_numeric_dtype(d[name]) else full[name]
-            ax.errorbar(x, full[metric], yerr=full.get(f"{metric}_se"), fmt="o", ms=4, capsize=2, label=strategy)
-            stopped = d[d["status"] == "stopped"]
-            if not stopped.empty:
-                xs = stopped[name].astype(str) if not pd.api.types.is_numeric_dtype(d[name]) else stopped[name]
-                ax.plot(xs, stopped[metric], "x", color="grey", label="stopped by ASHA")
-        if name in ("gamma",) or (name in spec.space and spec.space[name].log):
-            ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    uniq = dict(zip(labels, handles, strict=True))
-    axes[0][0].legend(uniq.values(), uniq.keys(), fontsize=8)
-    fig.suptitle(f"{metric} vs parameters ({spec.name})", fontsize=10)
-    fig.tight_layout()
-    return _savefig(fig, path)
-
-
-def plot_robustness(spec: SweepSpec, df: pd.DataFrame, path: Path) -> Path | None:
-    """Loss vs the truly optimal policy against each perturbation factor (others at 1)."""
-    if spec.robustness is None:
-        return None
-    ok = df[df["status"] == "ok"]
-    names = [n for n, _ in spec.robustness.perturb]
-    if ok.empty:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], names, strict=True):
-        others = [f"{n}_factor" for n in names if n != name]
-        d = ok[(ok[others] == 1.0).all(axis=1)] if others else ok
-        for strategy in spec.strategies:
-            s = d[d["strategy"] == strategy].sort_values(f"{name}_factor")
-            ax.errorbar(s[f"{name}_factor"], s["loss"], yerr=s["loss_se"], marker="o", ms=4, capsize=2,
-                        label=strategy)
-        ax.set_xscale("log")
-        ax.axhline(0.0, color="k", lw=0.5)
-        ax.set_xlabel(f"true {name} / assumed {name}")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"loss in {spec.search.metric} vs true optimum")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Model misspecification ({spec.name})", fontsize=10)
-    fig.tight_layout()
-    return _savefig(fig, path)
+    strategies, metric = spec.strategies, spec.search.metric
+    figures = []
+    if spec.kind == "risk-aversion":
+        figures.append(plots.plot_frontier(df, strategies, spec.name, run_dir / "frontier.png"))
+    if spec.kind in ("risk-aversion", "hparams"):
+        log = ("gamma", *(n for n, r in spec.space.items() if r.log))
+        figures.append(plots.plot_metric_vs_params(df, strategies, (*spec.grid, *spec.space), metric, log, spec.name,
+                                                   run_dir / "metric_vs_params.png"))
+    if spec.robustness is not None:
+        factors = tuple(n for n, _ in spec.robustness.perturb)
+        figures.append(plots.plot_robustness(df, strategies, factors, metric, spec.name, run_dir / "robustness.png"))
+    return [p for p in figures if p is not None]
 
 
 # --------------------------------------------------------------------------- best policy, report
@@ -537,19 +445,7 @@ def write_artefacts(spec: SweepSpec, records: Sequence[TrialRecord], run_dir: Pa
     pq, csv = write_table(df, run_dir)
     files.update({"results.parquet": pq, "results.csv": csv})
     files["trials.json"] = write_manifest(spec, df, ordered_records, run_dir)
-    plots = []
-    if spec.kind == "risk-aversion":
-        p = plot_frontier(spec, df, run_dir / "frontier.png")
-        if p:
-            plots.append(p)
-    if spec.kind in ("risk-aversion", "hparams"):
-        p = plot_metric_vs_params(spec, df, run_dir / "metric_vs_params.png")
-        if p:
-            plots.append(p)
-    if spec.kind == "robustness":
-        p = plot_robustness(spec, df, run_dir / "robustness.png")
-        if p:
-            plots.append(p)
+    plots = write_plots(spec, df, run_dir)
     files.update({p.name: p for p in plots})
     best = best_index(spec, df)
     best_dir = export_best(spec, df, ordered_records, run_dir)

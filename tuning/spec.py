@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, get_args, get_type_hints
 
 from mmray.params import MarketParams, ProblemParams, SimConfig
 
@@ -38,10 +38,30 @@ METRIC_MODES = {
 }
 PERTURBABLE = ("sigma", "A", "k")
 
+
+
+class StrategyOptions(TypedDict, total=False):
+    """The strategy options a sweep can vary: keyword arguments of :func:`mmray.make_strategy`."""
+
+    half_spread: float
+    skew: float
+    n_times: int
+
+
 MARKET_FIELDS = tuple(f.name for f in fields(MarketParams))
 PROBLEM_FIELDS = tuple(f.name for f in fields(ProblemParams))
 SIM_FIELDS = tuple(f.name for f in fields(SimConfig) if f.name != "seed")
-STRATEGY_OPTIONS = ("half_spread", "skew", "n_times")
+STRATEGY_OPTIONS = tuple(get_type_hints(StrategyOptions))
+
+#: the type of each swept parameter's values, read from the classes that hold them (``solver.<option>``
+#: values are free-form: each solver checks its own)
+PARAM_TYPES: dict[str, Any] = {
+    **get_type_hints(MarketParams), **get_type_hints(ProblemParams),
+    **{n: t for n, t in get_type_hints(SimConfig).items() if n in SIM_FIELDS},
+    **get_type_hints(StrategyOptions), "method": str,
+}
+#: swept parameters whose values are integers (Tune's samplers may return them as integral floats)
+INTEGER_PARAMS = tuple(n for n, t in PARAM_TYPES.items() if t is int or int in get_args(t))
 
 
 class SweepConfigError(ValueError):
@@ -56,6 +76,12 @@ class SweepConfigError(ValueError):
                  detail: str | None = None) -> None:
         super().__init__(message)
         self.source, self.path, self.detail = source, path, detail
+
+    @classmethod
+    def at(cls, path: str, detail: str, source: str | None = None) -> SweepConfigError:
+        """The error of field ``path``: ``<source>: <path>: <detail>`` (``<path>: <detail>`` until the
+        source is known: :func:`~mmray.tuning.config.spec_from_dict` adds it)."""
+        return cls(f"{path}: {detail}" if source is None else f"{source}: {path}: {detail}", source, path, detail)
 
 
 class NotAvailableError(RuntimeError):

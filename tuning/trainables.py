@@ -25,7 +25,7 @@ from mmray.backtest import METRIC_KEYS, backtest
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy, simulation_market
 from mmray.tuning.seeds import trial_seed
-from mmray.tuning.spec import SweepSpec, param_kind
+from mmray.tuning.spec import INTEGER_PARAMS, SweepSpec, param_kind
 
 #: metrics every trial reports (and every results table holds), after the sweep's own metric
 KEY_METRICS = ("pnl_mean", "pnl_std", "q_final_std", "sharpe", "ce_A", "value_B")
@@ -96,7 +96,7 @@ def trial_setup(spec: SweepSpec, params: Mapping[str, Any]) -> TrialSetup:
             else:
                 solver_options[option] = value
     for d in (problem, sim, strategy_options):  # integer parameters may arrive as integral floats
-        for name in ("q_max", "n_paths", "chunk_size", "n_times"):
+        for name in INTEGER_PARAMS:
             if isinstance(d.get(name), float) and d[name].is_integer():
                 d[name] = int(d[name])
     if constraints:
