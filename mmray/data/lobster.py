@@ -239,8 +239,10 @@ def _convert(msg: pa.RecordBatch, book: pa.RecordBatch, level: int, clock: _Cloc
     _fail(files, first_line, halt & ((px < -1) | (px > 1)), "type-7 halt: price must be -1 (halt), 0 (quoting "
           "resumes) or 1 (trading resumes)")
     _fail(files, first_line, ~halt & (np.abs(px) >= DUMMY), "column 5 (price): dummy price in a message")
-    grid = np.column_stack([book.column(i).to_numpy() for i in range(4 * level)]).reshape(n, level, 4)
-    ap, asz, bp, bsz = grid[:, :, 0], grid[:, :, 1], grid[:, :, 2], grid[:, :, 3]
+    grid = np.empty((4, n, level), dtype=np.int64)  # (ask px, ask size, bid px, bid size) × row × level
+    for i in range(4 * level):
+        grid[i % 4, :, i // 4] = book.column(i).to_numpy()
+    ap, asz, bp, bsz = grid
     ask_ok, bid_ok = ap != DUMMY, bp != -DUMMY
     _fail(files, first_line, ((asz < 0) | (bsz < 0)).any(axis=1), "negative size in the book; expected >= 0", True)
     _fail(files, first_line, (np.diff(ask_ok.astype(np.int8), axis=1) > 0).any(axis=1)
