@@ -11,7 +11,8 @@ id                          entry point / vector entry point        actions
 ``gymnasium.make(id, **fields)`` and ``gymnasium.make_vec(id, num_envs, **fields)`` take the fields
 of :class:`EnvConfig` (or ``config=EnvConfig(...)``); ``make_vec`` uses the native vector env
 (``vectorization_mode="vector_entry_point"``, its default here), as RLlib does with
-``env_runners(gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)``. See docs/rl.md.
+``env_runners(gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)``. Importing this package
+also registers the ``mlp`` policy kind (:class:`MLPPolicy`) for :func:`mmray.load_policy`. See docs/rl.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import gymnasium as gym
 
 from .config import ActionSpec, EnvConfig, ObservationSpec, make_config
 from .market import MarketMakingEnv, MarketMakingVectorEnv
+from .mlp import MLPPolicy
 
 ENV_IDS: dict[str, dict[str, str]] = {
     "mmray/GLFT-v0": {},
@@ -38,5 +40,5 @@ def register_envs() -> None:
 
 register_envs()
 
-__all__ = ["ENV_IDS", "ActionSpec", "EnvConfig", "MarketMakingEnv", "MarketMakingVectorEnv",
+__all__ = ["ENV_IDS", "ActionSpec", "EnvConfig", "MLPPolicy", "MarketMakingEnv", "MarketMakingVectorEnv",
            "ObservationSpec", "make_config", "register_envs"]

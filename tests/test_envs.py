@@ -4,13 +4,15 @@ add up to objective B's value)."""
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 from mmray import MarketParams, ProblemParams, make_strategy
-from mmray.envs import ENV_IDS, EnvConfig, MarketMakingEnv, MarketMakingVectorEnv
+from mmray.envs import ENV_IDS, EnvConfig, MarketMakingEnv, MarketMakingVectorEnv, MLPPolicy
 from mmray.envs.config import ActionSpec
 from mmray.features import SIM_FEATURES
 from mmray.objectives import value_b
@@ -237,3 +239,129 @@ def test_misuse_is_a_clear_error():
     with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
         MarketMakingVectorEnv(0)
     assert EnvConfig(**SMALL).n_steps == 60
+
+
+# ---- the mlp policy kind -------------------------------------------------------------------------
+
+def _random_mlp(config: EnvConfig, hidden=(8, 8), seed=0, activation="tanh", scale=1.0):
+    from mmray.envs.mlp import output_size
+
+    rng = np.random.default_rng(seed)
+    sizes = [config.observation_spec().size, *hidden, output_size(config)]
+    layers = [(scale * rng.normal(size=(o, i)) / np.sqrt(i), 0.1 * rng.normal(size=o))
+              for i, o in itertools.pairwise(sizes)]
+    return MLPPolicy.from_layers(config, layers, activation, {"algorithm": "test"}), layers
+
+
+MLP_VARIANTS = [
+    pytest.param({}, id="continuous"),
+    pytest.param({"features": SIM_FEATURES, "market": MarketParams(tick=0.1)}, id="continuous+features+tick"),
+    pytest.param({"action_mode": "discrete", "features": ("mid_return",)}, id="discrete+feature"),
+]
+
+
+@pytest.mark.parametrize("fields", MLP_VARIANTS)
+def test_an_mlp_policy_backtests_as_its_deterministic_agent_plays_the_env(fields):
+    """Oracle: the env driven by the policy's deterministic action on the env's own observations, seed s,
+    equals simulate_chunk(policy, 1 path, seed s) bit for bit (PnL and inventory paths): quotes() builds
+    the same observation (features included) and maps actions to the same offsets."""
+    config = EnvConfig(**SMALL, **fields)
+    policy, _ = _random_mlp(config, scale=3.0)
+    env = MarketMakingEnv(config)
+    _, _, infos = _episode(env, 17, lambda e, obs: policy.act(obs[None, :])[0])
+    ref = simulate_chunk(policy, config.market, config.problem, config.sim_config(), 1, 17, record=1)
+    np.testing.assert_array_equal([i["mtm_pnl"] for i in infos][:-1], ref.paths["pnl"][0, :-1])
+    np.testing.assert_array_equal([i["inventory"] for i in infos], ref.paths["q"][0])
+    assert ref.trades[0] > 3
+    bids = {i["bid_offset"] for i in infos[1:]}
+    assert len(bids) > 3  # the network's quotes move with the state: the comparison is not vacuous
+
+
+@pytest.mark.parametrize("fields", MLP_VARIANTS)
+def test_mlp_forward_equals_torch_and_survives_a_checkpoint(tmp_path, fields):
+    """Oracle: torch.nn.Sequential(Linear, Tanh, ...) in float64 with the same weights (1e-12); then
+    save/load: same kind, env, features, quotes bit for bit; policy.json describes the interface."""
+    import json
+
+    import torch
+
+    from mmray import load_policy
+
+    config = EnvConfig(**SMALL, **fields)
+    policy, layers = _random_mlp(config, hidden=(16, 8))
+    mods = []
+    for w, b in layers:
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], dtype=torch.float64)
+        lin.weight.data, lin.bias.data = torch.from_numpy(w), torch.from_numpy(b)
+        mods += [lin, torch.nn.Tanh()]
+    net = torch.nn.Sequential(*mods[:-1])
+    obs = np.random.default_rng(1).uniform(-1, 1, size=(50, config.observation_spec().size)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(obs.astype(np.float64))).numpy()
+    np.testing.assert_allclose(policy.forward(obs), expected, rtol=0, atol=1e-12)
+
+    policy.save(tmp_path / "p", provenance={"seed": 3})
+    doc = json.loads((tmp_path / "p" / "policy.json").read_text())
+    assert doc["kind"] == "mlp" and doc["features"] == list(config.features)
+    assert doc["params"]["layer_sizes"] == [config.observation_spec().size, 16, 8, expected.shape[1]]
+    assert doc["params"]["observation"]["names"][:2] == ["time_remaining", "inventory"]
+    assert doc["params"]["action"]["mode"] == config.action_mode
+    loaded = load_policy(tmp_path / "p")
+    assert isinstance(loaded, MLPPolicy) and loaded.env == config and loaded.provenance["seed"] == 3
+    q = np.arange(-5.0, 6.0)
+    feats = {name: np.linspace(-1, 2, q.size) for name in config.features}
+    for t in (0.0, 12.5, 30.0):
+        for a, b in zip(policy.quotes(t, q, q, features=feats), loaded.quotes(t, q, q, features=feats),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_mlp_quotes_are_the_env_action_mapping_of_its_outputs():
+    """Oracle written out: continuous offsets = low + (clip(mean) + 1)/2 (high - low), with the
+    observation ((T - t)/T, q/Q); discrete = low + argmax * step."""
+    config = EnvConfig(**SMALL)
+    policy, _ = _random_mlp(config, scale=5.0)
+    t, q = 7.5, np.array([-5.0, -1.0, 0.0, 3.0])
+    obs = np.stack([np.full(4, (30.0 - 7.5) / 30.0), q / 5], axis=1).astype(np.float32)
+    mean = policy.forward(obs)
+    a = np.clip(mean, -1, 1).astype(np.float32).astype(float)
+    bid, ask = policy.quotes(t, q, q)
+    np.testing.assert_array_equal(bid, 0.0 + (a[:, 0] + 1.0) * 5.0)
+    np.testing.assert_array_equal(ask, 0.0 + (a[:, 1] + 1.0) * 5.0)
+    dconf = config.replace(action_mode="discrete")
+    dpol, _ = _random_mlp(dconf)
+    logits = dpol.forward(obs)
+    bid, ask = dpol.quotes(t, q, q)
+    np.testing.assert_allclose(bid, logits[:, :101].argmax(1) * 0.1, rtol=1e-15)
+    np.testing.assert_allclose(ask, logits[:, 101:].argmax(1) * 0.1, rtol=1e-15)
+
+
+def test_bad_mlp_policies_and_checkpoints_are_refused(tmp_path):
+    import json
+
+    from mmray import CheckpointError, load_policy
+    from mmray.checkpoint import meta_digest
+
+    config = EnvConfig(**SMALL)
+    policy, layers = _random_mlp(config)
+    with pytest.raises(ValueError, match=r"must start with the observation size 3 \(time, inventory \+ features "
+                                         r"\['mid_return'\]\) and end with 2 outputs"):
+        MLPPolicy.from_layers(config.replace(features=("mid_return",)), layers)
+    with pytest.raises(ValueError, match=r"MLPPolicy.weights has 9 values; layer_sizes \[2, 8, 8, 2\] need 114"):
+        MLPPolicy(config, (2, 8, 8, 2), np.zeros(9))
+    with pytest.raises(ValueError, match=r"MLPPolicy\.activation must be one of tanh, relu, linear"):
+        MLPPolicy(config, policy.layer_sizes, policy.weights, "gelu")
+    with pytest.raises(ValueError, match=r"observation differs from the env's: .*'names': \"policy \['time_remaining'"):
+        policy.check_env(config.replace(features=("mid_return",)))
+    with pytest.raises(ValueError, match=r"action differs from the env's: \{'low': 'policy 0.0, env -2.0'\}"):
+        policy.check_env(config.replace(offset_low=-2.0))
+    policy.check_env(config.replace(reward_scale=1.0))  # rewards are not part of the policy
+    # a checkpoint whose interface was edited consistently (digest recomputed) is still refused
+    policy.save(tmp_path / "p")
+    path = tmp_path / "p" / "policy.json"
+    doc = json.loads(path.read_text())
+    doc["params"]["observation"]["q_scale"] = 10.0
+    doc["meta_sha256"] = meta_digest(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"invalid content: params.observation/params.action do not match"):
+        load_policy(tmp_path / "p")
