@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from mmray.backtest import METRIC_KEYS, backtest
+from mmray.objectives import influence
 from mmray.params import MarketParams, ProblemParams, SimConfig
-from mmray.policy import Policy, simulation_market
+from mmray.policy import Policy
 from mmray.tuning.seeds import trial_seed
 from mmray.tuning.spec import INTEGER_PARAMS, SweepSpec, param_kind
 
@@ -139,22 +140,6 @@ def build_policy(setup: TrialSetup) -> Policy:
                          half_spread=opts.get("half_spread"), skew=opts.get("skew"))
 
 
-def _influence(metric: str, per_path: Mapping[str, np.ndarray], market: MarketParams,
-               problem: ProblemParams) -> np.ndarray | None:
-    """Per-path influence function of ``metric`` (for paired standard errors), if linearisable."""
-    pnl = per_path["pnl"]
-    if metric == "pnl_mean":
-        return pnl
-    if metric == "value_B":
-        return pnl - 0.5 * problem.gamma * market.sigma**2 * per_path["q2_integral"]
-    if metric == "ce_A":
-        g = problem.gamma
-        z = -g * pnl
-        w = np.exp(z - z.max())
-        return -(w / w.mean()) / g
-    return None
-
-
 def rung_plan(sim: SimConfig, rungs: int) -> list[list[tuple[int, np.random.SeedSequence]]]:
     """The Monte Carlo chunks of ``backtest(..., sim)`` split into ``rungs`` consecutive groups
     (as equal as whole chunks allow; the sweep file is refused when there are fewer chunks than rungs).
@@ -180,10 +165,10 @@ def _run_batches(
 
     One rung is :func:`mmray.backtest` itself; with more, the chunks of the same plain backtest run
     group by group and the metrics are computed over every chunk so far, so after the last group
-    they are those of ``backtest(policy, market, problem, setup.sim)`` bit for bit.
-    A pi/csp policy is simulated with tick 0 (:func:`mmray.policy.simulation_market`).
+    they are those of ``backtest(policy, market, problem, setup.sim)`` bit for bit (the simulator
+    itself keeps a policy on its own tick grid from being rounded twice).
     """
-    market = simulation_market(policy, setup.simulated_market)
+    market = setup.simulated_market
     problem, sim = setup.problem, setup.sim
     if rungs == 1:
         res = backtest(policy, market, problem, sim, use_ray=use_ray)
@@ -272,8 +257,8 @@ def _robustness_loss(
     sign = 1.0 if spec.search.mode == "max" else -1.0
     truth, value = t_metrics[metric], metrics[metric]
     loss = sign * (truth - value)
-    a = _influence(metric, t_paths, setup.simulated_market, setup.problem)
-    b = _influence(metric, per_path, setup.simulated_market, setup.problem)
+    a = influence(metric, t_paths, setup.simulated_market, setup.problem)
+    b = influence(metric, per_path, setup.simulated_market, setup.problem)
     n = per_path["pnl"].size
     se = float(np.std(a - b, ddof=1) / math.sqrt(n)) if a is not None and b is not None and n > 1 else float("nan")
     return {
