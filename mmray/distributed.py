@@ -11,8 +11,12 @@ Ray is imported only when it is used.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -31,15 +35,32 @@ def chunk_plan(n_paths: int, chunk_size: int, seed: int) -> list[tuple[int, np.r
     return list(zip(sizes, seeds, strict=True))
 
 
+#: seconds to reach a Ray cluster given by address before giving up (``ensure_ray``)
+CONNECT_TIMEOUT_S = 20.0
+
+
 def ensure_ray(
-    address: str | None = None, num_cpus: int | None = None, dashboard: bool = False, log_to_driver: bool = True
+    address: str | None = None,
+    num_cpus: int | None = None,
+    dashboard: bool = False,
+    log_to_driver: bool = True,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
 ) -> Any | None:
     """Start an embedded Ray (or attach to ``address``) unless one is already running.
 
     Returns Ray's context when this call started or attached to Ray, ``None`` when a session was
     already initialised. The embedded instance is always a fresh one (never attached by accident
     to another local cluster); its dashboard, if asked for, listens on 127.0.0.1:8265.
+
+    Raises
+    ------
+    ConnectionError
+        ``address`` cannot be reached within ``connect_timeout`` seconds (Ray itself would retry
+        for many minutes), or ``"auto"`` finds no running cluster. ``ValueError`` for
+        ``num_cpus < 1``.
     """
+    if num_cpus is not None and num_cpus < 1:
+        raise ValueError(f"the number of Ray CPUs must be an integer >= 1, got {num_cpus!r}")
     if "ray" not in sys.modules:  # read when ray is imported: too late to set afterwards
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
@@ -48,14 +69,83 @@ def ensure_ray(
         return None
     kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": log_to_driver}
     if address:
-        kwargs["address"] = address
-    else:
-        kwargs.update(address="local", include_dashboard=dashboard)
-        if num_cpus is not None:
-            kwargs["num_cpus"] = num_cpus
-        if dashboard:
-            kwargs.update(dashboard_host="127.0.0.1", dashboard_port=8265)
+        deadline = time.monotonic() + connect_timeout
+        check_reachable(address, connect_timeout)
+        with _time_limit(max(deadline - time.monotonic(), 0.1), f"connecting to the Ray cluster at {address!r}"):
+            return ray.init(address=address, **kwargs)
+    kwargs.update(address="local", include_dashboard=dashboard)
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    if dashboard:
+        kwargs.update(dashboard_host="127.0.0.1", dashboard_port=8265)
     return ray.init(**kwargs)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout`` seconds, a Ray ``address`` whose head does not accept connections.
+
+    ``address`` is resolved as ``ray.init`` resolves it (``"auto"``: ``RAY_ADDRESS`` or the cluster
+    started on this machine; ``127.0.0.1`` becomes the node's address), then its port is opened
+    once over TCP. Raises ``ConnectionError`` with a one-line reason naming ``address``.
+    """
+    import socket
+
+    target = address.split("://", 1)[1] if "://" in address else address
+    if "://" not in address:  # a GCS address ('ray://' is Ray Client: its host and port as given)
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            target = canonicalize_bootstrap_address(address) or target
+        except ConnectionError as exc:  # "auto" without a cluster
+            raise ConnectionError(f"Ray cluster {address!r}: {exc}") from None
+        except ValueError as exc:
+            raise ConnectionError(f"Ray address {address!r} is not host:port ({exc})") from None
+    host, sep, port = target.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConnectionError(f"Ray address {address!r} is not host:port, 'auto' or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except TimeoutError:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address!r} ({target}): no answer within "
+                              f"{timeout:g} s") from None
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address!r} ({target}): "
+                              f"{exc.strerror or exc}") from None
+
+
+@contextmanager
+def _time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Interrupt the block (run in the main thread) after ``seconds``, raising ``ConnectionError``.
+
+    For calls into Ray that retry for minutes inside C++: the interrupt lands when control
+    returns to Python (within one of Ray's ~5 s connection attempts). Outside the main thread
+    the block runs without a limit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    lock, state = threading.Lock(), {"done": False, "fired": False}
+
+    def fire() -> None:
+        with lock:
+            if not state["done"] and callable(signal.getsignal(signal.SIGINT)):
+                state["fired"] = True  # a real SIGINT also wakes a blocking system call
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        try:
+            yield
+        finally:
+            with lock:
+                state["done"] = True
+            timer.cancel()
+    except KeyboardInterrupt:
+        if not state["fired"]:
+            raise
+        raise ConnectionError(f"gave up {what} after {seconds:.0f} s (is it a Ray head node's GCS port?)") from None
 
 
 def _progress(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]

@@ -17,12 +17,12 @@ import pytest
 
 from mmray.backtest import backtest
 from mmray.checkpoint import load_policy, save_policy
+from mmray.cli.solver_flags import add_solver_flags, solver_options
 from mmray.model import fill_probability
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import TablePolicy
 from mmray.sim import simulate_chunk
 from mmray.solvers import solve
-from mmray.solvers.cli_args import add_solver_arguments, solver_options
 from mmray.solvers.constraints import Constraints
 from mmray.solvers.csp import ConstrainedSolution, InfeasibleConstraints, solve_csp
 from mmray.solvers.discrete import TickGrid
@@ -395,7 +395,7 @@ def test_pdlp_backend_agrees_with_glop() -> None:
 def test_cli_flags_reach_csp() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--q0", type=float, default=0.0)  # as the CLI's simulation flags define it
-    add_solver_arguments(parser)
+    add_solver_flags(parser)
     args = parser.parse_args(["--n-steps", "12", "--solver-tick", "0.5", "--n-levels", "6", "--min-level", "4",
                               "--max-terminal-q2", "0.8", "--min-two-sided", "0.5", "--no-constraint-costs"])
     opts = solver_options("csp", args)

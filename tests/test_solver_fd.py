@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from mmray.checkpoint import load_policy, save_policy
+from mmray.cli.solver_flags import add_solver_flags, solver_options
 from mmray.params import MarketParams, ProblemParams
 from mmray.solvers import solve
-from mmray.solvers.cli_args import add_solver_arguments, solver_options
 from mmray.solvers.exact import solve_exact
 from mmray.solvers.fd import STABILITY_MARGIN, solve_fd
 from mmray.solvers.intensity import CustomIntensity, Exponential, Logistic, PowerLaw, resolve_intensity
@@ -273,7 +273,7 @@ def test_fd_solution_round_trips_through_checkpoint(tmp_path) -> None:
 
 def test_cli_flags_reach_fd() -> None:
     parser = argparse.ArgumentParser()
-    add_solver_arguments(parser)
+    add_solver_flags(parser)
     args = parser.parse_args(["--scheme", "explicit", "--on-unstable", "adapt", "--n-steps", "30",
                               "--intensity", "power", "--intensity-alpha", "4"])
     opts = solver_options("fd", args)

@@ -1,0 +1,71 @@
+"""Where the CLI asks the core about policies: one small function per question.
+
+Loading a ``--policy`` directory, building a named strategy, the market a policy is simulated in,
+the discrete problem a tick-grid policy was solved on and the simulation settings saved with a
+checkpoint. Each calls the core in exactly one place, so that a change of the policy contract
+touches this module only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mmray.cli.flags import CHECKPOINT_SIM_FIELDS
+from mmray.params import MarketParams, ProblemParams
+
+#: sub-directory of ``mmray solve --out DIR`` that holds the checkpoint
+SOLVE_CHECKPOINT = "policy"
+
+
+def checkpoint_dir(path: Path) -> Path:
+    """``path``, or ``path/policy`` when ``path`` is the ``--out`` directory of ``mmray solve``
+    (it holds a ``policy/`` checkpoint and no ``policy.json`` of its own)."""
+    from mmray.checkpoint import META_FILE
+
+    inner = path / SOLVE_CHECKPOINT
+    if path.is_dir() and not (path / META_FILE).exists() and (inner / META_FILE).is_file():
+        return inner
+    return path
+
+
+def load(path: Path) -> Any:
+    """The policy saved at ``path`` (see :func:`checkpoint_dir`)."""
+    from mmray.checkpoint import load_policy
+
+    return load_policy(checkpoint_dir(path))
+
+
+def strategy(name: str, market: MarketParams, problem: ProblemParams, half_spread: float | None,
+             skew: float | None) -> Any:
+    """The named strategy for this model."""
+    from mmray.strategies import make_strategy
+
+    return make_strategy(name, market, problem, half_spread=half_spread, skew=skew)
+
+
+def simulated_market(policy: Any, market: MarketParams) -> MarketParams:
+    """The market ``policy`` is backtested in (a tick-grid policy: tick 0, its offsets are on the grid)."""
+    from mmray.policy import simulation_market
+
+    return simulation_market(policy, market)
+
+
+def discrete_info(policy: Any) -> dict[str, Any] | None:
+    """The discrete problem a tick-grid (pi/csp) policy was solved on; ``None`` for other policies."""
+    from mmray.policy import discrete_problem
+
+    return discrete_problem(policy)
+
+
+def saved_sim(policy: Any) -> dict[str, Any]:
+    """Simulation settings saved with ``policy``: its provenance ``sim`` (a sweep's SimConfig) and, for
+    pi/csp, the dt, fill and price models of the discrete problem it was solved on."""
+    prov = getattr(policy, "provenance", None) or {}
+    saved = prov.get("sim") if isinstance(prov.get("sim"), dict) else {}
+    out = {k: saved[k] for k in CHECKPOINT_SIM_FIELDS if saved.get(k) is not None}
+    info = discrete_info(policy) or {}
+    for k in ("dt", "fill_model", "price_model"):
+        if info.get(k) is not None:
+            out.setdefault(k, info[k])
+    return out
