@@ -58,11 +58,13 @@ from typing import Any
 import numpy as np
 
 from mmray.checks import choice, flag, integer, real
+from mmray.limits import require_grid_memory
 from mmray.params import MarketParams, ProblemParams
 from mmray.policy import TablePolicy
 from mmray.solvers.constraints import GLOBAL, Constraints
 from mmray.solvers.discrete import TickGrid, TickMDP
 from mmray.solvers.dw import DantzigWolfe, DWResult, Infeasible, InfeasibleConstraints, conflict_set
+from mmray.solvers.fd import steps_option
 from mmray.solvers.lp_direct import all_columns, solve_direct
 from mmray.solvers.occupation import OccupationModel, activity_of
 from mmray.solvers.random_policy import RandomTablePolicy
@@ -71,6 +73,7 @@ from mmray.solvers.result import Solution
 LP_SOLVERS = ("GLOP", "PDLP")
 MILP_SOLVERS = ("SCIP", "CP_SAT")
 FORMULATIONS = ("dw", "direct")
+DIRECT_COLUMN_FLOATS = 16  # memory per LP column of the direct formulation (coefficients, bounds, solver state)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,12 @@ def csp_settings(
     max_cg_iter = integer("csp option max_cg_iter", max_cg_iter, ge=1)
     milp_time_limit = real("csp option milp_time_limit", milp_time_limit, gt=0)
     q0 = real("csp option q0", q0)
-    mdp = TickGrid.of(grid, grid_options, "csp").mdp(market, problem, "csp")
+    tick_grid = TickGrid.of(grid, grid_options, "csp")
+    mdp = tick_grid.mdp(market, problem, "csp")
+    if formulation == "direct":  # the full LP: one column per (step, inventory, bid, ask)
+        require_grid_memory("csp solver (formulation='direct')", mdp.n_steps,
+                            steps_option(tick_grid.n_steps, tick_grid.dt, mdp.n_steps), market, problem,
+                            tables=DIRECT_COLUMN_FLOATS * float(mdp.n_choices) ** 2)
     return (constraints, q0, formulation, lp_solver, constraint_costs, deterministic, milp_solver, milp_time_limit,
             max_cg_iter, mdp)
 
@@ -409,6 +417,7 @@ def _solution(
     mode = np.argmax(prob_t, axis=2)[..., None]
     bid, ask = mdp.offsets(np.take_along_axis(pb_t, mode, axis=2)[..., 0],
                            np.take_along_axis(pa_t, mode, axis=2)[..., 0])
+    mdp.require_finite(value, bid, ask, "csp")
     if flow_duals is not None:
         flow_duals.setflags(write=False)
     return ConstrainedSolution("csp", market, problem, mdp.times, mdp.q, value, bid, ask, info, rand, flow_duals,

@@ -45,11 +45,15 @@ from typing import Any
 import numpy as np
 
 from mmray.checks import choice, flag, integer, real
+from mmray.limits import model_scales, require_finite_solution, require_grid_memory
 from mmray.model import delta_tilde, fill_probability
 from mmray.params import FILL_MODELS, PRICE_MODELS, MarketParams, ProblemParams, inventory_grid
 from mmray.solvers.constraints import Constraints
-from mmray.solvers.fd import resolve_steps
+from mmray.solvers.fd import resolve_steps, steps_option
 from mmray.solvers.intensity import Intensity, resolve_intensity
+
+TICK_TABLES = 8  # (time x inventory) arrays of a backward induction: values, choices, offsets and copies
+TICK_PAIR_ARRAYS = 10  # (inventory x pair) float64 arrays of one step's maximisation
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,12 @@ class TickGrid:
     def mdp(self, market: MarketParams, problem: ProblemParams, who: str = "pi") -> TickMDP:
         """The :class:`TickMDP` these options describe for ``market`` and ``problem``."""
         steps = resolve_steps(problem.T, self.n_steps, self.dt, 200, who)
+        model_scales(market, problem)
+        levels = np.size(self.levels) if self.levels is not None else integer(f"{who} option n_levels",
+                                                                              self.n_levels, ge=1)
+        pairs = float(levels + 1) ** 2  # (bid, ask) choices per inventory, "no quote" included
+        require_grid_memory(f"{who} solver", steps + 1, steps_option(self.n_steps, self.dt, steps), market, problem,
+                            tables=TICK_TABLES, per_level=TICK_PAIR_ARRAYS * pairs)
         intensity = resolve_intensity(self.intensity, market)
         if intensity is not None and not isinstance(intensity, Intensity):
             raise ValueError(
@@ -256,7 +266,15 @@ class TickMDP:
         if not grid.allow_no_quote:
             self.bid_ok[:-1, L] = False
             self.ask_ok[1:, L] = False
-        g, s2 = problem.gamma, market.sigma**2
+        # fill-outcome weights of objective A (per pair, in logs): neither side fills, bid only, ask only;
+        # u0 = 1 - p, u1 = p exp(-gamma Delta delta); s0 = u0 u0' + u1 u1' > 0 (if p = 1 then u1 > 0)
+        with np.errstate(divide="ignore"):
+            lu0 = np.log1p(-self.p)
+            lu1 = np.log(self.p) - problem.gamma * self.size * self.delta
+        self._log_s0 = np.logaddexp(lu0[:, None] + lu0[None, :], lu1[:, None] + lu1[None, :])
+        self._log_sp = lu1[:, None] + lu0[None, :]  # bid filled, ask not: q' = q + Delta
+        self._log_sm = lu0[:, None] + lu1[None, :]  # ask filled, bid not: q' = q - Delta
+        g, s2 = problem.gamma, market.sigma * market.sigma
         self.running = market.drift * self.dt * self.q - 0.5 * g * s2 * self.dt * self.q**2
         self.terminal = -problem.terminal(self.q)
 
@@ -333,28 +351,37 @@ class TickMDP:
         c = 2.0 * u - up - um
         return (u[:, None, None] + alpha[:, :, None] + beta[:, None, :]) + c[:, None, None] * self.pp[None]
 
-    def _mgf(self, q: np.ndarray) -> np.ndarray:
-        """``E exp(-gamma q dS)`` over one step for the post-trade inventory ``q``."""
+    def _log_mgf(self, q: np.ndarray) -> np.ndarray:
+        """``log E exp(-gamma q dS)`` over one step for the post-trade inventory ``q``.
+
+        Gaussian mid: ``-gamma q mu dt + gamma^2 sigma^2 q^2 dt / 2``; binomial mid:
+        ``-gamma q mu dt + log cosh(gamma q sigma sqrt(dt))`` with
+        ``log cosh x = |x| + log1p(e^(-2|x|)) - log 2`` (no overflow).
+        """
         g, mu, sig, dt = self.problem.gamma, self.market.drift, self.market.sigma, self.dt
         if self.price_model == "gaussian":
-            return np.exp(-g * q * mu * dt + 0.5 * g * g * sig * sig * q * q * dt)
-        return np.exp(-g * q * mu * dt) * np.cosh(g * q * sig * math.sqrt(dt))
+            return -g * q * mu * dt + 0.5 * g * g * sig * sig * q * q * dt
+        x = np.abs(g * q * sig * math.sqrt(dt))
+        return -g * q * mu * dt + x + np.log1p(np.exp(-2.0 * x)) - math.log(2.0)
 
     def _q_values_cara(self, theta: np.ndarray) -> np.ndarray:
+        """Certainty equivalents ``theta(q) - log(e) / gamma`` of every pair, computed in the log domain.
+
+        ``e = m(q) s0 + m(q+Delta) e^(-gamma (theta(q+Delta) - theta(q))) s+ + m(q-Delta) e^(...) s-``
+        (``m`` the mid's moment generating function, ``s0, s+, s-`` the fill-outcome weights of the
+        pair); each term's logarithm is formed first and the three are combined by log-sum-exp, so
+        neither strong risk aversion nor large inventories overflow ``exp``.
+        """
         g = self.problem.gamma
-        m = self._mgf(self.q)
+        lm = self._log_mgf(self.q)
         rel_p = np.append(theta[1:] - theta[:-1], 0.0)
         rel_m = np.insert(theta[:-1] - theta[1:], 0, 0.0)
-        phi0 = m
-        phip = np.append(m[1:], m[-1]) * np.exp(-g * rel_p)
-        phim = np.insert(m[:-1], 0, m[0]) * np.exp(-g * rel_m)
-        u0 = 1.0 - self.p
-        u1 = self.p * np.exp(-g * self.size * self.delta)
-        s0 = np.outer(u0, u0) + np.outer(u1, u1)
-        sp = np.outer(u1, u0)  # bid filled, ask not: q' = q + Delta
-        sm = np.outer(u0, u1)  # ask filled, bid not: q' = q - Delta
-        e = phi0[:, None, None] * s0 + phip[:, None, None] * sp + phim[:, None, None] * sm
-        return theta[:, None, None] - np.log(e) / g
+        l0 = lm[:, None, None] + self._log_s0[None]
+        lp = (np.append(lm[1:], lm[-1]) - g * rel_p)[:, None, None] + self._log_sp[None]
+        lmm = (np.insert(lm[:-1], 0, lm[0]) - g * rel_m)[:, None, None] + self._log_sm[None]
+        top = np.maximum(np.maximum(l0, lp), lmm)  # finite: s0 > 0 always
+        log_e = top + np.log(np.exp(l0 - top) + np.exp(lp - top) + np.exp(lmm - top))
+        return theta[:, None, None] - log_e / g
 
     @staticmethod
     def best(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -394,6 +421,11 @@ class TickMDP:
         """Offsets of choice indices, NaN for "no quote"."""
         off = np.append(self.grid.offsets, np.nan)
         return off[b_idx], off[a_idx]
+
+    def require_finite(self, value: np.ndarray, bid: np.ndarray, ask: np.ndarray, who: str) -> None:
+        """Refuse a non-finite value function or quote table (NaN in ``bid``/``ask`` means "no quote")."""
+        require_finite_solution(who, value, bid, ask, "choose less extreme gamma, sigma, terminal_penalty or "
+                                "q_max, or rescale the units (price, time)")
 
     def nearest_levels(self, offsets: np.ndarray, side: str) -> np.ndarray:
         """Index of the nearest grid level to each offset (clipped to the grid); NaN/inf -> no quote.

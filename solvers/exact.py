@@ -18,11 +18,17 @@ cost of one matrix product. Optimal quotes (Guéant 2017 eq. (3.6))::
 Accuracy guard: the eigen-expansion sums terms of both signs with eigenvectors known to an
 absolute (not relative) accuracy, so a component of ``v`` many orders of magnitude below the
 largest one (far inventories, strong risk aversion) loses relative accuracy. A second method
-keeps it: stepping with ``exp(-M h) = e^(-s h) exp((sI - M) h)``, where ``(sI - M) h >= 0``
-entrywise and its exponential is summed by a Taylor series and repeated squaring of
-nonnegative matrices, so every component keeps full relative accuracy. The solver runs that
-method on up to 64 of the grid times (cheap) and compares; if ``log v`` differs by more than
-``rtol`` anywhere it uses the stepping method on the whole grid.
+keeps it, in the log domain: with ``f`` the positive ground state of ``M`` (``log f`` from a
+continued fraction, accurate where ``f`` underflows), ``v = diag(f) w`` and
+``exp(-M h) = diag(f) e^(-s h) exp((sI - M~) h) diag(f)^-1``, where ``M~ = diag(f)^-1 M diag(f)``
+has equal row sums and ``(sI - M~) h >= 0`` entrywise; its exponential is summed by a Taylor
+series and repeated squaring of nonnegative matrices, and ``w`` is kept as ``log w`` and
+multiplied band by band (log-sum-exp), so every component keeps full relative accuracy and stays
+finite however many orders of magnitude ``v`` spans (``Q = 400``, ``gamma = 1e6``). The solver runs
+that method on up to 64 of the grid times (cheap) and compares; if ``log v`` differs by more than
+``rtol`` anywhere, or the ground state spans more than double precision, it uses the stepping
+method on the whole grid. ``theta`` from stepping carries a common additive error of order
+``(Delta / k) eps max(M_qq) T`` (uniformisation), which cancels in every quote.
 """
 
 from __future__ import annotations
@@ -34,11 +40,17 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
 from mmray.checks import integer
+from mmray.limits import model_scales, require_finite_solution, require_grid_memory
 from mmray.model import c_xi, delta_tilde
 from mmray.params import MarketParams, ProblemParams, inventory_grid
 from mmray.solvers.result import Solution
 
 _EPS = np.finfo(float).eps
+EXACT_TABLES = 10  # float64 arrays of the (time x inventory) grid held at once (measured peak: see tests)
+# the ground state spans more than double precision: the eigen-expansion cannot represent v, go
+# straight to positive stepping (saves the check)
+EIGEN_MAX_LOG_RANGE = 700.0
+EXACT_SQUARES = 8  # n x n matrices: eigenvectors, Taylor terms and squarings, one cached propagator
 
 
 def generator(market: MarketParams, problem: ProblemParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,10 +62,13 @@ def generator(market: MarketParams, problem: ProblemParams) -> tuple[np.ndarray,
     return diag, off, q
 
 
-def _log_v_eigen(diag: np.ndarray, off: np.ndarray, v_T: np.ndarray, tau: np.ndarray) -> np.ndarray:
-    """``log v`` at times-to-go ``tau``, shape ``(len(tau), n)``, via one eigendecomposition."""
+def _log_v_eigen(diag: np.ndarray, off: np.ndarray, log_v_T: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``log v`` at times-to-go ``tau``, shape ``(len(tau), n)``, via one eigendecomposition.
+
+    NaN where the expansion gives ``v <= 0`` (cancellation below its absolute accuracy).
+    """
     lam, vecs = eigh_tridiagonal(diag, off)
-    coef = vecs.T @ v_T
+    coef = vecs.T @ np.exp(log_v_T)
     # shift by the smallest eigenvalue: keeps exp() from overflowing at long horizons
     decay = np.exp(-np.outer(lam - lam[0], tau))  # (n_eig, N)
     w = vecs @ (coef[:, None] * decay)  # (n, N)
@@ -88,21 +103,96 @@ def _expm_nonnegative(B: np.ndarray) -> tuple[np.ndarray, float]:
     return result, log_scale
 
 
+def log_ground_state(diag: np.ndarray, coupling: float) -> tuple[float, np.ndarray]:
+    """Smallest eigenvalue ``lambda_0`` of ``M`` and ``log f`` of its positive eigenvector (max 0).
+
+    ``M`` has diagonal ``diag`` and off-diagonals ``-coupling < 0``. ``log f`` keeps full relative
+    accuracy in the tails, where ``f`` itself underflows: each row of ``M f = lambda_0 f`` reads
+    ``coupling (f_{i-1} + f_{i+1}) = (d_i - lambda_0) f_i``, so the ratios
+    ``rho_i = f_i / f_{i-1}`` obey the continued fraction
+    ``rho_i = coupling / (d_i - lambda_0 - coupling rho_{i+1})``, ``rho_{n-1} = coupling / (d_{n-1} - lambda_0)``,
+    which is stable from the end inward (it selects the decaying solution), and symmetrically from
+    the start. The two meet at the smallest diagonal entry. Every denominator equals
+    ``coupling f_{i-1} / f_i > 0``; a non-positive one (rounding, far from any tail) is replaced by a
+    flat ratio, which keeps ``f`` positive: any positive ``f`` makes the similarity transform of
+    :func:`_log_v_stepping` exact, only its dynamic range depends on how close ``f`` is to the ground state.
+    """
+    n = diag.size
+    lam0 = float(eigh_tridiagonal(diag, np.full(n - 1, -coupling), eigvals_only=True,
+                                  select="i", select_range=(0, 0))[0])
+    mid = int(np.argmin(diag))
+    log_f = np.zeros(n)
+    # log(f_i / f_{i-1}) for i > mid from the top; log(f_i / f_{i+1}) for i < mid from the bottom
+    for order in (range(n - 1, mid, -1), range(0, mid)):
+        ratio = 0.0
+        for i in order:
+            den = diag[i] - lam0 - coupling * ratio
+            ratio = coupling / den if den > 0 and np.isfinite(den) else 1.0
+            log_f[i] = np.log(ratio)
+    up = np.cumsum(log_f[mid + 1 :])
+    down = np.cumsum(log_f[:mid][::-1])[::-1]
+    log_f[mid + 1 :] = up
+    log_f[:mid] = down
+    log_f[mid] = 0.0
+    return lam0, log_f - log_f.max()
+
+
+def _log_matvec(P: np.ndarray, u: np.ndarray, width: float = 600.0) -> np.ndarray:
+    """``log(P @ exp(u))`` for a nonnegative ``P`` and any finite ``u``, without overflow or underflow.
+
+    The entries of ``u`` are split into bands at most ``width`` wide (``e^-600`` is far above the
+    smallest double); column ``b`` of ``E`` holds ``exp(u_j - top_b)`` for the ``j`` of band ``b``
+    and 0 elsewhere, so ``P @ E`` is one BLAS product, and its columns' logarithms plus ``top_b``
+    are combined by log-sum-exp. Every term is nonnegative, so each entry keeps full relative
+    accuracy.
+    """
+    top = float(u.max())
+    with np.errstate(divide="ignore"):
+        if top - float(u.min()) <= width:
+            return top + np.log(P @ np.exp(u - top))
+        band = np.floor((top - u) / width).astype(np.int64)
+        used, band = np.unique(band, return_inverse=True)
+        tops = top - used * width
+        E = np.zeros((u.size, used.size))
+        E[np.arange(u.size), band] = np.exp(u - tops[band])
+        logs = np.log(P @ E) + tops
+    peak = logs.max(axis=1, keepdims=True)
+    return peak[:, 0] + np.log(np.sum(np.exp(logs - peak), axis=1))
+
+
 def _log_v_stepping(
-    diag: np.ndarray, off: np.ndarray, v_T: np.ndarray, tau: np.ndarray
+    diag: np.ndarray, coupling: float, log_f: np.ndarray, log_v_T: np.ndarray, tau: np.ndarray
 ) -> np.ndarray:
-    """``log v`` at times-to-go ``tau`` (increasing, tau[0] = 0) by positive stepping."""
+    """``log v`` at times-to-go ``tau`` (increasing, tau[0] = 0) by positive stepping in the log domain.
+
+    With ``D = diag(f)``, ``f`` the ground state (``log_f`` from :func:`log_ground_state`), ``v = D w`` and
+    ``w(tau) = exp(-M~ tau) w(0)`` with ``M~ = D^-1 M D`` (off-diagonals ``-coupling f_{i+-1} / f_i``).
+    ``M~`` is similar to ``M`` and its rows sum to ``lambda_0``: its uniformised propagator
+    ``exp(-M~ h) = e^(-s h) exp((sI - M~) h)``, ``s = max d``, is entrywise nonnegative with equal
+    row sums, so no row underflows however far ``v`` spans (``v_Q / v_0`` below ``1e-308`` at
+    ``Q = 400`` with the GLFT parameters). ``w`` is kept as ``log w`` and multiplied by
+    :func:`_log_matvec`.
+    """
     n = diag.size
     s = float(diag.max())
+    lr = np.diff(log_f)  # log(f_{i+1} / f_i)
+    with np.errstate(over="ignore"):
+        upper = np.exp(np.log(coupling) + lr)
+        lower = np.exp(np.log(coupling) - lr)
+    if not (np.all(np.isfinite(upper)) and np.all(np.isfinite(lower))):
+        raise ValueError(
+            "exact: the value function's ratio between neighbouring inventories overflows double precision "
+            f"(A * C_xi = {coupling:.3g} against a largest generator rate {s:.3g}); choose a larger A or "
+            "smaller gamma, sigma or q_max"
+        )
     base = np.diag(s - diag)
-    base[np.arange(n - 1), np.arange(1, n)] = -off
-    base[np.arange(1, n), np.arange(n - 1)] = -off
+    base[np.arange(n - 1), np.arange(1, n)] = upper
+    base[np.arange(1, n), np.arange(n - 1)] = lower
     steps = np.diff(tau)
-    cache: dict[float, np.ndarray] = {}
+    cache: dict[float, tuple[np.ndarray, float]] = {}
     log_v = np.empty((tau.size, n))
-    v = v_T.copy()
-    log_scale = 0.0
-    log_v[0] = np.log(v)
+    u = log_v_T - log_f
+    log_v[0] = log_v_T
     for i, h in enumerate(steps, start=1):
         key = float(f"{h:.11g}")  # equal steps up to float noise share one propagator
         if key not in cache:
@@ -110,11 +200,8 @@ def _log_v_stepping(
                 cache.clear()
             cache[key] = _expm_nonnegative(base * h)
         P, log_p = cache[key]
-        v = P @ v
-        top = float(v.max())
-        v /= top
-        log_scale += np.log(top) + log_p - s * h
-        log_v[i] = np.log(v) + log_scale
+        u = _log_matvec(P, u) + (log_p - s * h)
+        log_v[i] = u + log_f
     return log_v
 
 
@@ -127,8 +214,13 @@ def exact_settings(
         raise ValueError(f"exact option rtol must be a number >= 0 (0: always the stepping path, inf: never), "
                          f"got {rtol!r}")
     rtol = float(rtol)
+    model_scales(market, problem)
+    explicit = times
     if times is None:
-        times = np.linspace(0.0, problem.T, integer("exact option n_times", n_times, ge=2))
+        n_times = integer("exact option n_times", n_times, ge=2)
+        require_grid_memory("exact solver", n_times, f"n_times={n_times}", market, problem,
+                            tables=EXACT_TABLES, square=EXACT_SQUARES)
+        times = np.linspace(0.0, problem.T, n_times)
     try:
         times = np.asarray(times, dtype=float)
     except (TypeError, ValueError):
@@ -137,6 +229,9 @@ def exact_settings(
         raise ValueError("exact option times must be a 1-d array of finite numbers")
     if np.any(np.diff(times) <= 0) or times[0] < 0 or times[-1] > problem.T * (1 + 1e-12):
         raise ValueError(f"exact option times must increase strictly within [0, T={problem.T}]")
+    if explicit is not None:
+        require_grid_memory("exact solver", times.size, "option times", market, problem,
+                            tables=EXACT_TABLES, square=EXACT_SQUARES)
     return times, rtol
 
 
@@ -173,24 +268,30 @@ def solve_exact(
 
     diag, off, q = generator(market, problem)
     k, d = market.k, market.trade_size
-    v_T = np.exp(-k * problem.terminal(q) / d)
-    v_T = v_T / v_T.max()
+    log_v_T = -k * problem.terminal(q) / d  # v_q(T) = exp(-k ell(q) / Delta)
+    log_v_T = log_v_T - log_v_T.max()
+    coupling = -float(off[0])
     tau = problem.T - times[::-1]  # increasing time-to-go
     tau[0] = max(tau[0], 0.0)
     if tau[0] > 0:  # stepping starts from T
         tau_full = np.concatenate([[0.0], tau])
     else:
         tau_full = tau
-    log_v = _log_v_eigen(diag, off, v_T, tau)
-    stride = max(1, -(-(tau_full.size - 1) // 63))
-    check = np.arange(0, tau_full.size, stride)
-    reference = _log_v_stepping(diag, off, v_T, tau_full[check])
-    at = check - (tau_full.size - tau.size)
-    keep = at >= 0
-    check_err = float(np.max(np.abs(log_v[at[keep]] - reference[keep]))) if keep.any() else 0.0
+    _, log_f = log_ground_state(diag, coupling)
+    check_err = np.nan
+    if np.ptp(log_f) < EIGEN_MAX_LOG_RANGE:
+        with np.errstate(under="ignore"):
+            log_v = _log_v_eigen(diag, off, log_v_T, tau)
+        stride = max(1, -(-(tau_full.size - 1) // 63))
+        check = np.arange(0, tau_full.size, stride)
+        reference = _log_v_stepping(diag, coupling, log_f, log_v_T, tau_full[check])
+        at = check - (tau_full.size - tau.size)
+        keep = at >= 0
+        check_err = float(np.max(np.abs(log_v[at[keep]] - reference[keep]))) if keep.any() else 0.0
     path = "eigen"
-    if not check_err <= rtol:  # also catches NaN from a non-positive reconstruction
-        log_v = _log_v_stepping(diag, off, v_T, tau_full)[tau_full.size - tau.size :]
+    # also catches NaN from a non-positive reconstruction, at the checked times or any other
+    if not (check_err <= rtol and np.all(np.isfinite(log_v))):
+        log_v = _log_v_stepping(diag, coupling, log_f, log_v_T, tau_full)[tau_full.size - tau.size :]
         path = "positive-stepping"
     log_v = log_v[::-1]  # back to the order of `times`
     theta = (d / k) * log_v
@@ -199,6 +300,10 @@ def solve_exact(
     nan_col = np.full((times.size, 1), np.nan)
     bid = np.hstack([base + (log_v[:, :-1] - log_v[:, 1:]) / k, nan_col])
     ask = np.hstack([nan_col, base + (log_v[:, 1:] - log_v[:, :-1]) / k])
+    due = np.ones(bid.shape, dtype=bool)
+    due[:, -1] = False  # no bid at Q; no ask at -Q (mirrored)
+    require_finite_solution("exact", theta, bid, ask, "rescale the units (price, time) or choose less extreme "
+                            "gamma, sigma, A, k, T or q_max", quoted=(due, due[:, ::-1]))
     info = {
         "path": path,
         "eigen_check_err": check_err if np.isfinite(check_err) else None,
@@ -216,10 +321,9 @@ def stationary_quotes(market: MarketParams, problem: ProblemParams) -> tuple[np.
     (Perron-Frobenius: it is positive), so the quotes converge to
     ``dtilde + (1/k) ln(f_q / f_{q +- Delta})``. Returns ``(q_grid, bid, ask)``.
     """
+    model_scales(market, problem)
     diag, off, q = generator(market, problem)
-    _, vec = eigh_tridiagonal(diag, off, select="i", select_range=(0, 0))
-    f = np.abs(vec[:, 0])
-    log_f = np.log(f)
+    _, log_f = log_ground_state(diag, -float(off[0]))
     base = delta_tilde(market, problem)
     k = market.k
     bid = np.append(base + (log_f[:-1] - log_f[1:]) / k, np.nan)

@@ -57,6 +57,7 @@ import numpy as np
 from scipy.linalg import solve_banded
 
 from mmray.checks import choice, integer, real
+from mmray.limits import model_scales, require_finite_solution, require_grid_memory
 from mmray.model import xi as _xi
 from mmray.params import MarketParams, ProblemParams, inventory_grid, steps_of
 from mmray.solvers.intensity import Exponential, Intensity, resolve_intensity
@@ -116,6 +117,15 @@ def resolve_steps(T: float, n_steps: int | None, dt: float | None, default: int,
     return integer(f"{who} option n_steps", n_steps, ge=1)
 
 
+def steps_option(n_steps: Any, dt: Any, steps: int) -> str:
+    """How the user set the number of steps, for messages: ``"dt=0.1 (T/dt = 6000 steps)"``."""
+    if dt is not None:
+        return f"dt={dt!r} (T/dt = {steps} steps)"
+    return f"n_steps={steps}" + (" (default)" if n_steps is None else "")
+
+
+FD_TABLES = 8  # (time x inventory) float64 arrays: theta, bid, ask, their concatenation temporaries
+MAX_EXPLICIT_SUBSTEPS = 10**7  # one explicit step split into more pieces than this is refused (a hang)
 STABILITY_MARGIN = 1e-3  # head-room of a suggested n_steps over T * (largest fill rate of the solve)
 _MAX_SUGGESTION_PASSES = 8
 
@@ -147,6 +157,12 @@ class _Stepper:
             if rate * h > 1.0 + 1e-12:
                 if self.first_unstable is None:
                     self.first_unstable = (t, rate)
+                if not rate * remaining <= MAX_EXPLICIT_SUBSTEPS:
+                    raise ValueError(
+                        f"fd: the explicit step at t={t:.6g} needs {rate * remaining:.3g} stable sub-steps (total "
+                        f"fill rate {rate:.3g} per time unit), more than {MAX_EXPLICIT_SUBSTEPS:.0e}: use "
+                        "scheme='implicit' or 'cn'"
+                    )
                 pieces = math.ceil(rate * remaining * (1.0 + 1e-9))
                 h = remaining / pieces
             theta = theta + h * f
@@ -167,6 +183,13 @@ class _Stepper:
             ab[0, 1:] = -w_dt * upper
             ab[2, :-1] = -w_dt * lower
             step = solve_banded((1, 1), ab, g, check_finite=False)
+            if not np.all(np.isfinite(step)):
+                raise ValueError(
+                    "fd: the Hamiltonian overflows double precision in Newton's method (the value function "
+                    f"differs by up to {float(np.ptp(theta)):.3g} across inventories): the model's rates are "
+                    "beyond time stepping in double precision; use method='exact' (exponential intensity) "
+                    "or less extreme gamma, sigma, A, k or terminal_penalty"
+                )
             theta = theta - step
             if float(np.max(np.abs(step))) <= self.newton_tol * (1.0 + float(np.max(np.abs(theta)))):
                 self.newton_iterations.append(it)
@@ -245,6 +268,8 @@ def fd_settings(
     """The checked options of :func:`solve_fd` (same order; ``n_steps``/``dt`` become the step
     count), ``ValueError`` naming the option otherwise. Also what a sweep file is checked with."""
     steps = resolve_steps(problem.T, n_steps, dt, 1000, "fd")
+    model_scales(market, problem)
+    require_grid_memory("fd solver", steps + 1, steps_option(n_steps, dt, steps), market, problem, tables=FD_TABLES)
     scheme = choice("fd option scheme", scheme, SCHEMES)
     on_unstable = choice("fd option on_unstable", on_unstable, ON_UNSTABLE)
     intensity = resolve_intensity(intensity, market)
@@ -313,6 +338,10 @@ def solve_fd(
         raise _unstable_error(op, terminal, problem.T, steps, stepper)
     h = problem.T / steps
     bid, ask = op.quotes(theta)
+    due = np.ones(bid.shape, dtype=bool)
+    due[:, -1] = False  # no bid at Q; no ask at -Q (mirrored below)
+    require_finite_solution("fd", theta, bid, ask, "use method='exact' (exponential intensity) or less extreme "
+                            "parameters", quoted=(due, due[:, ::-1]))
     its = stepper.newton_iterations
     info: dict[str, Any] = {
         "scheme": scheme,

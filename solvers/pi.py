@@ -137,6 +137,7 @@ def solve_pi(
         ask = np.vstack([ask, ask[-1:]])
         info["value_q0"] = float(value[0, i0])
         info["seconds"] = _time.perf_counter() - start
+        mdp.require_finite(value, bid, ask, "pi")
         return Solution("pi", market, problem, mdp.times, mdp.q, value, bid, ask, info, solved_for=mdp.describe())
     beta = math.exp(-discount_rate * mdp.dt) if horizon == "discounted" else 1.0
     value, b, a, history, gain = policy_iteration(mdp, mask, beta, max_iter)
@@ -153,6 +154,7 @@ def solve_pi(
     if horizon == "average":
         info["gain_per_step"] = gain
         info["gain_per_time"] = gain / mdp.dt
+    mdp.require_finite(value, bid, ask, "pi")
     times = np.array([0.0, problem.T])
     rows = lambda x: np.vstack([x, x])  # noqa: E731
     return Solution("pi", market, problem, times, mdp.q, rows(value), rows(bid), rows(ask), info,
