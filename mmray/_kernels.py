@@ -66,3 +66,73 @@ def table_step(
         peak[i] = pk
         mdd[i] = max(mdd[i], pk - m)
     return spread_total, spread_steps
+
+
+@njit(cache=True, nogil=True)
+def quote_step(
+    q: np.ndarray, s: np.ndarray, mtm: np.ndarray, trades: np.ndarray, q2: np.ndarray,
+    peak: np.ndarray, mdd: np.ndarray, ds: np.ndarray,
+    bid_offset: np.ndarray, ask_offset: np.ndarray, bid_filled: np.ndarray, ask_filled: np.ndarray,
+    e_bid: np.ndarray, e_ask: np.ndarray, db: np.ndarray, da: np.ndarray, spread: np.ndarray,
+    bounded: bool, q_max: float, tick: float, k: float, log_adt: float, adt: float,
+    linear: bool, gaussian: bool, d: float, sq: float, mu_dt: float,
+) -> None:
+    """:func:`mmray.sim.market_step` in one pass over the paths, for quotes given per path.
+
+    ``db``/``da`` hold the quoted offsets (length ``n``, or 1 to quote the same on every path;
+    ``inf`` = not quoted); ``ds`` holds the step's price variates on entry (standard normals or
+    uniforms) and the mid changes on exit. Writes the applied offsets, the fill flags, the quoted
+    spread ``bid + ask`` of each path (``inf`` where a side is off; the caller sums the finite
+    ones, as the numpy twin does) and the path state in place. The arithmetic is that of
+    :func:`mmray.sim.market_step_numpy`, operation for operation (tested equal).
+    """
+    one_b = db.size == 1
+    one_a = da.size == 1
+    for i in range(q.size):
+        b = db[0] if one_b else db[i]
+        a = da[0] if one_a else da[i]
+        qi = q[i]
+        if bounded:
+            if qi + d > q_max + 1e-9:
+                b = np.inf
+            if qi - d < -q_max - 1e-9:
+                a = np.inf
+        if tick > 0.0:
+            si = s[i]
+            b = si - np.floor((si - b) / tick + 1e-9) * tick
+            a = np.ceil((si + a) / tick - 1e-9) * tick - si
+        bid_offset[i] = b
+        ask_offset[i] = a
+        if linear:
+            fb = e_bid[i] > k * b - log_adt
+            fa = e_ask[i] > k * a - log_adt
+        else:
+            fb = e_bid[i] < np.exp(-k * b) * adt
+            fa = e_ask[i] < np.exp(-k * a) * adt
+        bid_filled[i] = fb
+        ask_filled[i] = fa
+        spread[i] = b + a
+        income = (b if fb else 0.0) + (a if fa else 0.0)
+        dq = (1.0 if fb else 0.0) - (1.0 if fa else 0.0)
+        if d != 1.0:
+            dq *= d
+            income *= d
+        qn = qi + dq
+        q[i] = qn
+        trades[i] += 1.0 if fb else 0.0
+        trades[i] += 1.0 if fa else 0.0
+        q2[i] += qn * qn
+        m = mtm[i] + income
+        if gaussian:
+            dz = ds[i] * sq
+        else:
+            dz = -sq if ds[i] < 0.5 else sq
+        if mu_dt != 0.0:
+            dz += mu_dt
+        ds[i] = dz
+        s[i] += dz
+        m += dz * qn
+        mtm[i] = m
+        pk = max(peak[i], m)
+        peak[i] = pk
+        mdd[i] = max(mdd[i], pk - m)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmray._kernels import table_step
+from mmray._kernels import quote_step, table_step
 from mmray.features import SIM_FEATURES, check_features, policy_features
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy, TablePolicy, ask_quotes, simulation_market
@@ -217,10 +217,49 @@ def market_step(
     generator draws the exponentials first (:meth:`PathState.draw_fill_variates`), asks the policy,
     and passes ``fills_drawn=True``: that is what :func:`simulate_chunk` does.
 
-    Returns the sum and the count of quoted spreads over the paths where both sides were quoted.
-    The fused kernel :func:`mmray._kernels.table_step` is this step's compiled twin for table
-    policies (same draws and arithmetic; tested equal).
+    ``bid``/``ask``: a scalar or one offset per path (``inf`` = not quoted). Returns the sum and
+    the count of quoted spreads over the paths where both sides were quoted.
+
+    One compiled pass over the paths (:func:`mmray._kernels.quote_step`); its plain twin is
+    :func:`market_step_numpy`, and :func:`mmray._kernels.table_step` is the fused twin for table
+    policies (the simulator's fast path). All three are tested equal.
     """
+    if not fills_drawn:
+        p.draw_fill_variates(rng)
+    db = _offsets(bid, p.s.size, "bid")
+    da = _offsets(ask, p.s.size, "ask")
+    if m.gaussian:
+        rng.standard_normal(out=p.ds)
+    else:
+        rng.random(out=p.ds)
+    p.bid_offset = np.empty_like(p.s)
+    p.ask_offset = np.empty_like(p.s)
+    quote_step(
+        p.q, p.s, p.mtm, p.trades, p.q2, p.peak, p.mdd, p.ds, p.bid_offset, p.ask_offset,
+        p.bid_filled, p.ask_filled, p.e_bid, p.e_ask, db, da, p.tmp, m.q_max is not None,
+        0.0 if m.q_max is None else float(m.q_max), m.tick, m.k, m.log_adt, m.adt, m.linear, m.gaussian,
+        m.d, m.sq, m.mu_dt,
+    )
+    both = np.isfinite(p.tmp)
+    return float(p.tmp[both].sum()), int(both.sum())
+
+
+def _offsets(value: np.ndarray | float, n: int, side: str) -> np.ndarray:
+    """Quoted offsets as a contiguous float array of length ``n``, or 1 for one offset on every path."""
+    arr = np.asarray(value, dtype=float)
+    if arr.size == 1 and arr.ndim <= 1:
+        return arr.reshape(1)
+    if arr.shape != (n,):
+        raise ValueError(f"market_step: {side} offsets have shape {arr.shape}, expected ({n},) or a scalar")
+    return np.ascontiguousarray(arr)
+
+
+def market_step_numpy(
+    p: PathState, bid: np.ndarray | float, ask: np.ndarray | float, m: StepModel, rng: np.random.Generator,
+    fills_drawn: bool = False,
+) -> tuple[float, int]:
+    """The plain numpy twin of :func:`market_step` (same draws, same arithmetic, whole-array
+    operations). Tests compare the two; the simulator and the environments call :func:`market_step`."""
     if not fills_drawn:
         p.draw_fill_variates(rng)
     n = p.s.size

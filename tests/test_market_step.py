@@ -12,7 +12,15 @@ from mmray import SimConfig, backtest, make_strategy
 from mmray.objectives import certainty_equivalent, step_reward_b, value_b
 from mmray.params import ProblemParams
 from mmray.policy import ClosedFormPolicy, TablePolicy
-from mmray.sim import ROWS_BLOCK, PathState, StepModel, market_step, simulate_chunk, tick_offsets
+from mmray.sim import (
+    ROWS_BLOCK,
+    PathState,
+    StepModel,
+    market_step,
+    market_step_numpy,
+    simulate_chunk,
+    tick_offsets,
+)
 from mmray.solvers import solve
 
 
@@ -189,3 +197,33 @@ def test_simulator_memory_does_not_grow_with_steps_times_levels(glft_market, glf
     finally:
         tracemalloc.stop()
     assert peak < 30e6, f"simulator peak {peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize(("tick", "fill_model", "price_model", "drift", "trade_size"), [
+    (0.0, "poisson", "gaussian", 0.0, 1.0), (0.1, "linear", "binomial", 0.02, 1.0),
+    (0.05, "poisson", "binomial", 0.0, 2.0), (0.0, "linear", "gaussian", -0.01, 2.0),
+])
+def test_the_compiled_market_step_equals_its_numpy_twin(glft_market, tick, fill_model, price_model, drift,
+                                                        trade_size):
+    """Oracle: market_step_numpy, the whole-array version of the same step. 30 steps of 500 paths
+    from random states near the inventory bounds, with per-path quotes (some inf) and scalar quotes:
+    every state array bit for bit, spreads too."""
+    market = glft_market.replace(tick=tick, drift=drift, trade_size=trade_size)
+    problem = ProblemParams(T=30.0, q_max=3 * trade_size)
+    m = StepModel.of(market, problem, SimConfig(dt=1.0, fill_model=fill_model, price_model=price_model))
+    states = [PathState(500, 100.0, 0.0) for _ in range(2)]
+    rngs = [np.random.default_rng(3), np.random.default_rng(3)]
+    quotes = np.random.default_rng(9)
+    for j in range(30):
+        bid = quotes.uniform(0.0, 6.0, 500)
+        bid[quotes.random(500) < 0.1] = np.inf
+        ask = 2.5 if j % 3 == 0 else quotes.uniform(0.0, 6.0, 500)
+        a = market_step(states[0], bid, ask, m, rngs[0])
+        b = market_step_numpy(states[1], bid, ask, m, rngs[1])
+        assert a == b
+    for name in ("s", "q", "mtm", "trades", "peak", "mdd", "q2", "ds", "bid_offset", "ask_offset",
+                 "bid_filled", "ask_filled"):
+        np.testing.assert_array_equal(getattr(states[0], name), getattr(states[1], name), err_msg=name)
+    assert np.abs(states[0].q).max() == 3 * trade_size  # the bounds were reached
+    with pytest.raises(ValueError, match=r"market_step: bid offsets have shape \(3,\), expected \(500,\)"):
+        market_step(states[0], np.ones(3), 1.0, m, rngs[0])
