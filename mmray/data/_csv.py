@@ -2,6 +2,10 @@
 
 pyarrow's own conversion errors do not say which line is wrong; when one happens, the file is
 scanned again in plain Python up to the first bad line, so the :class:`DataError` names it.
+
+All-numeric headerless files (LOBSTER) have a faster path, :func:`stream_numeric`: blocks of
+whole lines are parsed by a compiled kernel (:mod:`mmray.data._parse`) into int64 matrices;
+a line the kernel declines goes through pyarrow's reader alone, with the same errors.
 """
 
 from __future__ import annotations
@@ -10,17 +14,23 @@ import contextlib
 import gzip
 import io
 import os
+import queue
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from mmray.data._parse import parse_block
 from mmray.data.errors import DataError
 
-__all__ = ["Source", "open_source", "stream_csv"]
+__all__ = ["Source", "open_source", "prefetch", "stream_csv", "stream_numeric"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,17 +89,106 @@ def stream_csv(src: Source, columns: Sequence[str], types: dict[str, pa.DataType
         every field parses as a number.
     """
     read = pacsv.ReadOptions(column_names=list(columns), block_size=block_size, skip_rows=skip_rows)
-    convert = pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False,
-                                   true_values=["true", "True"], false_values=["false", "False"])
     with open_source(src) as fh:
         try:
-            parse = pacsv.ParseOptions(ignore_empty_lines=False)  # keeps row k on line k (+skip_rows)
-            reader = pacsv.open_csv(fh, read_options=read, parse_options=parse, convert_options=convert)
+            reader = pacsv.open_csv(fh, read_options=read, parse_options=_PARSE, convert_options=_convert(types))
             for batch in reader:
                 if batch.num_rows:
                     yield batch
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise _locate(src, len(columns), skip_rows, check_line, exc) from None
+
+
+_PARSE = pacsv.ParseOptions(ignore_empty_lines=False)  # keeps row k on line k (+skip_rows)
+_DECLINED_PER_BLOCK = 64  # lines the kernel declines before the rest of a block goes to pyarrow
+
+
+def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False,
+                                true_values=["true", "True"], false_values=["false", "False"])
+
+
+def stream_numeric(src: Source, columns: Sequence[str], scales: Sequence[int], *,
+                   block_size: int = 1 << 23) -> Iterator[np.ndarray]:
+    """Stream a headerless all-numeric CSV as int64 matrices, one row per line, in file order.
+
+    Column ``j`` holds fixed-point numbers with ``scales[j]`` decimals (0: integers), stored
+    as ``round(value * 10**scales[j])``. Lines in the plain layout (``-?digits[.digits]``,
+    ``\\n``-terminated) are parsed by :func:`mmray.data._parse.parse_block`; any other line is
+    read by pyarrow's CSV reader on its own (so exponents, ``\\r\\n`` or more decimals than
+    the scale still read as :func:`stream_csv` reads them), and a line neither accepts is a
+    :class:`DataError` naming it, worded as :func:`stream_csv` words it. A non-finite value in a
+    scaled column is an error naming the column.
+
+    Parameters
+    ----------
+    src : Source
+        The file.
+    columns : sequence of str
+        Column names (for errors); a row with another count is an error.
+    scales : sequence of int
+        Decimals kept per column.
+    block_size : int
+        Bytes read per block: memory is bounded by a few blocks and their matrices.
+    """
+    scale = np.asarray(scales, dtype=np.int64)
+    line = 1  # 1-based line number of the next block's first line
+    carry = b""
+    with open_source(src) as fh:
+        while True:
+            chunk = fh.read(block_size)
+            data = carry + chunk if carry else chunk
+            if chunk:
+                cut = data.rfind(b"\n") + 1
+                data, carry = data[:cut], data[cut:]
+            elif data and not data.endswith(b"\n"):
+                data += b"\n"  # a last line without its newline is still a row
+            if data:
+                rows = _parse_lines(src, data, columns, scale, line)
+                line += len(rows)
+                yield rows
+            if not chunk:
+                return
+
+
+def _parse_lines(src: Source, data: bytes, columns: Sequence[str], scale: np.ndarray, line: int) -> np.ndarray:
+    buf = np.frombuffer(data, dtype=np.uint8)
+    # a row has at least two bytes per column ("0," ... "0\n"): a bound that is cheaper than
+    # counting newlines; np.empty only commits the pages the rows are written to
+    out = np.empty((len(data) // (2 * len(columns)) + 1, len(columns)), dtype=np.int64)
+    row = pos = declined = 0
+    while pos < len(data):
+        done, stop = parse_block(buf[pos:], len(columns), scale, out[row:])
+        row, pos = row + done, pos + stop
+        if pos == len(data):
+            break
+        declined += 1  # the line at `pos`, or the rest of the block after many declined lines
+        end = len(data) if declined > _DECLINED_PER_BLOCK else data.index(b"\n", pos) + 1
+        general = _general(src, data[pos:end], columns, scale, line + row)
+        out[row:row + len(general)] = general
+        row, pos = row + len(general), end
+    return out[:row]
+
+
+def _general(src: Source, data: bytes, columns: Sequence[str], scale: np.ndarray, line: int) -> np.ndarray:
+    """Lines the kernel declined, read by pyarrow as :func:`stream_csv` reads them."""
+    types = {c: pa.float64() if s else pa.int64() for c, s in zip(columns, scale, strict=True)}
+    try:
+        table = pacsv.read_csv(pa.py_buffer(data), read_options=pacsv.ReadOptions(column_names=list(columns)),
+                               parse_options=_PARSE, convert_options=_convert(types))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise _locate(src, len(columns), 0, None, exc) from None
+    out = np.empty((table.num_rows, len(columns)), dtype=np.int64)
+    for j, (name, s) in enumerate(zip(columns, scale, strict=True)):
+        col = table.column(j).to_numpy()
+        if s:
+            col = np.rint(col * 10.0 ** int(s))
+            bad = np.flatnonzero(~(np.abs(col) < 2.0**63))  # NaN, inf, or too large for int64
+            if bad.size:
+                raise DataError(src.label, line + int(bad[0]), f"column {j + 1} ({name}): expected a finite "
+                                f"number, got {table.column(j)[int(bad[0])].as_py()}")
+        out[:, j] = col
+    return out
 
 
 def _default_check(ncols: int) -> Callable[[list[str]], str | None]:
@@ -120,3 +219,47 @@ def _locate(src: Source, ncols: int, skip_rows: int, check_line: Callable[[list[
             if problem:
                 return DataError(src.label, lineno, problem)
     return DataError(src.label, None, f"unreadable CSV: {exc}")
+
+
+def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Run `items` in a background thread, at most `depth` items ahead of the consumer.
+
+    Worth it when producing an item releases the GIL (file reads, the nogil parse kernel): the
+    producer then runs on another core. Exceptions are re-raised in the consumer, in order;
+    closing the returned generator early stops the producer.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            put((done, exc))
+
+    worker = threading.Thread(target=produce, name="mmray-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = handoff.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()

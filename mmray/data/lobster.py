@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mmray.data._csv import Source, stream_csv
+from mmray.data._csv import Source, prefetch, stream_numeric
+from mmray.data._levels import book_columns
 from mmray.data.errors import DataError
 from mmray.data.schema import EventValidator, event_batch, kind_codes, levels_array
 
@@ -33,10 +34,15 @@ DUMMY = 9_999_999_999
 _NAME = re.compile(r"^(?P<ticker>[A-Za-z0-9.\-]+)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<start>\d+)_(?P<end>\d+)_"
                    r"(?P<what>message|orderbook)_(?P<level>\d+)\.csv$")
 _MESSAGE = ("time", "type", "order_id", "size", "price", "direction")
+_MESSAGE_SCALES = (9, 0, 0, 0, 0, 0)  # time is read as ns after midnight, the rest as integers
 # event type → kind code; sides: 1-3 the order's side, 4-5 the aggressor (−direction), 6-7 none
 _KIND_OF_TYPE = np.array([-1, *kind_codes(["add", "cancel", "delete", "execute", "execute_hidden", "cross", "halt"])],
                          dtype=np.int8)
 _SIDE_SIGN = np.array([0, 1, 1, 1, -1, -1, 0, 0], dtype=np.int8)
+# what book_columns' first_bad entries mean, in the order they are reported
+_BOOK_PROBLEMS = ("negative size in the book; expected >= 0",
+                  "an occupied level after an empty (dummy) one; expected empty levels last",
+                  "book levels out of order; expected asks rising and bids falling")
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ def find_pairs(paths: Iterable[str | os.PathLike[str]]) -> list[LobsterFiles]:
 
 
 def read_lobster(files: LobsterFiles | str | os.PathLike[str], *,
-                 block_size: int = 1 << 22) -> Iterator[pa.RecordBatch]:
+                 block_size: int = 1 << 23) -> Iterator[pa.RecordBatch]:
     """Stream one LOBSTER day as :data:`~mmray.data.schema.EVENT_SCHEMA` record batches.
 
     Parameters
@@ -125,7 +131,8 @@ def read_lobster(files: LobsterFiles | str | os.PathLike[str], *,
         A pair from :func:`find_pairs`, or a message file path (its orderbook file is found by
         name next to it) or a zip archive holding one pair.
     block_size : int
-        Bytes of message file parsed per block; memory stays bounded by a few blocks.
+        Bytes of message file parsed per block (the orderbook file: `block_size` × level);
+        memory stays bounded by a few blocks.
 
     Yields
     ------
@@ -154,10 +161,9 @@ def read_lobster(files: LobsterFiles | str | os.PathLike[str], *,
         files = pairs[0]
     level = files.name.level
     book_cols = [f"{s}{i}" for i in range(1, level + 1) for s in ("ap", "as", "bp", "bs")]
-    messages = stream_csv(files.message, _MESSAGE, {"time": pa.float64(), **{c: pa.int64() for c in _MESSAGE[1:]}},
-                          block_size=block_size)
-    books = stream_csv(files.orderbook, book_cols, dict.fromkeys(book_cols, pa.int64()),
-                       block_size=block_size * 2 * level)
+    messages = stream_numeric(files.message, _MESSAGE, _MESSAGE_SCALES, block_size=block_size)
+    # the orderbook file (the larger) is read and parsed on another core, one block ahead
+    books = prefetch(stream_numeric(files.orderbook, book_cols, (0,) * len(book_cols), block_size=block_size * level))
     clock = _Clock(files.name.date)
     validator = EventValidator(files.message.label, monotonic="ts", book_path=files.orderbook.label)
     first_line = 1
@@ -178,8 +184,8 @@ class _Clock:
         self.offsets = {midnight.utcoffset(), end.utcoffset()}
         self.date = date
 
-    def to_utc(self, seconds: np.ndarray) -> np.ndarray:
-        local = self.midnight_naive_ns + np.rint(seconds * 1e9).astype(np.int64)
+    def to_utc(self, ns_after_midnight: np.ndarray) -> np.ndarray:
+        local = self.midnight_naive_ns + ns_after_midnight
         if len(self.offsets) == 1:
             return local - int(next(iter(self.offsets)).total_seconds()) * 10**9
         idx = pd.DatetimeIndex(local.astype("datetime64[ns]")).tz_localize(NEW_YORK, ambiguous="NaT",
@@ -187,51 +193,50 @@ class _Clock:
         return idx.tz_convert("UTC").asi8  # NaT (inside the DST hour) fails validation downstream
 
 
-def _lockstep(messages: Iterator[pa.RecordBatch], books: Iterator[pa.RecordBatch],
-              files: LobsterFiles) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
-    """Equal-length slices of the two streams; a row-count mismatch is an error at the end."""
+def _lockstep(messages: Iterator[np.ndarray], books: Iterator[np.ndarray],
+              files: LobsterFiles) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Equal-length row blocks of the two streams; a row-count mismatch is an error at the end."""
     msg_rows = book_rows = 0
     pending = None  # leftover orderbook rows
     for msg in messages:
-        need = msg.num_rows
+        need = len(msg)
         parts = []
         while need:
-            if pending is None or pending.num_rows == 0:
+            if pending is None or len(pending) == 0:
                 pending = next(books, None)
                 if pending is None:
                     break
-            take = min(need, pending.num_rows)
-            parts.append(pending.slice(0, take))
-            pending = pending.slice(take)
+            take = min(need, len(pending))
+            parts.append(pending[:take])
+            pending = pending[take:]
             need -= take
-        got = sum(p.num_rows for p in parts)
-        if got < msg.num_rows:
-            msg_rows += msg.num_rows + sum(b.num_rows for b in messages)
+        got = sum(len(p) for p in parts)
+        if got < len(msg):
+            msg_rows += len(msg) + sum(len(b) for b in messages)
             book_rows += got
             raise DataError(files.orderbook.label, book_rows + 1, "orderbook file ends early: it has "
                             f"{book_rows} rows, the message file {msg_rows}; expected equal row counts")
-        msg_rows += msg.num_rows
+        msg_rows += len(msg)
         book_rows += got
-        book = pa.Table.from_batches(parts).combine_chunks().to_batches()[0] if len(parts) > 1 else parts[0]
-        yield msg, book
-    extra = (pending.num_rows if pending is not None else 0) + sum(b.num_rows for b in books)
+        yield msg, (np.concatenate(parts) if len(parts) > 1 else parts[0])
+    extra = (len(pending) if pending is not None else 0) + sum(len(b) for b in books)
     if extra:
         raise DataError(files.message.label, msg_rows + 1, f"message file ends early: it has {msg_rows} rows, "
                         f"the orderbook file {book_rows + extra}; expected equal row counts")
 
 
-def _fail(files: LobsterFiles, first_line: int, bad: np.ndarray, what: str, book: bool = False) -> None:
+def _fail(files: LobsterFiles, first_line: int, bad: np.ndarray, what: str) -> None:
     hit = np.flatnonzero(bad)
     if hit.size:
-        src = files.orderbook if book else files.message
-        raise DataError(src.label, first_line + int(hit[0]), what)
+        raise DataError(files.message.label, first_line + int(hit[0]), what)
 
 
-def _convert(msg: pa.RecordBatch, book: pa.RecordBatch, level: int, clock: _Clock, files: LobsterFiles,
+def _convert(msg: np.ndarray, book: np.ndarray, level: int, clock: _Clock, files: LobsterFiles,
              first_line: int, symbol: str) -> pa.RecordBatch:
-    t, typ, oid, size, px, direction = (msg.column(i).to_numpy() for i in range(6))
+    """One event batch from message rows (time in ns after midnight) and their orderbook rows."""
+    t, typ, oid, size, px, direction = msg.T
     n = len(t)
-    _fail(files, first_line, ~np.isfinite(t) | (t < 0), "column 1 (time): expected finite seconds after midnight")
+    _fail(files, first_line, t < 0, "column 1 (time): expected finite seconds after midnight")
     _fail(files, first_line, (typ < 1) | (typ > 7), "column 2 (event type): unknown type; expected 1-7")
     _fail(files, first_line, size < 0, "column 4 (size): negative size; expected >= 0")
     _fail(files, first_line, (direction != 1) & (direction != -1), "column 6 (direction): expected -1 or 1")
@@ -239,31 +244,21 @@ def _convert(msg: pa.RecordBatch, book: pa.RecordBatch, level: int, clock: _Cloc
     _fail(files, first_line, halt & ((px < -1) | (px > 1)), "type-7 halt: price must be -1 (halt), 0 (quoting "
           "resumes) or 1 (trading resumes)")
     _fail(files, first_line, ~halt & (np.abs(px) >= DUMMY), "column 5 (price): dummy price in a message")
-    grid = np.empty((4, n, level), dtype=np.int64)  # (ask px, ask size, bid px, bid size) × row × level
-    for i in range(4 * level):
-        grid[i % 4, :, i // 4] = book.column(i).to_numpy()
-    ap, asz, bp, bsz = grid
-    ask_ok, bid_ok = ap != DUMMY, bp != -DUMMY
-    _fail(files, first_line, ((asz < 0) | (bsz < 0)).any(axis=1), "negative size in the book; expected >= 0", True)
-    _fail(files, first_line, (np.diff(ask_ok.astype(np.int8), axis=1) > 0).any(axis=1)
-          | (np.diff(bid_ok.astype(np.int8), axis=1) > 0).any(axis=1),
-          "an occupied level after an empty (dummy) one; expected empty levels last", True)
-    if level > 1:
-        with np.errstate(invalid="ignore"):
-            _fail(files, first_line, ((np.diff(ap, axis=1) <= 0) & ask_ok[:, 1:]).any(axis=1)
-                  | ((np.diff(bp, axis=1) >= 0) & bid_ok[:, 1:]).any(axis=1),
-                  "book levels out of order; expected asks rising and bids falling", True)
+    first_bad, top, empty, offsets, values = book_columns(book, level, DUMMY)
+    for row, what in zip(first_bad, _BOOK_PROBLEMS, strict=True):
+        if row >= 0:
+            raise DataError(files.orderbook.label, first_line + int(row), what)
     columns = {
         "ts": clock.to_utc(t), "venue": VENUE, "symbol": symbol, "kind": _KIND_OF_TYPE[typ],
         "side": (_SIDE_SIGN[typ] * direction).astype(np.int8),
         "price": np.where(halt, px, px / 1e4), "size": size.astype(np.float64),
         "order_id": pa.array(oid, mask=oid == 0),
-        "bid_px": pa.array(bp[:, 0] / 1e4, mask=~bid_ok[:, 0]), "bid_sz": pa.array(bsz[:, 0], pa.float64()),
-        "ask_px": pa.array(ap[:, 0] / 1e4, mask=~ask_ok[:, 0]), "ask_sz": pa.array(asz[:, 0], pa.float64()),
+        "bid_px": pa.array(top[0], mask=empty[0]), "bid_sz": top[1],
+        "ask_px": pa.array(top[2], mask=empty[1]), "ask_sz": top[3],
     }
     if level > 1:
-        for name, ok, prices, sizes in (("bid", bid_ok, bp, bsz), ("ask", ask_ok, ap, asz)):
-            offsets = np.concatenate([[0], np.cumsum(ok.sum(axis=1))])
-            columns[f"{name}_pxs"] = levels_array(offsets, prices[ok] / 1e4)
-            columns[f"{name}_szs"] = levels_array(offsets, sizes[ok].astype(np.float64))
+        for side, name in enumerate(("bid", "ask")):
+            used = offsets[side, -1]
+            columns[f"{name}_pxs"] = levels_array(offsets[side], values[2 * side, :used])
+            columns[f"{name}_szs"] = levels_array(offsets[side], values[2 * side + 1, :used])
     return event_batch(n, columns)
