@@ -79,8 +79,8 @@ def setup(args: argparse.Namespace) -> tuple[dict[str, Any], MarketParams, Probl
         policy = pol.load(args.policy)
         saved_market = getattr(policy, "market", None)
         if saved_market is not None:
-            market, problem = model_params(args, pol.simulated_market(policy, saved_market),
-                                           getattr(policy, "problem", None), source="checkpoint")
+            market, problem = model_params(args, saved_market, getattr(policy, "problem", None),
+                                           source="checkpoint")
         else:
             market, problem = model_params(args)
         return {args.policy.name: policy}, market, problem, sim_config(args, problem, pol.saved_sim(policy))
@@ -90,7 +90,8 @@ def setup(args: argparse.Namespace) -> tuple[dict[str, Any], MarketParams, Probl
 
 
 def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig) -> None:
-    """pi/csp policies are optimal for the discrete problem they were solved on: say when the backtest differs."""
+    """A policy solved on its own discrete problem (``solved_for``: pi, csp) is optimal there: say when
+    the backtest differs from it."""
     info = pol.discrete_info(policy)
     if info is None:
         return
@@ -109,11 +110,13 @@ def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig
     elif isinstance(intensity, dict) and (intensity.get("A"), intensity.get("k")) != (market.A, market.k):
         issues.append(f"solved with A={intensity.get('A')}, k={intensity.get('k')}, simulated with "
                       f"A={market.A}, k={market.k}")
-    if market.tick > 0:
-        issues.append("its offsets are already on the tick grid; --tick > 0 rounds prices a second time")
+    grid_tick = (info.get("grid") or {}).get("tick")
+    if market.tick > 0 and grid_tick is not None and abs(float(grid_tick) - market.tick) > 1e-12 * market.tick:
+        issues.append(f"its offsets lie on its own tick grid (tick {grid_tick}), not on the market's "
+                      f"(tick {market.tick}); they are not rounded again")
     if issues:
-        print(f"mmray backtest: warning: this {policy.provenance['solver']} policy is optimal for its own discrete "
-              f"problem: {'; '.join(issues)}", file=sys.stderr)
+        print(f"mmray backtest: warning: this tick-grid policy is optimal for its own discrete problem: "
+              f"{'; '.join(issues)}", file=sys.stderr)
 
 
 def backtest(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
@@ -138,7 +141,8 @@ def backtest(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
         out: dict[str, Any] = {"strategy": name, **metrics[name]}
     else:
         out = {"strategies": metrics}
-    out.update({"n_paths": config.n_paths, "seed": config.seed, "market": market.to_dict(),
+    simulated = next(iter(results.values())).market  # a tick-grid policy is simulated with tick 0
+    out.update({"n_paths": config.n_paths, "seed": config.seed, "market": simulated.to_dict(),
                 "problem": problem.to_dict(), "sim": config.to_dict()})
     if stage is not None:
         _write(stage, results, metrics, out)

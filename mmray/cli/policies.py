@@ -1,8 +1,9 @@
 """Where the CLI asks the core about policies: one small function per question.
 
-Loading a ``--policy`` directory, building a named strategy, the market a policy is simulated in,
-the discrete problem a tick-grid policy was solved on and the simulation settings saved with a
-checkpoint. Each calls the core in exactly one place, so that a change of the policy contract
+Loading a ``--policy`` directory, building a named strategy, the discrete problem a tick-grid
+policy was solved on and the simulation settings saved with a checkpoint. (The market a policy is
+simulated in is the simulator's own business: a tick-grid policy is not rounded twice.) Each
+calls the core in exactly one place, so that a change of the policy contract
 touches this module only.
 """
 
@@ -44,15 +45,8 @@ def strategy(name: str, market: MarketParams, problem: ProblemParams, half_sprea
     return make_strategy(name, market, problem, half_spread=half_spread, skew=skew)
 
 
-def simulated_market(policy: Any, market: MarketParams) -> MarketParams:
-    """The market ``policy`` is backtested in (a tick-grid policy: tick 0, its offsets are on the grid)."""
-    from mmray.policy import simulation_market
-
-    return simulation_market(policy, market)
-
-
 def discrete_info(policy: Any) -> dict[str, Any] | None:
-    """The discrete problem a tick-grid (pi/csp) policy was solved on; ``None`` for other policies."""
+    """The discrete problem a tick-grid policy was solved on (its ``solved_for``); ``None`` for other policies."""
     from mmray.policy import discrete_problem
 
     return discrete_problem(policy)
