@@ -29,18 +29,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from mmray.data._book import LevelBook
 from mmray.data._csv import Source, open_source
 from mmray.data.errors import DataError
-from mmray.data.schema import EventValidator, event_batch, kind_codes
+from mmray.data.schema import EVENT_SCHEMA, LEVEL_COLUMNS, EventValidator, event_batch, kind_codes, levels_array
 
 __all__ = ["MARKETS", "CaptureStats", "read_capture"]
 
 MARKETS = ("spot", "usdm", "cm")
 _DEPTH, _SNAPSHOT, _TRADE, _TICKER = (kind_codes(k) for k in ("depth", "snapshot", "trade", "ticker"))
 _MATCH_WINDOW = 8192  # update ids remembered for the bookTicker comparison
+_NO_TOP = (None, None, None, None)
 
 
 @dataclass
@@ -138,38 +140,44 @@ def _market_of(obj: dict[str, Any], what: str) -> str | None:
 
 
 class _Rows:
-    """Column lists of the rows of one file, flushed to record batches."""
+    """The rows of one batch, kept per source line (a group of rows sharing times, kind, update
+    id and top of book) plus per-row side, price and size; expanded to columns on flush."""
 
-    names = ("ts", "ts_local", "kind", "side", "price", "size", "order_id", "seq",
-             "bid_px", "bid_sz", "ask_px", "ask_sz", "bid_pxs", "bid_szs", "ask_pxs", "ask_szs")
+    shared = ("ts", "ts_local", "kind", "order_id", "seq", "bid_px", "bid_sz", "ask_px", "ask_sz")
 
     def __init__(self) -> None:
-        self.cols: dict[str, list[Any]] = {n: [] for n in self.names}
+        self.groups: dict[str, list[Any]] = {n: [] for n in self.shared}
         self.lines: list[int] = []
+        self.counts: list[int] = []
+        self.side: list[int] = []
+        self.price: list[float | None] = []
+        self.size: list[float | None] = []
+        self.deep: list[tuple[int, tuple]] = []  # (row, levels) of the rows that carry the book's levels
+        self.rows = 0
 
-    def add(self, line: int, ts: int | None, ts_local: int, kind: int, side: int, price: float | None,
-            size: float | None, order_id: int | None, seq: int | None, top: tuple, deep: tuple | None) -> None:
-        c = self.cols
-        c["ts"].append(ts)
-        c["ts_local"].append(ts_local)
-        c["kind"].append(kind)
-        c["side"].append(side)
-        c["price"].append(price)
-        c["size"].append(size)
-        c["order_id"].append(order_id)
-        c["seq"].append(seq)
-        for name, v in zip(("bid_px", "bid_sz", "ask_px", "ask_sz"), top, strict=True):
-            c[name].append(v)
-        for name, v in zip(("bid_pxs", "bid_szs", "ask_pxs", "ask_szs"), deep or (None,) * 4, strict=True):
-            c[name].append(v)
+    def add(self, line: int, ts: int | None, ts_local: int, kind: int, sides: list[int],
+            prices: list[float | None], sizes: list[float | None], order_id: int | None, seq: int | None,
+            top: tuple, deep: tuple | None = None) -> None:
+        """The rows of one source line: `sides`, `prices`, `sizes` per row, the rest shared;
+        `deep` (the book's levels) goes on the last row."""
+        g = self.groups
+        for name, v in zip(self.shared, (ts, ts_local, kind, order_id, seq, *top), strict=True):
+            g[name].append(v)
         self.lines.append(line)
+        self.counts.append(len(sides))
+        self.side += sides
+        self.price += prices
+        self.size += sizes
+        self.rows += len(sides)
+        if deep is not None:
+            self.deep.append((self.rows - 1, deep))
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return self.rows
 
     def flush(self, venue: str, symbol: str) -> tuple[pa.RecordBatch, np.ndarray]:
-        ts = self.cols["ts"]
-        nxt = None  # rows without an exchange time take the next one seen (then the last one)
+        ts = self.groups["ts"]
+        nxt = None  # lines without an exchange time take the next one seen (then the last one)
         for i in range(len(ts) - 1, -1, -1):
             if ts[i] is None:
                 ts[i] = nxt
@@ -178,11 +186,26 @@ class _Rows:
         prev = next((t for t in ts if t is not None), None)
         for i, t in enumerate(ts):
             if t is None:
-                ts[i] = prev if prev is not None else self.cols["ts_local"][i]
+                ts[i] = prev if prev is not None else self.groups["ts_local"][i]
             prev = ts[i]
-        cols = dict(self.cols, venue=venue, symbol=symbol, kind=np.array(self.cols["kind"], np.int8))
-        batch = event_batch(len(self), cols)
-        lines = np.array(self.lines)
+        group = pa.array(np.repeat(np.arange(len(self.counts)), self.counts))
+        cols: dict[str, Any] = {name: pa.array(values, EVENT_SCHEMA.field(name).type).take(group)
+                                for name, values in self.groups.items() if name != "kind"}
+        cols.update(venue=venue, symbol=symbol, side=np.array(self.side, np.int8),
+                    kind=np.repeat(np.array(self.groups["kind"], np.int8), self.counts),
+                    price=pa.array(self.price, pa.float64()), size=pa.array(self.size, pa.float64()))
+        if self.deep:
+            rows = np.array([r for r, _ in self.deep])
+            valid = np.zeros(self.rows, dtype=bool)
+            valid[rows] = True
+            for k, name in enumerate(LEVEL_COLUMNS):
+                lengths = np.zeros(self.rows, dtype=np.int64)
+                lengths[rows] = [len(levels[k]) for _, levels in self.deep]
+                values = [x for _, levels in self.deep for x in levels[k]]
+                cols[name] = levels_array(np.concatenate([[0], np.cumsum(lengths)]), np.array(values, np.float64),
+                                          valid)
+        batch = event_batch(self.rows, cols)
+        lines = np.repeat(np.array(self.lines), self.counts)
         self.__init__()
         return batch, lines
 
@@ -259,7 +282,7 @@ class _Capture:
         self.last_local = local
         self.stats.receive_resolution.setdefault(self.src.label, resolution)
         try:
-            obj = json.loads(payload)
+            obj = orjson.loads(payload)
         except ValueError:
             raise self.fail("truncated or invalid JSON after the receive time") from None
         if not isinstance(obj, dict):
@@ -304,14 +327,14 @@ class _Capture:
             self.stats.non_market_trades += 1
             return
         maker = d.get("b") if d["m"] else d.get("a")  # buyer is maker → the resting order was the buy
-        self.rows.add(self.line, ts, local, _TRADE, -1 if d["m"] else 1, float(d["p"]), float(d["q"]), maker,
-                      d["t"], (None,) * 4, None)
+        self.rows.add(self.line, ts, local, _TRADE, [-1 if d["m"] else 1], [float(d["p"])], [float(d["q"])], maker,
+                      d["t"], _NO_TOP)
         self.stats.rows["trade"] += 1
 
     def _ticker(self, d: dict[str, Any], ts: int | None, local: int) -> None:
         top = (float(d["b"]), float(d["B"]), float(d["a"]), float(d["A"]))
         u = d["u"]
-        self.rows.add(self.line, ts, local, _TICKER, 0, None, None, None, u, top, None)
+        self.rows.add(self.line, ts, local, _TICKER, [0], [None], [None], None, u, top)
         self.stats.rows["ticker"] += 1
         if u in self.tops:
             self._compare(u, top, self.tops[u], self.line)
@@ -340,11 +363,10 @@ class _Capture:
                 self.book.set(bid, float(p), float(q))
         deep = self.book.levels(self.levels) if self.levels else None
         top = self.book.top()
-        n = len(obj["bids"]) + len(obj["asks"])
-        for i, (bid, (p, q)) in enumerate([(True, lv) for lv in obj["bids"]] + [(False, lv) for lv in obj["asks"]]):
-            self.rows.add(self.line, ts, local, _SNAPSHOT, 1 if bid else -1, float(p), float(q), None, last, top,
-                          deep if i == n - 1 else None)
-        self.stats.rows["snapshot"] += n
+        levels = obj["bids"] + obj["asks"]
+        self.rows.add(self.line, ts, local, _SNAPSHOT, [1] * len(obj["bids"]) + [-1] * len(obj["asks"]),
+                      [float(p) for p, _ in levels], [float(q) for _, q in levels], None, last, top, deep)
+        self.stats.rows["snapshot"] += len(levels)
         self.stats.snapshots += 1
         self.synced, self.join_at, self.last_u = True, last, None
         buffered, self.buffer = list(self.buffer), deque(maxlen=self.buffer.maxlen)
@@ -390,9 +412,11 @@ class _Capture:
         self.stats.skipped_depth_events += 1
 
     def _apply(self, d: dict[str, Any], ts: int, local: int, line: int) -> None:
-        changes = [(True, float(p), float(q)) for p, q in d["b"]] + [(False, float(p), float(q)) for p, q in d["a"]]
-        for bid, p, q in changes:
-            self.book.set(bid, p, q)
+        bids, asks = d["b"], d["a"]
+        prices = [float(p) for p, _ in bids] + [float(p) for p, _ in asks]
+        sizes = [float(q) for _, q in bids] + [float(q) for _, q in asks]
+        for i, (p, q) in enumerate(zip(prices, sizes, strict=True)):
+            self.book.set(i < len(bids), p, q)
         u = d["u"]
         self.last_u = u
         top = self.book.top()
@@ -402,11 +426,9 @@ class _Capture:
         if u in self.waiting:
             ticker, label, t_line = self.waiting.pop(u)
             self._compare(u, ticker, top, t_line, label)
-        deep = self.book.levels(self.levels) if self.levels else None
-        last = len(changes) - 1
-        for i, (bid, p, q) in enumerate(changes):
-            self.rows.add(line, ts, local, _DEPTH, 1 if bid else -1, p, q, None, u, top, deep if i == last else None)
-        self.stats.rows["depth"] += len(changes)
+        deep = self.book.levels(self.levels) if self.levels and prices else None
+        self.rows.add(line, ts, local, _DEPTH, [1] * len(bids) + [-1] * len(asks), prices, sizes, None, u, top, deep)
+        self.stats.rows["depth"] += len(prices)
 
     def finish(self) -> None:
         if self.buffer and not self.synced:
