@@ -6,6 +6,7 @@ Commands::
     mmray backtest  --strategy optimal --strategy as ... | --policy DIR  [model/sim flags] [--out DIR] [--json]
     mmray simulate  --strategy optimal [--paths 1] [--out DIR] [--json]
     mmray tune      ...   (same as ``python -m mmray.tune``)
+    mmray data      ingest --source {lobster,binance,binance-vision} FILE... --out DATASET | info DATASET
 
 Model flags are named after the parameters (``--sigma --A --k --drift --trade-size --tick
 --s0 --gamma --T --q-max --objective --terminal-penalty``); simulation flags ``--dt --paths
@@ -29,11 +30,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mmray.cli import backtest, simulate, solve, tune
+from mmray.cli import backtest, data, simulate, solve, tune
 from mmray.cli.common import Parser
 
-#: the command modules, in the order ``mmray --help`` lists them (train, export, data: to come)
-COMMANDS = (solve, backtest, simulate, tune)
+#: the command modules, in the order ``mmray --help`` lists them
+COMMANDS = (solve, backtest, simulate, tune, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,113 @@
+"""``mmray data ingest|info``: real limit-order-book data into a Parquet dataset, and its summary.
+
+::
+
+    mmray data ingest --source lobster AAPL_..._message_1.csv AAPL_..._orderbook_1.csv --out data/lob
+    mmray data ingest --source binance usdm/btcusdt_20240808.gz usdm/btcusdt_20240809.gz --out data/lob
+    mmray data info data/lob [--json]
+
+The dataset is partitioned by venue/symbol/date (:mod:`mmray.data.ingest`); an ingest is all or
+nothing (a failed one leaves no partial dataset and an existing one untouched); a day already in
+the dataset is refused. Bad input is one line naming the file, the 1-based line and what was
+expected, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from mmray.cli.common import fail, log
+from mmray.io import to_jsonable
+
+NAME = "data"
+DESCRIPTION = "Real limit-order-book data: ingest venue files into a Parquet dataset, summarise a dataset."
+SOURCES = ("lobster", "binance", "binance-vision")
+MARKETS = ("spot", "usdm", "cm")
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``mmray data`` and its sub-commands on the sub-command action ``sub``."""
+    from mmray.cli.common import Parser
+
+    p = sub.add_parser(NAME, help="ingest and summarise limit-order-book data", description=DESCRIPTION)
+    actions = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", title="sub-commands",
+                               parser_class=Parser)
+    ing = actions.add_parser(
+        "ingest", help="read venue files into a Parquet dataset",
+        description="Read LOBSTER message/orderbook files (CSV or zip), one Binance WebSocket capture "
+                    "(its files oldest first) or data.binance.vision CSVs into a Parquet dataset partitioned by "
+                    "venue/symbol/date, streaming in bounded memory. All or nothing; new days append; a day "
+                    "already in the dataset is refused.")
+    ing.add_argument("--source", choices=SOURCES, required=True, help="the venue format of FILES (required)")
+    ing.add_argument("files", nargs="+", metavar="FILE", help="input files (plain, .gz or .zip)")
+    ing.add_argument("--out", type=Path, required=True, metavar="DATASET",
+                     help="dataset directory: created, or appended to with new days (required)")
+    ing.add_argument("--market", choices=MARKETS, default=None,
+                     help="Binance market of a capture (default: inferred from the file names)")
+    ing.add_argument("--skip-gaps", action="store_true",
+                     help="Binance captures: record sequence gaps and go on instead of failing (default: fail)")
+    ing.add_argument("--json", action="store_true", help="print one JSON object with what was written")
+    ing.set_defaults(run=run_ingest)
+    inf = actions.add_parser("info", help="summarise a dataset",
+                             description="Venues, symbols, days, rows by kind, time span, inferred tick, "
+                                         "halts, sequence gaps and the bookTicker consistency check of a dataset.")
+    inf.add_argument("dataset", type=Path, metavar="DATASET", help="dataset directory written by `mmray data ingest`")
+    inf.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    inf.set_defaults(run=run_info)
+    p.set_defaults(run=lambda args: _usage(p))
+    return p
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _emit(args: argparse.Namespace, out: dict[str, Any], lines: list[str]) -> int:
+    if args.json:
+        print(json.dumps(to_jsonable(out), allow_nan=False))
+    for line in lines:
+        log(args, line)
+    return 0
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Run ``mmray data ingest``; returns the exit status."""
+    from mmray.data.ingest import ingest
+
+    args.command = "data ingest"
+    try:
+        out = ingest(args.source, args.files, args.out, market=args.market, skip_gaps=args.skip_gaps)
+    except (ValueError, OSError) as exc:  # DataError names file and line
+        fail(args, exc)
+    lines = [f"ingested {out['rows']:,} rows from {len(out['files'])} file(s) into {args.out}"]
+    lines += [f"  {part}: {rows:,} rows" for part, rows in sorted(out["partitions"].items())]
+    capture = out.get("capture") or {}
+    if capture.get("gaps"):
+        lines.append(f"  sequence gaps skipped: {len(capture['gaps'])} (see `mmray data info {args.out}`)")
+    return _emit(args, out, lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Run ``mmray data info``; returns the exit status."""
+    from mmray.data.ingest import info
+
+    args.command = "data info"
+    try:
+        out = info(args.dataset)
+    except (ValueError, OSError) as exc:
+        fail(args, exc)
+    lines = [f"dataset {out['path']}: {out['rows']:,} rows, {out['span']['start']} .. {out['span']['end']}"]
+    for day in out["days"]:
+        tick = out["tick"].get(f"{day['venue']}/{day['symbol']}")
+        lines.append(f"  {day['venue']}/{day['symbol']}/{day['date']}: {day['rows']:,} rows"
+                     + (f", tick {tick:g}" if tick else ""))
+    lines.append("rows by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(out["rows_by_kind"].items())))
+    lines.append(f"halts: {len(out['halts'])}; sequence gaps: {len(out['gaps'])}")
+    c = out["consistency"]
+    lines.append(f"bookTicker vs rebuilt book: {c['ticker_compared']:,} compared, {c['ticker_mismatches']:,} "
+                 "mismatches")
+    return _emit(args, out, [] if args.json else lines)

@@ -1,0 +1,78 @@
+"""``mmray data ingest|info`` end to end on the sample slices: JSON, refusals, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mmray.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "data"
+LOBSTER = sorted(str(p) for p in (FIXTURES / "lobster").iterdir())
+
+
+def test_ingest_then_info_as_json(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["data", "ingest", "--source", "lobster", *LOBSTER, "--out", str(out), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["rows"] == 600 and set(written["partitions"]) == {
+        "venue=nasdaq/symbol=AAPL/date=2012-06-21", "venue=nasdaq/symbol=AMZN/date=2012-06-21"}
+    assert main(["data", "info", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 600 and summary["symbols"] == {"nasdaq": ["AAPL", "AMZN"]}
+    assert summary["tick"] == {"nasdaq/AAPL": 0.01, "nasdaq/AMZN": 0.01}
+    assert sum(summary["rows_by_kind"].values()) == 600
+
+
+def test_a_capture_reports_the_book_ticker_check(tmp_path, capsys):
+    capture = FIXTURES / "binance" / "usdm_btcusdt_20240808_head.gz"
+    assert main(["data", "ingest", "--source", "binance", str(capture), "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert main(["data", "info", str(tmp_path / "b")]) == 0
+    text = capsys.readouterr().out
+    assert "binance-usdm/BTCUSDT/2024-08-08" in text
+    assert "bookTicker vs rebuilt book: 13 compared, 0 mismatches" in text
+
+
+def _fails(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    return captured.err
+
+
+def test_refusals_are_one_line_and_leave_the_dataset_as_it_was(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["data", "ingest", "--source", "lobster", *LOBSTER, "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    err = _fails(["data", "ingest", "--source", "lobster", *LOBSTER, "--out", str(out)], capsys)
+    assert "mmray data ingest: error:" in err and "is already in the dataset" in err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    # a corrupted message line: the error names the file and its 1-based line
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in LOBSTER[:2]:
+        shutil.copy(name, bad)
+    msg = next(bad.glob("*message*"))
+    lines = msg.read_text().splitlines()
+    lines[41] = lines[41].replace(",", ";", 1)
+    msg.write_text("\n".join(lines) + "\n")
+    err = _fails(["data", "ingest", "--source", "lobster", *sorted(map(str, bad.iterdir())),
+                  "--out", str(tmp_path / "new")], capsys)
+    assert f"{msg}:42" in err
+    assert not (tmp_path / "new").exists()
+    err = _fails(["data", "info", str(tmp_path / "nowhere")], capsys)
+    assert "not an mmray dataset" in err
+
+
+def test_bare_data_prints_its_help_and_a_missing_source_is_refused(capsys):
+    assert main(["data"]) == 2
+    assert "ingest" in capsys.readouterr().out
+    err = _fails(["data", "ingest", *LOBSTER, "--out", "x"], capsys)
+    assert "--source" in err
