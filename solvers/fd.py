@@ -333,7 +333,8 @@ def solve_fd(
     op = HJBOperator(market, problem, intensity)
     stepper = _Stepper(op, newton_tol, max_newton)
     terminal = -problem.terminal(op.q)
-    times, theta = _backward(op, stepper, terminal, problem.T, steps, scheme, rannacher_steps)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, with its cause
+        times, theta = _backward(op, stepper, terminal, problem.T, steps, scheme, rannacher_steps)
     if scheme == "explicit" and on_unstable == "raise" and stepper.first_unstable is not None:
         raise _unstable_error(op, terminal, problem.T, steps, stepper)
     h = problem.T / steps

@@ -48,16 +48,33 @@ def test_hamiltonian_constant_is_the_sup(glft_market):
         assert h[i] == pytest.approx(glft_market.A / glft_market.k * model.c_xi(glft_market, problem), rel=1e-7)
 
 
-def test_asymptotic_quotes_symmetry_and_slope(glft_market, glft_problem):
-    q = np.arange(-5, 6, dtype=float)
-    bid, ask = model.asymptotic_quotes(q, glft_market, glft_problem)
-    np.testing.assert_allclose(bid, ask[::-1], rtol=1e-14)  # delta_b(q) = delta_a(-q)
-    c = model.asymptotic_slope(glft_market, glft_problem)
-    np.testing.assert_allclose(np.diff(bid), c, rtol=1e-12)
-    # B: C = sqrt(gamma sigma^2 e / (2 A k)) (Guéant 2017 eq. 4.9)
-    pb = ProblemParams(gamma=0.01, objective="B")
-    expected = math.sqrt(0.01 * 0.09 * math.e / (2 * 0.9 * 0.3))
-    assert model.asymptotic_slope(glft_market, pb) == pytest.approx(expected, rel=1e-14)
+@pytest.mark.parametrize("objective", ["A", "B"])
+@pytest.mark.parametrize("size", [0.5, 1.0, 2.0])
+def test_asymptotic_quotes_approximate_the_ground_state(objective, size):
+    """Independent oracle: Guéant's closed form is the continuous-q approximation of the ground state
+    ``f`` of ``M`` (docs/math.md §3.4, §4.1), quotes ``dtilde + ln(f_q / f_{q +- Delta}) / k``. ``M``
+    and ``f`` are built here from the model (dense ``eigh``), ``dtilde`` from the first-order condition
+    ``e^(-xi Delta y) = k / (k + xi Delta)``. With Delta != 1 this fails if the slope loses its Delta."""
+    market = MarketParams(sigma=0.3, A=0.9, k=0.3, trade_size=size)
+    problem = ProblemParams(gamma=0.01, q_max=int(30 * size) if size >= 1 else 15, objective=objective)
+    k, g = market.k, problem.gamma
+    x = g * size if objective == "A" else 0.0
+    c_xi = math.exp(-1.0) if x == 0 else math.exp((-k / x - 1.0) * math.log1p(x / k))
+    n = round(problem.q_max / size)
+    q = size * np.arange(-n, n + 1)
+    m = np.diag(k / size * 0.5 * g * market.sigma**2 * q**2) - market.A * c_xi * (np.eye(q.size, k=1)
+                                                                               + np.eye(q.size, k=-1))
+    log_f = np.log(np.abs(np.linalg.eigh(m)[1][:, 0]))
+    dtilde = 1.0 / k if x == 0 else -math.log(k / (k + x)) / x
+    bid, ask = model.asymptotic_quotes(q, market, problem)
+    near = np.abs(q[:-1]) <= 5
+    # continuous-q approximation error near q = 0: measured 3e-4 (Delta 0.5, 1) and 6.4e-4 (Delta 2);
+    # 1e-3 keeps a margin (a slope missing sqrt(Delta) is off by 3% at q = 5)
+    exact_bid = dtilde + (log_f[:-1] - log_f[1:]) / k
+    exact_ask = dtilde + (log_f[1:] - log_f[:-1]) / k
+    np.testing.assert_allclose(bid[:-1][near], exact_bid[near], rtol=1e-3)
+    np.testing.assert_allclose(ask[1:][near[::-1]], exact_ask[near[::-1]], rtol=1e-3)
+    assert model.delta_tilde(market, problem) == pytest.approx(dtilde, rel=1e-14)  # closed forms: rounding only
 
 
 def test_inventory_risk_matches_monte_carlo():
