@@ -30,9 +30,11 @@ def parse_block(buf: np.ndarray, ncols: int, scales: np.ndarray, out: np.ndarray
 
     Returns ``(rows, stop)``: the lines parsed (filled in ``out[:rows]``) and the byte offset
     where parsing stopped: ``buf.size``, or the start of the first line that does not follow
-    the grammar.
+    the grammar. A `buf` that does not end with a newline is declined whole (``(0, 0)``).
     """
     n = buf.size
+    if n == 0 or buf[n - 1] != _NL:  # the newline at the end bounds every scan below
+        return 0, 0
     i = row = 0
     while i < n:
         start = i
@@ -41,7 +43,7 @@ def parse_block(buf: np.ndarray, ncols: int, scales: np.ndarray, out: np.ndarray
             i += neg
             first = i
             value = 0
-            while i < n and _ZERO <= buf[i] <= _NINE:
+            while _ZERO <= buf[i] <= _NINE:
                 value = value * 10 + (buf[i] - _ZERO)
                 i += 1
             scale = scales[col]
@@ -49,10 +51,10 @@ def parse_block(buf: np.ndarray, ncols: int, scales: np.ndarray, out: np.ndarray
             if whole == 0 or whole + scale > MAX_DIGITS:
                 return row, start
             dec = 0
-            if scale and i < n and buf[i] == _DOT:
+            if scale and buf[i] == _DOT:
                 i += 1
                 first = i
-                while i < n and _ZERO <= buf[i] <= _NINE:
+                while _ZERO <= buf[i] <= _NINE:
                     value = value * 10 + (buf[i] - _ZERO)
                     i += 1
                 dec = i - first
@@ -60,7 +62,7 @@ def parse_block(buf: np.ndarray, ncols: int, scales: np.ndarray, out: np.ndarray
                     return row, start
             for _ in range(scale - dec):
                 value *= 10
-            if i >= n or buf[i] != (_NL if col == ncols - 1 else _COMMA):
+            if buf[i] != (_NL if col == ncols - 1 else _COMMA):
                 return row, start
             i += 1
             out[row, col] = -value if neg else value
@@ -71,10 +73,10 @@ def parse_block(buf: np.ndarray, ncols: int, scales: np.ndarray, out: np.ndarray
 def parse_block_numpy(buf: np.ndarray, ncols: int, scales: np.ndarray, out: np.ndarray) -> tuple[int, int]:
     """:func:`parse_block` with whole-array numpy operations (same result, same contract)."""
     buf = np.asarray(buf, dtype=np.uint8)
+    if buf.size == 0 or buf[-1] != _NL:
+        return 0, 0
     ends = np.flatnonzero(buf == _NL)
     n = ends.size
-    if n == 0:
-        return 0, buf.size
     starts = np.concatenate([[0], ends[:-1] + 1])
     is_sep = (buf == _COMMA) | (buf == _NL)
     is_digit = (buf >= _ZERO) & (buf <= _NINE)

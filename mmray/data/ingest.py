@@ -26,8 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from mmray.data._csv import prefetch
 from mmray.data.binance import CaptureStats, read_capture
 from mmray.data.errors import DataError
 from mmray.data.lobster import find_pairs, read_lobster
@@ -41,6 +43,8 @@ _NS_PER_DAY = 86_400 * 10**9
 PARTITIONING = ds.partitioning(pa.schema([("venue", pa.string()), ("symbol", pa.string()), ("date", pa.string())]),
                                flavor="hive")
 _FILE_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("venue", "symbol")])
+_DICTIONARY_COLUMNS = ["kind", "side"]
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _META = "_mmray"
 
 
@@ -66,21 +70,66 @@ def _batches(source: str, files: Sequence[str], stats: dict[str, Any], market: s
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
 
 
-def _with_date(batches: Iterable[pa.RecordBatch], out: Path, seen: Counter) -> Iterator[pa.RecordBatch]:
-    """Add the partition column ``date``; refuse a day the dataset already holds, early."""
+def _partitions(batches: Iterable[pa.RecordBatch], out: Path,
+                seen: Counter) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Split batches by partition key (``venue=…/symbol=…/date=…``, the UTC date of ``ts``) into
+    file-schema batches; refuse a day the dataset already holds, as soon as it shows up."""
     for b in batches:
         days = b.column("ts").to_numpy() // _NS_PER_DAY
         venue, symbol = b.column("venue")[0].as_py(), b.column("symbol")[0].as_py()
-        uniq, inverse = np.unique(days, return_inverse=True)
-        names = [dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + int(d)).isoformat() for d in uniq]
-        for name, count in zip(names, np.bincount(inverse), strict=True):
+        rows = pa.RecordBatch.from_arrays([b.column(f.name) for f in _FILE_SCHEMA], schema=_FILE_SCHEMA)
+        first, last = days[0], days[-1]
+        uniq = [first] if first == last and (days == first).all() else np.unique(days)
+        for day in uniq:
+            name = dt.date.fromordinal(_EPOCH_ORDINAL + int(day)).isoformat()
             key = f"venue={venue}/symbol={symbol}/date={name}"
             if key not in seen and (out / key).exists():
                 raise DataError(out, None, f"{key} is already in the dataset; ingesting the same day twice is "
                                 "refused (remove that directory first to replace the day)")
-            seen[key] += int(count)
-        date = pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), pa.array(names)).cast(pa.string())
-        yield pa.RecordBatch.from_arrays([*b.columns, date], names=[*b.schema.names, "date"])
+            part = rows if len(uniq) == 1 else rows.filter(pa.array(days == day))
+            seen[key] += part.num_rows
+            yield key, part
+
+
+class _Writer:
+    """One Parquet file (``part-0.parquet``) per partition directory under `root`, written as
+    batches arrive; rows are held back until a row group of at least `min_rows` can be written."""
+
+    def __init__(self, root: Path, rows_per_group: int) -> None:
+        self.root, self.rows_per_group = root, rows_per_group
+        self.min_rows = min(rows_per_group, 1 << 16)
+        self.files: dict[str, pq.ParquetWriter] = {}
+        self.pending: dict[str, list[pa.RecordBatch]] = {}
+
+    def write(self, key: str, batch: pa.RecordBatch) -> None:
+        pending = self.pending.setdefault(key, [])
+        pending.append(batch)
+        if sum(b.num_rows for b in pending) >= self.min_rows:
+            self._flush(key)
+
+    def _flush(self, key: str) -> None:
+        batches, self.pending[key] = self.pending[key], []
+        if not batches:
+            return
+        if key not in self.files:
+            (self.root / key).mkdir(parents=True)
+            # dictionary pages only where values repeat by design: trying them on every float
+            # column costs more time than the files save
+            self.files[key] = pq.ParquetWriter(self.root / key / "part-0.parquet", _FILE_SCHEMA,
+                                               use_dictionary=_DICTIONARY_COLUMNS)
+        self.files[key].write_table(pa.Table.from_batches(batches, _FILE_SCHEMA), row_group_size=self.rows_per_group)
+
+    def close(self) -> None:
+        """Write what is held back and close every file."""
+        for key in list(self.pending):
+            self._flush(key)
+        self.abort()
+
+    def abort(self) -> None:
+        """Close every file without writing what is held back (idempotent)."""
+        files, self.files, self.pending = self.files, {}, {}
+        for f in files.values():
+            f.close()
 
 
 def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
@@ -129,16 +178,16 @@ def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.P
     show = sys.stderr.isatty() if progress is None else progress
     try:
         with tqdm(unit=" rows", unit_scale=True, disable=not show, desc=f"ingest {source}") as bar:
-            def counted() -> Iterator[pa.RecordBatch]:
-                for b in _with_date(_batches(source, files, stats, market, skip_gaps), out, seen):
-                    bar.update(b.num_rows)
-                    yield b
-
-            schema = EVENT_SCHEMA.append(pa.field("date", pa.string()))
-            ds.write_dataset(pa.RecordBatchReader.from_batches(schema, counted()), stage, format="parquet",
-                             partitioning=PARTITIONING, basename_template="part-{i}.parquet",
-                             max_rows_per_group=rows_per_group, min_rows_per_group=min(rows_per_group, 1 << 16),
-                             existing_data_behavior="error")
+            writer = _Writer(stage, rows_per_group)
+            try:
+                # the loader runs one batch ahead on another thread while this one writes Parquet
+                loaded = prefetch(_batches(source, files, stats, market, skip_gaps))
+                for key, batch in _partitions(loaded, out, seen):
+                    writer.write(key, batch)
+                    bar.update(batch.num_rows)
+                writer.close()
+            finally:
+                writer.abort()
         if not seen:
             raise DataError(files[0], None, "no events in the input")
         record = {"source": source, "files": files, "rows": sum(seen.values()), "partitions": dict(seen),
