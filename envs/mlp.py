@@ -12,13 +12,17 @@ Outputs and deterministic action:
 
 * continuous env: 2 outputs, the mean of the Gaussian action distribution (bid, ask); the action is
   the mean clipped to the action space ``[-1, 1]^2`` (RLlib's ``normalize_actions``/unsquash, which on
-  a ``[-1, 1]`` box is the identity followed by clipping), as float32 (the space's dtype);
+  a ``[-1, 1]`` box is the identity followed by clipping), as float32 (the space's dtype). With
+  ``squash=True`` (SAC's squashed Gaussian) the action is ``tanh(mean)``, the squashed distribution's
+  mean mapped to its bounds ``[-1, 1]`` (RLlib's ``to_deterministic()`` returns the mean *before* the
+  tanh, ray issue 51544), then the same unsquash;
 * discrete env: ``2 n`` outputs, the logits of the bid index then of the ask index; the action is the
   argmax of each (the mode of the categorical distribution).
 
 Checkpoint (``kind = "mlp"``): ``params`` holds ``env`` (the env config), ``layer_sizes``
-(``[d_in, h_1, ..., d_out]``), ``activation``, and, for the reader, ``observation`` (column names and
-scales) and ``action`` (mapping and output) derived from ``env`` (checked on load); ``arrays.npz``
+(``[d_in, h_1, ..., d_out]``), ``activation``, ``squash`` (absent in older checkpoints: False), and,
+for the reader, ``observation`` (column names and scales) and ``action`` (mapping and output) derived
+from ``env`` and ``squash`` (checked on load); ``arrays.npz``
 holds one float array ``weights``: for each layer ``W`` (``(out, in)``, row-major, torch's
 ``Linear.weight`` layout) then ``b`` (``(out,)``), so a layer computes ``x W^T + b``.
 """
@@ -32,7 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mmray.checks import CheckError, choice
+from mmray.checks import CheckError, choice, flag
 from mmray.params import MarketParams, ProblemParams
 from mmray.policy import Savable
 from mmray.registry import register_policy_kind
@@ -43,13 +47,14 @@ ACTIVATIONS = ("tanh", "relu", "linear")
 _ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x}
 
 
-def _interface(env: EnvConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The observation and action descriptions written to policy.json (derived from ``env``)."""
+def _interface(env: EnvConfig, squash: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The observation and action descriptions written to policy.json (derived from ``env`` and the
+    continuous output's ``squash``)."""
     obs, act = env.observation_spec(), env.action_spec()
     observation = {"names": list(obs.names), "horizon": obs.horizon, "q_scale": obs.q_scale,
                    "offset_scale": obs.offset_scale}
-    action = {"mode": act.mode, "low": act.low, "high": act.high,
-              "output": "gaussian_mean" if act.mode == "continuous" else "logits_argmax"}
+    output = ("squashed_gaussian_mean" if squash else "gaussian_mean") if act.mode == "continuous" else "logits_argmax"
+    action = {"mode": act.mode, "low": act.low, "high": act.high, "output": output}
     if act.mode == "discrete":
         action |= {"step": act.step, "levels": act.levels}
     return observation, action
@@ -77,6 +82,9 @@ class MLPPolicy(Savable):
         Of the hidden layers (the output layer is linear).
     provenance : dict
         Algorithm, config, seed, metrics... (saved in the checkpoint).
+    squash : bool
+        Continuous actions only: the outputs are the mean of a tanh-squashed Gaussian (SAC); the
+        deterministic action is ``tanh(mean)`` instead of ``clip(mean, -1, 1)``.
     """
 
     env: EnvConfig
@@ -84,6 +92,7 @@ class MLPPolicy(Savable):
     weights: np.ndarray
     activation: str = "tanh"
     provenance: dict[str, Any] = field(default_factory=dict)
+    squash: bool = False
 
     kind: ClassVar[str] = "mlp"
     array_spec: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {"weights": ("f", ("P",))}
@@ -123,14 +132,17 @@ class MLPPolicy(Savable):
         object.__setattr__(self, "_act_spec", self.env.action_spec())
         if not isinstance(self.provenance, dict):
             raise CheckError("MLPPolicy.provenance", self.provenance, "a dict")
+        object.__setattr__(self, "squash", flag("MLPPolicy.squash", self.squash))
+        if self.squash and self.env.action_mode != "continuous":
+            raise CheckError("MLPPolicy.squash", True, "False for discrete actions (logits have no squashing)")
 
     @classmethod
     def from_layers(cls, env: EnvConfig, layers: Sequence[tuple[np.ndarray, np.ndarray]], activation: str = "tanh",
-                    provenance: dict[str, Any] | None = None) -> MLPPolicy:
+                    provenance: dict[str, Any] | None = None, squash: bool = False) -> MLPPolicy:
         """Build from ``[(W, b), ...]`` with ``W`` of shape ``(out, in)`` (torch ``Linear`` layout)."""
         sizes = [int(np.shape(layers[0][0])[1]), *(int(np.shape(w)[0]) for w, _ in layers)]
         flat = np.concatenate([np.concatenate([np.ravel(w), np.ravel(b)]) for w, b in layers])
-        return cls(env, tuple(sizes), flat, activation, dict(provenance or {}))
+        return cls(env, tuple(sizes), flat, activation, dict(provenance or {}), squash)
 
     @property
     def market(self) -> MarketParams:
@@ -158,7 +170,7 @@ class MLPPolicy(Savable):
         """The deterministic actions (points of the env's action space, ``(n, 2)``) for ``obs``."""
         out = self.forward(obs)
         if self.env.action_mode == "continuous":
-            return np.clip(out, -1.0, 1.0).astype(np.float32)
+            return np.clip(np.tanh(out) if self.squash else out, -1.0, 1.0).astype(np.float32)
         n = self._act_spec.levels
         return np.stack([out[:, :n].argmax(axis=1), out[:, n:].argmax(axis=1)], axis=1).astype(np.int64)
 
@@ -175,7 +187,7 @@ class MLPPolicy(Savable):
     def check_env(self, env: EnvConfig) -> None:
         """Raise ``ValueError`` unless an agent trained in this policy's env sees and acts the same way in
         ``env`` (observation columns and scales, action mapping)."""
-        mine, theirs = _interface(self.env), _interface(env)
+        mine, theirs = _interface(self.env), _interface(env)  # the env's side of the interface only
         for part, a, b in zip(("observation", "action"), mine, theirs, strict=True):
             if a != b:
                 diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
@@ -183,12 +195,13 @@ class MLPPolicy(Savable):
                                  f"{ {k: f'policy {x!r}, env {y!r}' for k, (x, y) in diff.items()} }")
 
     def to_checkpoint(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        observation, action = _interface(self.env)
+        observation, action = _interface(self.env, self.squash)
         meta = {
             "market": self.market.to_dict(),
             "problem": self.problem.to_dict(),
             "params": {"env": self.env.to_dict(), "layer_sizes": list(self.layer_sizes),
-                       "activation": self.activation, "observation": observation, "action": action},
+                       "activation": self.activation, "squash": self.squash, "observation": observation,
+                       "action": action},
             "provenance": self.provenance,
         }
         return meta, {"weights": np.asarray(self.weights)}
@@ -200,8 +213,8 @@ class MLPPolicy(Savable):
             if key not in params:
                 raise KeyError(f"params.{key}")
         policy = cls(EnvConfig.from_dict(params["env"]), tuple(params["layer_sizes"]), arrays["weights"],
-                     params["activation"], dict(meta.get("provenance") or {}))
-        observation, action = _interface(policy.env)
+                     params["activation"], dict(meta.get("provenance") or {}), params.get("squash", False))
+        observation, action = _interface(policy.env, policy.squash)
         if params["observation"] != observation or params["action"] != action:
             raise ValueError("params.observation/params.action do not match params.env "
                              f"(expected {observation} and {action})")

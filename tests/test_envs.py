@@ -365,3 +365,37 @@ def test_bad_mlp_policies_and_checkpoints_are_refused(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match=r"invalid content: params.observation/params.action do not match"):
         load_policy(tmp_path / "p")
+
+
+def test_a_squashed_mlp_acts_with_the_tanh_of_its_mean_and_keeps_it_in_its_checkpoint(tmp_path):
+    """SAC's deterministic action (squash=True): tanh(mean), the squashed Gaussian's mean on [-1, 1]
+    (written out), then the env's mapping; saved and loaded with the flag; policy.json says so; a
+    checkpoint without the key (first version) loads unsquashed; discrete actions refuse it."""
+    import json
+
+    from mmray import load_policy
+    from mmray.checkpoint import meta_digest
+
+    config = EnvConfig(**SMALL)
+    plain, layers = _random_mlp(config, scale=4.0)
+    squashed = MLPPolicy.from_layers(config, layers, squash=True)
+    obs = np.random.default_rng(2).uniform(-1, 1, size=(40, 2)).astype(np.float32)
+    mean = squashed.forward(obs)
+    np.testing.assert_array_equal(squashed.act(obs), np.tanh(mean).astype(np.float32))
+    assert np.any(np.abs(mean) > 1)  # clip and tanh differ here: the test tells them apart
+    assert not np.array_equal(plain.act(obs), squashed.act(obs))
+    squashed.save(tmp_path / "s")
+    doc = json.loads((tmp_path / "s" / "policy.json").read_text())
+    assert doc["params"]["squash"] is True and doc["params"]["action"]["output"] == "squashed_gaussian_mean"
+    loaded = load_policy(tmp_path / "s")
+    assert loaded.squash and np.array_equal(loaded.act(obs), squashed.act(obs))
+    plain.save(tmp_path / "p")
+    path = tmp_path / "p" / "policy.json"
+    doc = json.loads(path.read_text())
+    del doc["params"]["squash"]
+    doc["meta_sha256"] = meta_digest(doc)
+    path.write_text(json.dumps(doc))
+    assert load_policy(tmp_path / "p").squash is False
+    with pytest.raises(ValueError, match=r"MLPPolicy\.squash must be False for discrete actions"):
+        _, dlayers = _random_mlp(config.replace(action_mode="discrete"))
+        MLPPolicy.from_layers(config.replace(action_mode="discrete"), dlayers, squash=True)

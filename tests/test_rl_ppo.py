@@ -1,5 +1,7 @@
-"""A tiny RLlib PPO run on the native vector env: trains, checkpoints, exports to the mlp kind; the
-exported numpy policy acts as RLlib's module does (parity < 1e-5) and backtests without torch."""
+"""A tiny RLlib PPO run on the native vector env: trains, evaluates the agent against the optimum of its
+env every iteration (best agent kept, learning curves written), checkpoints, resumes, exports to the
+mlp kind; the exported numpy policy acts as RLlib's module does (parity < 1e-5) and backtests without
+torch."""
 
 from __future__ import annotations
 
@@ -10,13 +12,24 @@ import pytest
 
 from mmray import ProblemParams, SimConfig, backtest, load_policy
 from mmray.envs import EnvConfig, MLPPolicy
-from mmray.tuning.rl import PPOTrainConfig, export_ppo, load_rllib_module, train
+from mmray.tuning.rl import (
+    PPOTrainConfig,
+    SACTrainConfig,
+    config_from_json,
+    config_to_json,
+    export_policy,
+    export_ppo,
+    load_rllib_module,
+    train,
+)
+from mmray.tuning.rl_curves import COLUMNS, read_csv
+from mmray.tuning.rl_eval import OptimalityBenchmark
 
 pytestmark = pytest.mark.ray
 
 ENV = EnvConfig(problem=ProblemParams(gamma=0.01, T=30.0, q_max=5, objective="B"), dt=0.5)
-TINY = PPOTrainConfig(env=ENV, iterations=2, hidden=(16, 16), num_envs_per_env_runner=16,
-                      rollout_fragment_length=60, minibatch_size=480, num_epochs=2, seed=3)
+TINY = PPOTrainConfig(env=ENV, iterations=3, hidden=(16, 16), num_envs_per_env_runner=16,
+                      rollout_fragment_length=60, minibatch_size=480, num_epochs=2, seed=3, checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +42,15 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def run(ray_session, tmp_path_factory):
-    return train(TINY, tmp_path_factory.mktemp("ppo") / "run")
+def bench():
+    return OptimalityBenchmark.build(ENV)
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, bench, tmp_path_factory):
+    lines: list[str] = []
+    res = train(TINY, tmp_path_factory.mktemp("ppo") / "run", benchmark=bench, progress=lines.append)
+    return res, lines
 
 
 def _rllib_deterministic_actions(module, obs, action_space):
@@ -46,20 +66,43 @@ def _rllib_deterministic_actions(module, obs, action_space):
     return unsquash_action(actions, action_space)
 
 
-def test_train_writes_a_checkpoint_and_an_exported_policy(run):
-    assert run.checkpoint.is_dir() and (run.out / "rl_config.json").is_file()
-    assert len(run.history) == 2 and run.env_steps == 2 * TINY.train_batch_size
-    policy = load_policy(run.policy)
+def test_train_writes_checkpoints_curves_and_the_best_exported_policy(run, bench):
+    res, lines = run
+    assert res.checkpoint.is_dir() and res.best_checkpoint.is_dir() and (res.out / "rl_config.json").is_file()
+    assert res.iterations == 3 and len(res.history) == 3 and res.env_steps == 3 * TINY.train_batch_size
+    assert res.stop_reason == "iterations 3" and res.wall_s > 0
+    policy = load_policy(res.policy)
     assert isinstance(policy, MLPPolicy) and policy.env == ENV and policy.layer_sizes == (2, 16, 16, 2)
-    doc = json.loads((run.policy / "policy.json").read_text())
+    doc = json.loads((res.policy / "policy.json").read_text())
     assert doc["provenance"]["algorithm"] == "PPO (RLlib)" and doc["provenance"]["seed"] == 3
+    assert doc["provenance"]["iteration"] == res.best_iteration
+    # the figures reported are the exact evaluation of the exported policy, and the best of the run
+    again = bench.evaluate(policy)
+    assert again.method == "exact" and again == res.figures
+    evaluated = [r for r in res.history if np.isfinite(r["agent_value"])]
+    assert len(evaluated) == 3 and max(r["agent_value"] for r in evaluated) == res.figures.agent_value
+    out = res.to_dict()
+    for key in ("optimality_ratio", "optimality_ratio_se", "gap_closed", "gap_closed_se", "agent_value",
+                "reference_value", "baseline_value", "env_steps", "wall_s", "checkpoint", "policy"):
+        assert key in out
+    assert json.loads((res.out / "result.json").read_text())["policy"] == str(res.policy)
+    # learning curves: one CSV row per iteration with the figures, and the figure
+    rows = read_csv(res.out / "learning_curves.csv")
+    assert [r["iteration"] for r in rows] == [1, 2, 3] and list(rows[0]) == list(COLUMNS)
+    assert [r["env_steps"] for r in rows] == [TINY.train_batch_size * i for i in (1, 2, 3)]
+    assert all(r["eval_method"] == "exact" for r in rows) and sum(r["best"] for r in rows) >= 1
+    assert (res.out / "learning_curves.png").stat().st_size > 10_000
+    # progress: a line per iteration with the figures
+    assert sum(line.startswith("iter ") for line in lines) == 3 and "gap" in lines[-2]
 
 
 def test_exported_actions_equal_rllib_deterministic_actions_on_a_grid(run):
     """Parity oracle: RLlib's own module, distribution and unsquashing, on a grid of (t, q) states
-    (every step time x every inventory), max abs difference < 1e-5 (float32 torch vs float64 numpy)."""
-    policy = load_policy(run.policy)
-    module = load_rllib_module(run.out)
+    (every step time x every inventory), max abs difference < 1e-5 (float32 torch vs float64 numpy),
+    for the best agent's checkpoint and the exported policy."""
+    res, _ = run
+    policy = load_policy(res.policy)
+    module = load_rllib_module(res.out, best=True)
     spec = ENV.observation_spec()
     t, q = np.meshgrid(np.arange(ENV.n_steps + 1) * ENV.dt, np.arange(-5.0, 6.0), indexing="ij")
     obs = spec.observe(t.ravel(), q.ravel())
@@ -68,22 +111,63 @@ def test_exported_actions_equal_rllib_deterministic_actions_on_a_grid(run):
     assert got.shape == expected.shape == (obs.shape[0], 2)
     assert np.max(np.abs(got - expected)) < 1e-5
     assert np.ptp(expected[:, 0]) > 0  # the network's actions vary over the grid
-    # exporting again from the RLlib checkpoint alone (config given) gives the same network
-    again = export_ppo(run.checkpoint, TINY)
-    np.testing.assert_array_equal(again.weights, policy.weights)
+    # exporting again from the RLlib checkpoints alone gives the same networks
+    np.testing.assert_array_equal(export_policy(res.out).weights, policy.weights)
+    np.testing.assert_array_equal(export_policy(res.best_checkpoint, TINY).weights, policy.weights)
+    latest = export_ppo(res.checkpoint, TINY)
+    assert latest.provenance["rllib_checkpoint"] == str(res.checkpoint)
 
 
 def test_the_exported_policy_backtests(run):
-    policy = load_policy(run.policy)
-    res = backtest(policy, ENV.market, ENV.problem, SimConfig(dt=ENV.dt, n_paths=500, seed=1))
-    assert np.isfinite(res.metrics["value_B"])
+    res, _ = run
+    policy = load_policy(res.policy)
+    out = backtest(policy, ENV.market, ENV.problem, SimConfig(dt=ENV.dt, n_paths=500, seed=1))
+    assert np.isfinite(out.metrics["value_B"])
+
+
+def test_resume_continues_from_the_last_checkpoint(run, bench, tmp_path):
+    """Resume: the RLlib state (weights, step counters, iteration) comes back from the last checkpoint and
+    the run continues to the new stopping rule; a config that changes anything but the run settings, an
+    occupied directory and a config with no stopping rule are refused."""
+    import shutil
+
+    res, _ = run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(res.out, run_dir)
+    more = train(TINY.replace(iterations=5), resume=run_dir, benchmark=bench, progress=False)
+    assert more.iterations == 5 and [r["iteration"] for r in more.history] == [1, 2, 3, 4, 5]
+    assert more.env_steps == 5 * TINY.train_batch_size  # RLlib's lifetime counter restored
+    assert more.wall_s > res.wall_s and more.figures.agent_value >= res.figures.agent_value
+    # a finished run resumed with its own config has nothing to do
+    same = train(resume=run_dir, benchmark=bench, progress=False)
+    assert same.iterations == 5 and same.stop_reason == "iterations 5"
+    with pytest.raises(ValueError, match=r"resuming may change only .*\['lr'\] differ"):
+        train(TINY.replace(lr=1e-3), resume=run_dir, progress=False)
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        train(TINY, run_dir, progress=False)
+    with pytest.raises(ValueError, match="set at least one of iterations, timesteps, time_budget"):
+        train(TINY.replace(iterations=None), tmp_path / "new", progress=False)
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        (tmp_path / "empty").mkdir()
+        (tmp_path / "empty" / "rl_config.json").write_text(json.dumps(config_to_json(TINY)))
+        train(resume=tmp_path / "empty", progress=False)
+
+
+def test_configs_round_trip_through_json():
+    for config in (TINY, TINY.replace(lr_schedule=((0, 1e-3), (10_000, 1e-4))), SACTrainConfig(env=ENV, timesteps=10)):
+        assert config_from_json(json.loads(json.dumps(config_to_json(config)))) == config
+    old = {k: v for k, v in config_to_json(TINY).items() if k != "algorithm"}  # first version's files
+    assert config_from_json(old) == TINY
 
 
 @pytest.mark.parametrize(("changes", "match"), [
     ({"iterations": 0}, r"PPOTrainConfig\.iterations must be an integer >= 1"),
+    ({"time_budget": -1.0}, r"PPOTrainConfig\.time_budget must be a finite number > 0"),
     ({"minibatch_size": 10**6}, r"PPOTrainConfig\.minibatch_size must be at most the train batch"),
     ({"gamma": 1.5}, r"PPOTrainConfig\.gamma must be a discount in \(0, 1\]"),
     ({"activation": "linear"}, r"PPOTrainConfig\.activation must be one of tanh, relu"),
+    ({"eval_method": "guess"}, r"PPOTrainConfig\.eval_method must be one of auto, exact, monte_carlo"),
+    ({"lr_schedule": ((5, 1e-3),)}, r"PPOTrainConfig\.lr_schedule must be pairs .* starting at step 0"),
     ({"env": {"dt": 7.0}}, r"SimConfig\.dt=7\.0 must divide the horizon"),
 ])
 def test_bad_train_configs_are_refused(changes, match):
