@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from mmray import model
 from mmray.params import MarketParams, ProblemParams
 
 GIB = 2.0**30
@@ -165,3 +166,27 @@ def require_finite_solution(who: str, theta: np.ndarray, bid: np.ndarray, ask: n
             bad.append(f"{side} offsets ({int(np.count_nonzero(wrong))} entries)")
     if bad:
         raise ValueError(f"{who}: non-finite {' and '.join(bad)} in double precision; {hint}")
+
+
+def simulation_warnings(market: MarketParams, problem: ProblemParams, dt: float) -> list[str]:
+    """Why a simulation at these settings, although valid, measures little of the model: one line each.
+
+    * fills saturate: the fill probability per step at the myopic quote ``dtilde`` (about where
+      every strategy quotes) is above 0.99 (``A dt exp(-k dtilde)`` >= ~4.6), so nearly every
+      quote fills every step; the simulator's one fill per side per step then decides the outcome,
+      not the intensity ``A exp(-k delta)``;
+    * the tick is not below the initial mid: outward rounding puts bids at a price <= 0 and asks at
+      twice the mid or more.
+    """
+    notes = []
+    dtilde = model.delta_tilde(market, problem)
+    rate_dt = market.A * dt * math.exp(-market.k * dtilde)
+    if -math.expm1(-rate_dt) > 0.99:
+        notes.append(f"fills saturate: A dt exp(-k dtilde) = {rate_dt:.3g} (A={market.A:g}, dt={dt:g}, "
+                     f"k={market.k:g}, dtilde={dtilde:.3g}), so a quote near the myopic one fills with probability "
+                     f"{-math.expm1(-rate_dt):.4f} every step and the results measure the one-fill-per-step cap, "
+                     "not the model; choose a smaller dt or A")
+    if market.tick >= market.s0 > 0:
+        notes.append(f"tick {market.tick:g} is not below the mid {market.s0:g}: bids round to a price <= 0 and "
+                     "asks to twice the mid or more, so the quotes mean nothing; choose a smaller tick")
+    return notes

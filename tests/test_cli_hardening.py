@@ -271,3 +271,20 @@ def test_check_writable_dir_names_the_users_path(tmp_path):
         with pytest.raises(NotADirectoryError) as exc:
             check_writable_dir(path)
         assert Path(exc.value.filename) == named
+
+
+@pytest.mark.parametrize(("argv", "warning"), [
+    (["--A", "1e12"], "fills saturate: A dt exp(-k dtilde) = 3.12e+09"),
+    (["--tick", "1000"], "tick 1000 is not below the mid 100"),
+])
+def test_absurd_but_valid_regimes_run_with_a_one_line_warning(capsys, argv, warning):
+    assert main(["backtest", "--T", "5", "--paths", "50", "--local", "--json", *argv]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"mmray backtest: warning: {warning}")
+
+
+def test_statistics_need_two_paths_and_recorded_paths_must_fit(capsys):
+    err = _error(capsys, ["backtest", "--paths", "1", "--T", "5", "--local"])
+    assert "--paths 1: a backtest's statistics (standard deviations, standard errors, Sharpe) need at least 2" in err
+    err = _error(capsys, ["simulate", "--paths", "1000000", "--T", "600", "--dt", "0.001", "--local"])
+    assert "recording every path: --paths 1000000 recorded paths x 600001 time points" in err and "GiB" in err

@@ -89,6 +89,15 @@ def setup(args: argparse.Namespace) -> tuple[dict[str, Any], MarketParams, Probl
     return policies, market, problem, sim_config(args, problem)
 
 
+def warn_regime(args: argparse.Namespace, market: MarketParams, problem: ProblemParams, config: SimConfig) -> None:
+    """One line on stderr for each reason the simulation, though valid, measures little of the model
+    (:func:`mmray.limits.simulation_warnings`)."""
+    from mmray.limits import simulation_warnings
+
+    for note in simulation_warnings(market, problem, config.dt):
+        print(f"mmray {args.command}: warning: {note}", file=sys.stderr)
+
+
 def _warn_discrete_mismatch(policy: Any, market: MarketParams, config: SimConfig) -> None:
     """A policy solved on its own discrete problem (``solved_for``: pi, csp) is optimal there: say when
     the backtest differs from it."""
@@ -125,6 +134,10 @@ def backtest(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
     from mmray.backtest import backtest as run_backtest
 
     policies, market, problem, config = setup(args)
+    if config.n_paths < 2:
+        raise ValueError(f"--paths {config.n_paths}: a backtest's statistics (standard deviations, standard errors, "
+                         "Sharpe) need at least 2 paths; `mmray simulate` runs single paths")
+    warn_regime(args, market, problem, config)
     for policy in policies.values():
         _warn_discrete_mismatch(policy, market, config)
     ray = use_ray(args, config)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mmray.cli.backtest import add_flags, setup
+from mmray.cli.backtest import add_flags, setup, warn_regime
 from mmray.cli.common import log, run_with_output
 
 NAME = "simulate"
@@ -34,12 +34,17 @@ def run(args: argparse.Namespace) -> int:
 def simulate(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
     """Simulate, print, and write the ``--out`` files into ``stage``; returns the ``--json`` object."""
     from mmray.distributed import chunk_plan
+    from mmray.limits import FLOAT_BYTES, require_memory
     from mmray.sim import simulate_chunk
 
     if args.strategy is not None and len(args.strategy) > 1:
         raise ValueError(f"simulate runs one strategy, got --strategy {' --strategy '.join(args.strategy)} "
                          "(compare several with mmray backtest)")
     policies, market, problem, config = setup(args)
+    n_points = config.n_steps(problem.T) + 1
+    require_memory(3 * FLOAT_BYTES * config.n_paths * n_points, "recording every path",
+                   f"--paths {config.n_paths} recorded paths x {n_points} time points (s, q and pnl)")
+    warn_regime(args, market, problem, config)
     name, policy = next(iter(policies.items()))
     # one chunk seeded as backtest's first: path i here is path i of `backtest` with the same
     # --paths and --seed (when they fit in one --chunk-size chunk)
