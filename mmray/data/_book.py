@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Iterable
 
 __all__ = ["LevelBook"]
 
@@ -10,8 +11,8 @@ __all__ = ["LevelBook"]
 class LevelBook:
     """Aggregated price levels: absolute quantity per price, best levels read in O(levels).
 
-    ``set(side, price, qty)`` replaces the quantity at `price` (``qty == 0`` removes the level),
-    as Binance diff-depth and snapshot levels do.
+    ``update(bid, prices, qtys)`` replaces the quantity at each price (``qty == 0`` removes the
+    level), as Binance diff-depth and snapshot levels do.
     """
 
     def __init__(self) -> None:
@@ -24,16 +25,18 @@ class LevelBook:
         for p in self._prices:
             p.clear()
 
-    def set(self, bid: bool, price: float, qty: float) -> None:
+    def update(self, bid: bool, prices: Iterable[float], qtys: Iterable[float]) -> None:
+        """Set the quantity at each price of one side, in order (``qty == 0`` removes the level)."""
         side = 0 if bid else 1
-        levels, prices = self.qty[side], self._prices[side]
-        if qty == 0.0:
-            if levels.pop(price, None) is not None:
-                del prices[bisect_left(prices, price)]
-        else:
-            if price not in levels:
-                insort(prices, price)
-            levels[price] = qty
+        levels, ladder = self.qty[side], self._prices[side]
+        for price, qty in zip(prices, qtys, strict=True):
+            if qty == 0.0:
+                if levels.pop(price, None) is not None:
+                    del ladder[bisect_left(ladder, price)]
+            else:
+                if price not in levels:
+                    insort(ladder, price)
+                levels[price] = qty
 
     def top(self) -> tuple[float | None, float | None, float | None, float | None]:
         """(bid price, bid size, ask price, ask size) of the best levels; ``None`` when empty."""
