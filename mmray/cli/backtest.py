@@ -158,18 +158,26 @@ def backtest(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
     out.update({"n_paths": config.n_paths, "seed": config.seed, "market": simulated.to_dict(),
                 "problem": problem.to_dict(), "sim": config.to_dict()})
     if stage is not None:
-        _write(stage, results, metrics, out)
+        _write(stage, results, metrics, out, plots_settings(market, problem, config))
         log(args, f"wrote results.json and plots to {args.out}")
     return out
 
 
-def _write(stage: Path, results: dict[str, Any], metrics: dict[str, Any], out: dict[str, Any]) -> None:
+def plots_settings(market: MarketParams, problem: ProblemParams, config: SimConfig) -> dict[str, Any]:
+    """The run's settings for figure titles (:func:`mmray.plots.run_settings`)."""
+    from mmray.plots import run_settings
+
+    return run_settings(market, problem, config)
+
+
+def _write(stage: Path, results: dict[str, Any], metrics: dict[str, Any], out: dict[str, Any],
+           settings: dict[str, Any]) -> None:
     from mmray import plots
     from mmray.io import atomic_write_json
 
     for name, r in results.items():
-        plots.plot_paths(r, stage / f"paths_{name}.png", title=f"{name}: sample paths")
+        plots.plot_paths(r, stage / f"paths_{name}.png", title=f"strategy {name}")
     plots.plot_pnl_distribution(results, stage / "pnl_distribution.png")
     plots.plot_comparison_table(metrics, stage / "comparison.png",
-                                ("pnl_mean", "pnl_std", "sharpe", "q_final_std", "spread_mean"))
+                                ("pnl_mean", "pnl_std", "sharpe", "q_final_std", "spread_mean"), settings=settings)
     atomic_write_json(stage / "results.json", out)

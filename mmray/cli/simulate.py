@@ -75,4 +75,4 @@ def _write(stage: Path, name: str, res: Any, config: Any, market: Any, problem: 
                           "t": np.tile(p["t"], config.n_paths), "mid": p["s"].ravel(),
                           "q": p["q"].ravel(), "pnl": p["pnl"].ravel()})
     atomic_write(stage / "paths.csv", lambda tmp: frame.to_csv(tmp, index=False))
-    plot_paths(BacktestResult({}, {}, p, config, market, problem), stage / "paths.png", title=name)
+    plot_paths(BacktestResult({}, {}, p, config, market, problem), stage / "paths.png", title=f"strategy {name}")

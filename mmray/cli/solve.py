@@ -79,12 +79,11 @@ def solve(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
 def _write(args: argparse.Namespace, stage: Path, solution: Any, out: dict[str, Any]) -> None:
     from mmray.checkpoint import save_policy
     from mmray.io import atomic_write_json
-    from mmray.plots import plot_quote_surface
+    from mmray.plots import plot_policy
 
-    save_policy(solution.policy(), stage / SOLVE_CHECKPOINT, provenance={"config": args_jsonable(args)})
-    plot_quote_surface(solution.times, solution.q_grid, solution.bid, solution.ask, stage / "quotes.png",
-                       title=f"{args.method} solution, objective {out['problem']['objective']}, "
-                             f"gamma={out['problem']['gamma']:g}")
+    policy = solution.policy()
+    save_policy(policy, stage / SOLVE_CHECKPOINT, provenance={"config": args_jsonable(args)})
+    plot_policy(policy, stage / "quotes.png", title=f"{args.method} solution")
     atomic_write_json(stage / "solution.json", out)
     ckpt = args.out / SOLVE_CHECKPOINT
     out["checkpoint"] = str(ckpt)
