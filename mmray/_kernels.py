@@ -12,6 +12,40 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _settle(
+    i: int, fb: bool, fa: bool, b: float, a: float, q: np.ndarray, s: np.ndarray, mtm: np.ndarray,
+    trades: np.ndarray, q2: np.ndarray, peak: np.ndarray, mdd: np.ndarray, z: np.ndarray,
+    gaussian: bool, d: float, sq: float, mu_dt: float,
+) -> None:
+    """Path ``i`` after its fills (``fb``, ``fa`` at offsets ``b``, ``a``): trades, inventory, ``q^2``,
+    then the mid move from its variate ``z[i]`` (which becomes the mid change), mark-to-market PnL,
+    its peak and drawdown. Shared by both kernels, in the operation order of the numpy step."""
+    income = (b if fb else 0.0) + (a if fa else 0.0)
+    dq = (1.0 if fb else 0.0) - (1.0 if fa else 0.0)
+    if d != 1.0:
+        dq *= d
+        income *= d
+    qn = q[i] + dq
+    q[i] = qn
+    trades[i] += (1.0 if fb else 0.0) + (1.0 if fa else 0.0)
+    q2[i] += qn * qn
+    m = mtm[i] + income
+    if gaussian:
+        dz = z[i] * sq
+    else:
+        dz = -sq if z[i] < 0.5 else sq
+    if mu_dt != 0.0:
+        dz += mu_dt
+    z[i] = dz
+    s[i] += dz
+    m += dz * qn
+    mtm[i] = m
+    pk = max(peak[i], m)
+    peak[i] = pk
+    mdd[i] = max(mdd[i], pk - m)
+
+
 @njit(cache=True, nogil=True)
 def table_step(
     qi: np.ndarray, q: np.ndarray, s: np.ndarray, mtm: np.ndarray, trades: np.ndarray, q2: np.ndarray,
@@ -42,29 +76,9 @@ def table_step(
         else:
             nb = 1.0 if e_bid[i] < thr_b[j] else 0.0
             na = 1.0 if e_ask[i] < thr_a[j] else 0.0
-        income = off_b[j] * nb + off_a[j] * na
-        dq = nb - na
-        qi[i] = j + np.intp(dq)
-        if d != 1.0:
-            dq *= d
-            income *= d
-        qn = q[i] + dq
-        q[i] = qn
-        trades[i] += nb + na
-        q2[i] += qn * qn
-        m = mtm[i] + income
-        if gaussian:
-            dz = z[i] * sq
-        else:
-            dz = -sq if z[i] < 0.5 else sq
-        if mu_dt != 0.0:
-            dz += mu_dt
-        s[i] += dz
-        m += qn * dz
-        mtm[i] = m
-        pk = max(peak[i], m)
-        peak[i] = pk
-        mdd[i] = max(mdd[i], pk - m)
+        qi[i] = j + np.intp(nb - na)
+        _settle(i, nb == 1.0, na == 1.0, off_b[j], off_a[j], q, s, mtm, trades, q2, peak, mdd, z,
+                gaussian, d, sq, mu_dt)
     return spread_total, spread_steps
 
 
@@ -112,27 +126,4 @@ def quote_step(
         bid_filled[i] = fb
         ask_filled[i] = fa
         spread[i] = b + a
-        income = (b if fb else 0.0) + (a if fa else 0.0)
-        dq = (1.0 if fb else 0.0) - (1.0 if fa else 0.0)
-        if d != 1.0:
-            dq *= d
-            income *= d
-        qn = qi + dq
-        q[i] = qn
-        trades[i] += 1.0 if fb else 0.0
-        trades[i] += 1.0 if fa else 0.0
-        q2[i] += qn * qn
-        m = mtm[i] + income
-        if gaussian:
-            dz = ds[i] * sq
-        else:
-            dz = -sq if ds[i] < 0.5 else sq
-        if mu_dt != 0.0:
-            dz += mu_dt
-        ds[i] = dz
-        s[i] += dz
-        m += dz * qn
-        mtm[i] = m
-        pk = max(peak[i], m)
-        peak[i] = pk
-        mdd[i] = max(mdd[i], pk - m)
+        _settle(i, fb, fa, b, a, q, s, mtm, trades, q2, peak, mdd, ds, gaussian, d, sq, mu_dt)

@@ -157,8 +157,8 @@ class PathState:
         tick rounding (``inf`` where a side was not quoted).
     bid_filled, ask_filled : bool, whether each side was filled at the last step.
 
-    ``ds``, the offsets and the fill flags are written by :func:`market_step` only: the fused
-    table kernel, which :func:`simulate_chunk` uses for tables that read no feature, leaves them.
+    The offsets and the fill flags are written by :func:`market_step` only: the fused table
+    kernel, which :func:`simulate_chunk` uses for tables that read no feature, leaves them.
     e_bid, e_ask : the fill variates (standard exponentials) of the next step, once drawn
         (:meth:`draw_fill_variates`).
     """
