@@ -1,27 +1,40 @@
-"""Ingest throughput (rows/s) of the mmray.data loaders, next to pandas.read_csv of the same files.
+"""Ingest throughput (rows/s) of the mmray.data loaders, as ratios against baselines run alongside.
 
 How to run::
 
     python benchmarks/ingest.py                 # the samples in ../shared/data (or --data DIR)
-    python benchmarks/ingest.py --scale 10      # also peak memory on a LOBSTER file 10x the sample
+    python benchmarks/ingest.py --scale 0       # skip the peak-memory part
+    pip install -e .[bench]                     # hftbacktest 2.4.4, the Binance baseline
 
-Figures printed: for each LOBSTER sample, rows/s of ``read_lobster`` (parse, validate, build
-event batches) and of ``ingest`` (the same plus Parquet writing), and of ``pandas.read_csv``
-of the message and orderbook files (parse only) in the same run; for the Binance USD-M capture,
-rows/s and input lines/s of ``read_capture`` (JSON, book rebuild, bookTicker check). With
-``--scale N``, peak RSS of a child process ingesting the AAPL sample and an N-times longer
-synthetic copy (times compressed so they keep increasing): the two should be close. hftbacktest's
-converter is not run here (it is not a dependency). Compare figures from the same run only.
+Each measurement alternates the mmray side and its baseline for ``--repeat`` rounds and keeps each
+side's best time (the run least disturbed by other processes), so on a shared, noisy machine both
+sides get the same chances; ratios are of those best times. On a busy machine, run it two or
+three times and quote the median. Figures:
+
+* LOBSTER samples (AAPL level 1, AMZN level 5): rows/s of ``read_lobster`` (parse, validate,
+  build event batches) and of ``ingest`` (the same plus Parquet writing), each next to
+  ``pandas.read_csv`` of the message and the orderbook file (parse only);
+* the Binance USD-M capture 2024-07-18/19: input lines/s and rows/s of ``read_capture`` (JSON,
+  book rebuild, bookTicker check) and of ``ingest``, next to hftbacktest 2.4.4's own converter
+  (``hftbacktest.data.utils.binancefutures.convert``) on the same files; both read every input
+  line, so the ratio is one of times (the converter keeps no bookTicker rows and checks no
+  sequence, mmray keeps both);
+* with ``--scale N`` (default 10): peak RSS of a child process ingesting the AAPL sample and an
+  N-times longer synthetic copy (times compressed so they keep increasing), measured from the
+  child's RSS after its imports (Linux: the peak is reset through ``/proc/self/clear_refs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -33,39 +46,82 @@ from mmray.data.lobster import read_lobster
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LOBSTER = ("AAPL_2012-06-21_34200000_57600000_{}_1.csv", "AMZN_2012-06-21_34200000_57600000_{}_5.csv")
+CAPTURE = ("btcusdt_20240718.gz", "btcusdt_20240719.gz")
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
+def _elapsed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def paired(sides: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Best seconds of each side, the sides run in turn in every round (after one warm-up)."""
+    for fn in sides.values():
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeat):
+        for name, fn in sides.items():
+            times[name].append(_elapsed(fn))
+    return {name: min(ts) for name, ts in times.items()}
+
+
+def _ingest_fn(source: str, files: list[Path], tmp: str) -> Callable[[], object]:
+    return lambda: ingest(source, files, Path(tmp) / f"ds{time.perf_counter_ns()}", progress=False)
 
 
 def lobster(data: Path, repeat: int) -> None:
     for name in LOBSTER:
         msg, book = data / "lobster" / name.format("message"), data / "lobster" / name.format("orderbook")
         rows = sum(1 for _ in open(msg, "rb"))
-        t_load = best_of(lambda m=msg: sum(b.num_rows for b in read_lobster(m)), repeat)
         with tempfile.TemporaryDirectory() as tmp:
-            t_ingest = best_of(lambda m=msg, b=book, d=tmp: ingest(
-                "lobster", [m, b], Path(d) / f"ds{time.perf_counter_ns()}", progress=False), repeat)
-        t_pandas = best_of(lambda m=msg, b=book: (pd.read_csv(m, header=None), pd.read_csv(b, header=None)), repeat)
-        print(f"LOBSTER {name.format('*')}: {rows:,} rows | read_lobster {rows / t_load / 1e6:.2f} M rows/s | "
-              f"ingest to Parquet {rows / t_ingest / 1e6:.2f} M rows/s | pandas.read_csv (msg+book) "
-              f"{rows / t_pandas / 1e6:.2f} M rows/s | read_lobster/pandas {t_pandas / t_load:.2f}x")
+            t = paired({"read": lambda m=msg: sum(b.num_rows for b in read_lobster(m)),
+                        "ingest": _ingest_fn("lobster", [msg, book], tmp),
+                        "pandas": lambda m=msg, b=book: (pd.read_csv(m, header=None), pd.read_csv(b, header=None))},
+                       repeat)
+        print(f"LOBSTER {name.format('*')}: {rows:,} rows\n"
+              f"  read_lobster {rows / t['read'] / 1e6:.2f} M rows/s | ingest to Parquet "
+              f"{rows / t['ingest'] / 1e6:.2f} M rows/s | pandas.read_csv (msg+book) "
+              f"{rows / t['pandas'] / 1e6:.2f} M rows/s\n"
+              f"  read/pandas {t['pandas'] / t['read']:.2f}x | ingest/pandas {t['pandas'] / t['ingest']:.2f}x")
+
+
+def _converter() -> Callable[[list[Path]], int] | None:
+    try:
+        from hftbacktest.data.utils import binancefutures
+    except ImportError:
+        return None
+
+    def convert(files: list[Path]) -> int:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its timestamp corrections
+            return sum(len(binancefutures.convert(str(f), buffer_size=2_000_000)) for f in files)
+    return convert
 
 
 def binance(data: Path, repeat: int) -> None:
-    files = [data / "binance" / "ws" / "usdm" / f for f in ("btcusdt_20240718.gz", "btcusdt_20240719.gz")]
+    files = [data / "binance" / "ws" / "usdm" / f for f in CAPTURE]
     stats = CaptureStats()
     rows = sum(b.num_rows for b in read_capture(files, stats=stats))
-    t = best_of(lambda: sum(b.num_rows for b in read_capture(files)), repeat)
-    print(f"Binance USD-M capture 2024-07-18/19: {stats.lines:,} lines -> {rows:,} rows | "
-          f"{stats.lines / t / 1e6:.3f} M lines/s, {rows / t / 1e6:.3f} M rows/s | "
-          f"bookTicker compared {stats.ticker_compared}, mismatches {stats.ticker_mismatches}")
+    lines = stats.lines
+    sides: dict[str, Callable[[], object]] = {"read": lambda: sum(b.num_rows for b in read_capture(files))}
+    convert = _converter()
+    with tempfile.TemporaryDirectory() as tmp:
+        sides["ingest"] = _ingest_fn("binance", files, tmp)
+        if convert is not None:
+            conv_rows = convert(files)
+            sides["converter"] = lambda: convert(files)
+        t = paired(sides, repeat)
+    print(f"Binance USD-M capture 2024-07-18/19: {lines:,} lines -> {rows:,} rows "
+          f"(bookTicker compared {stats.ticker_compared}, mismatches {stats.ticker_mismatches})\n"
+          f"  read_capture {lines / t['read'] / 1e6:.3f} M lines/s = {rows / t['read'] / 1e6:.3f} M rows/s | "
+          f"ingest to Parquet {lines / t['ingest'] / 1e6:.3f} M lines/s = {rows / t['ingest'] / 1e6:.3f} M rows/s")
+    if convert is None:
+        print("  hftbacktest not installed (pip install -e .[bench]): no converter baseline")
+        return
+    print(f"  hftbacktest 2.4.4 convert {lines / t['converter'] / 1e6:.3f} M lines/s = "
+          f"{conv_rows / t['converter'] / 1e6:.3f} M rows/s ({conv_rows:,} rows: depth and trades only)\n"
+          f"  read/converter {t['converter'] / t['read']:.2f}x | ingest/converter {t['converter'] / t['ingest']:.2f}x"
+          " (same input lines)")
 
 
 def synthetic_lobster(data: Path, scale: int, tmp: Path) -> Path:
@@ -83,30 +139,47 @@ def synthetic_lobster(data: Path, scale: int, tmp: Path) -> Path:
     return tmp / name.format("message")
 
 
+_CHILD = """import sys
+from mmray.data.ingest import ingest
+
+def status(field):
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
+
+imports = status('VmRSS')
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # reset the peak (VmHWM) to the current RSS: what follows is the ingest's own
+r = ingest('lobster', [sys.argv[1], sys.argv[1].replace('_message_', '_orderbook_')], sys.argv[2], progress=False)
+print(r['rows'], imports, status('VmHWM'))
+"""
+
+
 def peak_rss(data: Path, scale: int) -> None:
     for n in (1, scale):
         with tempfile.TemporaryDirectory() as tmp:
             msg = synthetic_lobster(data, n, Path(tmp))
-            code = ("import resource,sys; from mmray.data.ingest import ingest; "
-                    "r = ingest('lobster', [sys.argv[1], sys.argv[1].replace('_message_', '_orderbook_')], "
-                    "sys.argv[2], progress=False); "
-                    "print(r['rows'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-            out = subprocess.run([sys.executable, "-c", code, str(msg), os.path.join(tmp, "ds")],
+            size = (msg.stat().st_size + Path(str(msg).replace("_message_", "_orderbook_")).stat().st_size) / 2**20
+            out = subprocess.run([sys.executable, "-c", _CHILD, str(msg), os.path.join(tmp, "ds")],
                                  capture_output=True, text=True, check=True).stdout.split()
-            rows, rss_kb = int(out[0]), int(out[1])
-            print(f"peak RSS ingesting {rows:,} LOBSTER rows ({n}x the AAPL sample): {rss_kb / 1024:.0f} MB")
+            rows, base_kb, peak_kb = (int(x) for x in out)
+            print(f"peak RSS ingesting {rows:,} LOBSTER rows ({n}x the AAPL sample, {size:.0f} MB of CSV): "
+                  f"{peak_kb / 1024:.0f} MB, {(peak_kb - base_kb) / 1024:.0f} MB above the {base_kb / 1024:.0f} MB "
+                  "after imports")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the sample data directory")
-    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
-    ap.add_argument("--scale", type=int, default=0, help="also measure peak memory at this many times the sample")
+    ap.add_argument("--repeat", type=int, default=7, help="rounds per measurement (best times are compared)")
+    ap.add_argument("--scale", type=int, default=10, help="peak memory at this many times the sample (0: skip)")
+    ap.add_argument("--only", choices=("lobster", "binance", "memory"), help="run one part")
     args = ap.parse_args()
     print(f"pyarrow {pa.__version__}, pandas {pd.__version__}, {os.cpu_count()} CPUs")
-    lobster(args.data, args.repeat)
-    binance(args.data, max(1, args.repeat - 2))
-    if args.scale:
+    if args.only in (None, "lobster"):
+        lobster(args.data, args.repeat)
+    if args.only in (None, "binance"):
+        binance(args.data, max(1, args.repeat // 2))
+    if args.only in (None, "memory") and args.scale:
         peak_rss(args.data, args.scale)
 
 

@@ -122,7 +122,7 @@ def find_pairs(paths: Iterable[str | os.PathLike[str]]) -> list[LobsterFiles]:
 
 
 def read_lobster(files: LobsterFiles | str | os.PathLike[str], *,
-                 block_size: int = 1 << 23) -> Iterator[pa.RecordBatch]:
+                 block_size: int = 1 << 21) -> Iterator[pa.RecordBatch]:
     """Stream one LOBSTER day as :data:`~mmray.data.schema.EVENT_SCHEMA` record batches.
 
     Parameters
