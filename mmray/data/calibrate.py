@@ -656,7 +656,7 @@ def _grid(reach: np.ndarray, half: np.ndarray, tick: float, s: Settings) -> tupl
         if not math.isfinite(hi):
             return lo, lo + 2 * w, w, "no market orders"
         cells = max(2, math.ceil((hi - lo) / w - _EPS))
-        return lo, lo + cells * w, w, ""
+        return round(lo, 12), round(lo + cells * w, 12), w, ""  # on the grid, without float dust
     if not math.isfinite(hi) or hi <= lo:
         return lo, math.nan, math.nan, "no spread of reaches to fit (give fit_range and bucket)"
     return lo, hi, (hi - lo) / 30, ""
@@ -1063,8 +1063,9 @@ def calibrate(data: Any, window: Any = None, *, venue: Any = None, symbol: Any =
 def write_params_file(calibration: Calibration, path: str | os.PathLike[str]) -> Path:
     """Write the pooled estimates as a JSON parameter file (keys: MarketParams field names).
 
-    The file holds ``sigma``, ``A``, ``k``, ``drift``, ``tick`` and ``s0`` (time unit: seconds)
-    and is written atomically; :func:`load_params_file` reads it back.
+    The file holds ``sigma``, ``A``, ``k``, ``drift`` (0 unless estimated), ``tick`` (inferred
+    or given; simulations then round quotes to it) and ``s0`` (the last mid seen); time unit:
+    seconds. Written atomically; :func:`load_params_file` reads it back.
     """
     from mmray.io import atomic_write_text
 
