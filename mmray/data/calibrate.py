@@ -780,7 +780,8 @@ def _fit(venue: str, symbol: str, date: str | None, start: int, end: int, second
                k_per_tick_ci=(est["k_ci"][0] * tick, est["k_ci"][1] * tick) if tick > 0 else None,
                tick=float(tick), n_orders=int(reach.size), n_fit=n_fit,
                n_below=int((finite < lo - _EPS * (w if math.isfinite(w) else 1e-12)).sum()),
-               n_stale=int((finite < 0).sum()), fit_range=(float(lo), float(hi)), bucket=float(w), gof=est["gof"],
+               n_stale=int((finite < -_EPS * (w if math.isfinite(w) else 0.0)).sum()),
+               fit_range=(float(lo), float(hi)), bucket=float(w), gof=est["gof"],
                intensity=intensity, signature=signature, note="; ".join(notes))
 
 
@@ -901,12 +902,21 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """One JSON-ready object: the pooled fit's fields at the top, then ``params`` (or ``None``),
-        ``units``, ``settings``, ``quotes``, ``days``, ``windows`` and ``runs``."""
+        ``units``, ``methods`` (the estimators in words), ``settings``, ``quotes``, ``days``,
+        ``windows`` and ``runs``."""
         try:
             params: dict[str, float] | None = self.params()
         except ValueError:
             params = None
-        return {**self.overall.to_dict(), "params": params, "units": dict(PARAM_UNITS),
+        s = self.settings
+        rv = "realised variance" + (f" + {s.lags} autocovariance lag(s) (Zhou 1996)" if s.lags else "")
+        methods = {
+            "sigma": f"{rv} of the mid sampled every {s.interval:g} s (clock grid, previous tick, exchange time); "
+                     f"t-interval from {s.batches} batch means (successive differences)",
+            "intensity": "market-order reach from the mid just before the order; Poisson MLE on buckets of the "
+                         "fit range plus the tail beyond it; profile-likelihood intervals; G2 goodness of fit",
+        }
+        return {**self.overall.to_dict(), "params": params, "units": dict(PARAM_UNITS), "methods": methods,
                 "settings": _jsonable(asdict(self.settings)), "quotes": self.quotes, "s0": _jsonable(self.s0),
                 "days": [d.to_dict() for d in self.days], "windows": [w.to_dict() for w in self.windows],
                 "runs": _jsonable(list(self.runs))}
