@@ -8,8 +8,8 @@ How to run::
 
 Each measurement alternates the mmray side and its baseline for ``--repeat`` rounds and keeps each
 side's best time (the run least disturbed by other processes), so on a shared, noisy machine both
-sides get the same chances; ratios are of those best times. On a busy machine, run it two or
-three times and quote the median. Figures:
+sides get the same chances; ratios are of those best times, in wall time and in CPU time (all
+threads). On a busy machine, run it two or three times and quote the median. Figures:
 
 * LOBSTER samples (AAPL level 1, AMZN level 5): rows/s of ``read_lobster`` (parse, validate,
   build event batches) and of ``ingest`` (the same plus Parquet writing), each next to
@@ -49,21 +49,30 @@ LOBSTER = ("AAPL_2012-06-21_34200000_57600000_{}_1.csv", "AMZN_2012-06-21_342000
 CAPTURE = ("btcusdt_20240718.gz", "btcusdt_20240719.gz")
 
 
-def _elapsed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
+def _elapsed(fn: Callable[[], object]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def paired(sides: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Best seconds of each side, the sides run in turn in every round (after one warm-up)."""
+    """Best wall seconds of each side (and as ``"<side> cpu"`` its best CPU seconds, all threads),
+    the sides run in turn in every round (after one warm-up)."""
     for fn in sides.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in sides}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     for _ in range(repeat):
         for name, fn in sides.items():
             times[name].append(_elapsed(fn))
-    return {name: min(ts) for name, ts in times.items()}
+    best = {name: min(t[0] for t in ts) for name, ts in times.items()}
+    best.update({f"{name} cpu": min(t[1] for t in ts) for name, ts in times.items()})
+    return best
+
+
+def ratio(t: dict[str, float], base: str, side: str) -> str:
+    """`side`'s speed relative to `base`'s: wall, and CPU seconds (the latter less sensitive to
+    other load on a shared machine; it counts every thread, so parallelism does not help it)."""
+    return f"{t[base] / t[side]:.2f}x (CPU time {t[base + ' cpu'] / t[side + ' cpu']:.2f}x)"
 
 
 def _ingest_fn(source: str, files: list[Path], tmp: str) -> Callable[[], object]:
@@ -83,7 +92,7 @@ def lobster(data: Path, repeat: int) -> None:
               f"  read_lobster {rows / t['read'] / 1e6:.2f} M rows/s | ingest to Parquet "
               f"{rows / t['ingest'] / 1e6:.2f} M rows/s | pandas.read_csv (msg+book) "
               f"{rows / t['pandas'] / 1e6:.2f} M rows/s\n"
-              f"  read/pandas {t['pandas'] / t['read']:.2f}x | ingest/pandas {t['pandas'] / t['ingest']:.2f}x")
+              f"  read/pandas {ratio(t, 'pandas', 'read')} | ingest/pandas {ratio(t, 'pandas', 'ingest')}")
 
 
 def _converter() -> Callable[[list[Path]], int] | None:
@@ -120,7 +129,7 @@ def binance(data: Path, repeat: int) -> None:
         return
     print(f"  hftbacktest 2.4.4 convert {lines / t['converter'] / 1e6:.3f} M lines/s = "
           f"{conv_rows / t['converter'] / 1e6:.3f} M rows/s ({conv_rows:,} rows: depth and trades only)\n"
-          f"  read/converter {t['converter'] / t['read']:.2f}x | ingest/converter {t['converter'] / t['ingest']:.2f}x"
+          f"  read/converter {ratio(t, 'converter', 'read')} | ingest/converter {ratio(t, 'converter', 'ingest')}"
           " (same input lines)")
 
 
