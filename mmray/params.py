@@ -25,9 +25,12 @@ Quant. Finance 8 (2008).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -244,3 +247,39 @@ def inventory_grid(problem: ProblemParams, market: MarketParams):  # type: ignor
         )
     n = round(n)
     return market.trade_size * np.arange(-n, n + 1, dtype=float)
+
+
+def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a parameter file: a JSON object whose keys are :class:`MarketParams` fields (what
+    ``mmray data calibrate --out FILE`` writes; ``mmray solve/backtest/simulate --params FILE`` and
+    sweep files read it).
+
+    Returns only the keys the file has (so command-line flags can override them), each checked by
+    :class:`MarketParams` (with the other fields at their defaults).
+
+    Raises
+    ------
+    ValueError
+        Unreadable file, invalid JSON, not an object, an unknown key, or a value MarketParams
+        refuses; the message starts with the file's path.
+    """
+    p = os.fspath(path)
+    try:
+        text = Path(p).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: cannot read the parameter file ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object of MarketParams fields, got {type(data).__name__}")
+    names = [f.name for f in fields(MarketParams)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{p}: unknown key(s) {unknown}; expected some of {names}")
+    try:
+        checked = MarketParams(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{p}: {exc}") from None
+    return {k: getattr(checked, k) for k in data}

@@ -76,3 +76,32 @@ def test_bare_data_prints_its_help_and_a_missing_source_is_refused(capsys):
     assert "ingest" in capsys.readouterr().out
     err = _fails(["data", "ingest", *LOBSTER, "--out", "x"], capsys)
     assert "--source" in err
+
+
+def test_calibrate_writes_a_parameter_file_that_backtest_reads(tmp_path, capsys):
+    """The estimates land in a MarketParams file; --params makes them the model, flags override."""
+    out = tmp_path / "ds"
+    assert main(["data", "ingest", "--source", "lobster", *LOBSTER[:2], "--out", str(out)]) == 0
+    capsys.readouterr()
+    params, png = tmp_path / "p" / "aapl.json", tmp_path / "aapl.png"
+    assert main(["data", "calibrate", str(out), "--local", "--out", str(params), "--plot", str(png), "--json"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["symbol"] == "AAPL" and cal["sigma"] > 0 and cal["A_ci"][0] < cal["A"] < cal["A_ci"][1]
+    saved = json.loads(params.read_text())
+    assert (saved["sigma"], saved["A"], saved["k"], saved["tick"]) == (cal["sigma"], cal["A"], cal["k"], 0.01)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["backtest", "--params", str(params), "--k", "30", "--T", "20", "--paths", "100", "--local",
+                 "--json"]) == 0
+    market = json.loads(capsys.readouterr().out)["market"]
+    assert (market["sigma"], market["A"], market["tick"], market["k"]) == (saved["sigma"], saved["A"], 0.01, 30.0)
+
+
+def test_a_bad_parameter_file_is_one_line_naming_it(tmp_path, capsys):
+    bad = tmp_path / "p.json"
+    bad.write_text('{"sigma": 0.3, "volatility": 2}')
+    err = _fails(["backtest", "--params", str(bad), "--local"], capsys)
+    assert f"{bad}: unknown key(s) ['volatility']" in err
+    bad.write_text('{"sigma": -1}')
+    assert "MarketParams.sigma" in _fails(["solve", "--params", str(bad)], capsys)
+    err = _fails(["data", "calibrate", str(tmp_path / "nowhere"), "--local"], capsys)
+    assert err.startswith("mmray data calibrate: error:")

@@ -1,10 +1,12 @@
-"""``mmray data ingest|info``: real limit-order-book data into a Parquet dataset, and its summary.
+"""``mmray data ingest|info|calibrate``: real limit-order-book data into a Parquet dataset, its summary,
+and the model's market parameters estimated from it.
 
 ::
 
     mmray data ingest --source lobster AAPL_..._message_1.csv AAPL_..._orderbook_1.csv --out data/lob
     mmray data ingest --source binance usdm/btcusdt_20240808.gz usdm/btcusdt_20240809.gz --out data/lob
     mmray data info data/lob [--json]
+    mmray data calibrate data/lob --symbol AAPL [--window 30min] [--out params.json] [--plot calibration.png]
 
 The dataset is partitioned by venue/symbol/date (:mod:`mmray.data.ingest`); an ingest is all or
 nothing (a failed one leaves no partial dataset and an existing one untouched); a day already in
@@ -57,6 +59,30 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     inf.add_argument("dataset", type=Path, metavar="DATASET", help="dataset directory written by `mmray data ingest`")
     inf.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     inf.set_defaults(run=run_info)
+    cal = actions.add_parser(
+        "calibrate", help="estimate sigma, A and k (with intervals) from a dataset",
+        description="Estimate the mid volatility sigma (price per sqrt(second), realised variance with a noise "
+                    "correction) and the fill intensity A exp(-k delta) (A per second, k per price unit; from how "
+                    "far market orders reach from the mid) by maximum likelihood with confidence intervals and a "
+                    "goodness-of-fit test, per day, on rolling windows and pooled. Each day is one Ray task "
+                    "(--local: in this process). See docs/data.md for the estimators and their pitfalls.")
+    cal.add_argument("dataset", metavar="DATASET", help="dataset directory or URI written by `mmray data ingest`")
+    cal.add_argument("--venue", help="venue partition to use (default: the only one)")
+    cal.add_argument("--symbol", help="symbol partition to use (default: the only one)")
+    cal.add_argument("--date", help="one day YYYY-MM-DD (default: every day)")
+    cal.add_argument("--window", help="rolling windows, e.g. 30min or 600 (seconds) (default: none)")
+    cal.add_argument("--interval", type=float, default=1.0,
+                     help="sampling interval of the mid for sigma, seconds (default: %(default)s)")
+    cal.add_argument("--level", type=float, default=0.95,
+                     help="confidence level of the intervals (default: %(default)s)")
+    cal.add_argument("--out", type=Path, metavar="FILE",
+                     help="write the estimates as a parameter file that solve/backtest/simulate read with --params "
+                          "FILE (default: none)")
+    cal.add_argument("--plot", type=Path, metavar="PNG",
+                     help="write the figure: fitted vs empirical intensity, sigma over the day (default: none)")
+    cal.add_argument("--local", action="store_true", help="calibrate in this process, without Ray")
+    cal.add_argument("--json", action="store_true", help="print one JSON object with every estimate")
+    cal.set_defaults(run=run_calibrate)
     p.set_defaults(run=lambda args: _usage(p))
     return p
 
@@ -110,4 +136,48 @@ def run_info(args: argparse.Namespace) -> int:
     c = out["consistency"]
     lines.append(f"bookTicker vs rebuilt book: {c['ticker_compared']:,} compared, {c['ticker_mismatches']:,} "
                  "mismatches")
+    return _emit(args, out, [] if args.json else lines)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Run ``mmray data calibrate``; returns the exit status."""
+    from mmray.data.calibrate import calibrate, write_params_file
+    from mmray.io import check_writable_dir
+
+    args.command = "data calibrate"
+    try:
+        for target in (args.out, args.plot):  # checked before any work
+            if target is not None:
+                check_writable_dir(target.parent if str(target.parent) else Path("."))
+        cal = calibrate(args.dataset, args.window, venue=args.venue, symbol=args.symbol, date=args.date,
+                        interval=args.interval, level=args.level, use_ray=not args.local)
+        if args.plot is not None:
+            from mmray.data.plots import plot_calibration
+
+            plot_calibration(cal, args.plot)
+        if args.out is not None:
+            write_params_file(cal, args.out)
+    except (ValueError, OSError) as exc:
+        fail(args, exc)
+    out = cal.to_dict()
+    pct = f"{100 * args.level:g}%"
+    def ci(name: str) -> str:
+        lo, hi = out[f"{name}_ci"]
+        return f"{pct} CI [{lo:.4g}, {hi:.4g}]"
+
+    lines = [f"{out['venue']}/{out['symbol']}: {len(out['days'])} day(s), {out['seconds']:.0f} s of data",
+             f"  sigma = {out['sigma']:.4g} price/sqrt(s)  {ci('sigma')}",
+             f"  A     = {out['A']:.4g} fills/s         {ci('A')}",
+             f"  k     = {out['k']:.4g} per price unit  {ci('k')}"
+             f"  ({out['k_per_tick']:.3g} per tick of {out['tick']:g})"]
+    gof = out.get("gof") or {}
+    if gof.get("pvalue") is not None:
+        lines.append(f"  exponential fit over reach {out['fit_range']} (price): G2 = {gof['statistic']:.4g} on "
+                     f"{gof['df']} df, p = {gof['pvalue']:.3g}")
+    if out.get("note"):
+        lines.append(f"  note: {out['note']}")
+    if args.out is not None:
+        lines.append(f"wrote {args.out} (use it with --params {args.out})")
+    if args.plot is not None:
+        lines.append(f"wrote {args.plot}")
     return _emit(args, out, [] if args.json else lines)

@@ -17,7 +17,7 @@ from typing import Any
 
 from mmray.cli.solver_flags import add_solver_flags
 from mmray.distributed import CONNECT_TIMEOUT_S
-from mmray.params import FILL_MODELS, OBJECTIVES, PRICE_MODELS, MarketParams, ProblemParams, SimConfig
+from mmray.params import FILL_MODELS, OBJECTIVES, PRICE_MODELS, MarketParams, ProblemParams, SimConfig, load_params_file
 
 __all__ = [
     "CHECKPOINT_SIM_FIELDS", "MARKET_FLAGS", "PROBLEM_FLAGS", "RAY_CONFLICTS", "add_model_flags", "add_output_flags",
@@ -75,6 +75,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     """Model flags; each defaults to None ("not given") so that a checkpoint's model can fill it."""
     m, pr = MarketParams(), ProblemParams()
     g = p.add_argument_group("model (defaults: a --policy checkpoint's model, else the GLFT 2013 figure parameters)")
+    g.add_argument("--params", type=Path, metavar="FILE",
+                   help="JSON file of market parameters (e.g. written by `mmray data calibrate --out FILE`); "
+                        "the flags below override it (default: none)")
     g.add_argument("--sigma", type=float, help=f"mid volatility per sqrt(time) (default: {m.sigma:g})")
     g.add_argument("--A", type=float, help=f"fill intensity at the mid, per time (default: {m.A:g})")
     g.add_argument("--k", type=float, help=f"intensity decay per price unit (default: {m.k:g})")
@@ -177,18 +180,20 @@ def given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 
 def model_params(args: argparse.Namespace, market: MarketParams | None = None, problem: ProblemParams | None = None,
                  source: str | None = None) -> tuple[MarketParams, ProblemParams]:
-    """The model: the flags given, over ``market``/``problem`` (default: the defaults).
+    """The model: the flags given, over a ``--params`` file, over ``market``/``problem`` (default: the defaults).
 
     When the base model comes from ``source`` (e.g. "checkpoint"), flags that change it are noted on stderr.
     """
     market, problem = market or MarketParams(), problem or ProblemParams()
-    m_given, p_given = given(args, MARKET_FLAGS), given(args, PROBLEM_FLAGS)
+    from_file = load_params_file(args.params) if getattr(args, "params", None) is not None else {}
+    m_given, p_given = {**from_file, **given(args, MARKET_FLAGS)}, given(args, PROBLEM_FLAGS)
     if source is not None:
         changed = [f"{flag_name(n)} {v} ({source}: {getattr(base, n)})"
                    for base, values in ((market, m_given), (problem, p_given))
                    for n, v in values.items() if v != getattr(base, n)]
         if changed:
-            print(f"mmray {args.command}: note: flags override the {source}'s model: {', '.join(changed)}",
+            who = "flags and --params" if from_file else "flags"
+            print(f"mmray {args.command}: note: {who} override the {source}'s model: {', '.join(changed)}",
                   file=sys.stderr)
     return market.replace(**m_given), problem.replace(**p_given)
 

@@ -73,7 +73,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ from scipy import optimize, stats
 from mmray.data.datasets import Shard, list_shards, map_shards, worker_info
 from mmray.data.errors import DataError
 from mmray.data.schema import KINDS, event_batch, kind_codes
+from mmray.params import load_params_file  # re-exported: the reader of the files written here
 
 __all__ = ["PARAM_UNITS", "Calibration", "Fit", "GoodnessOfFit", "Intensity", "Settings", "calibrate",
            "calibrate_shard", "load_params_file", "simulate_events", "write_params_file"]
@@ -1080,42 +1081,6 @@ def write_params_file(calibration: Calibration, path: str | os.PathLike[str]) ->
     from mmray.io import atomic_write_text
 
     return atomic_write_text(path, json.dumps(calibration.params(), indent=2) + "\n")
-
-
-def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON parameter file: an object whose keys are MarketParams fields.
-
-    Returns only the keys the file has (so command-line flags can override them), each checked
-    by :class:`mmray.params.MarketParams` (with the other fields at their defaults).
-
-    Raises
-    ------
-    ValueError
-        Unreadable file, invalid JSON, not an object, an unknown key, or a value MarketParams
-        refuses; the message starts with the file's path.
-    """
-    from mmray.params import MarketParams
-
-    p = os.fspath(path)
-    try:
-        text = Path(p).read_text()
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read the parameter file ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a JSON object of MarketParams fields, got {type(data).__name__}")
-    names = [f.name for f in fields(MarketParams)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"{p}: unknown key(s) {unknown}; expected some of {names}")
-    try:
-        checked = MarketParams(**data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{p}: {exc}") from None
-    return {k: getattr(checked, k) for k in data}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,7 +140,10 @@ def _sigma_panel(ax: plt.Axes, cal: Calibration, level: int) -> None:
         y = np.array([d.sigma for d in cal.days])
         err = np.array([[d.sigma - d.sigma_ci[0], d.sigma_ci[1] - d.sigma] for d in cal.days]).T
         ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o", capsize=3, label="per day")
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+        if len(x) == 1:  # one point: span that day's data (a lone date otherwise gets a years-wide axis)
+            ax.set_xlim(_utc(cal.days[0].start), _utc(cal.days[0].end))
+            ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M:%S" if len(x) == 1 else "%m-%d %H:%M"))
         ax.set_xlabel("time (UTC, day centre)")
     o = cal.overall
     if math.isfinite(o.sigma):
