@@ -1,12 +1,12 @@
 # Two entry points that work on a fresh machine with only Python 3.11:
 #   make demo   - quick local sweep on an embedded Ray (the main job)
-#   make test   - the test suite
+#   make test   - the test suite (ruff, the setup check, pytest)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test check-setup lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,15 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(PY) -m mmray.tune
 
+# the installed torch and Ray match the Makefile's and clusters/aws.yaml's pins (facts about this
+# machine, not about the code: checked here, not in the unit tests)
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) scripts/check_setup.py
 	$(PY) -m pytest -q
+
+check-setup: $(STAMP)
+	$(PY) scripts/check_setup.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

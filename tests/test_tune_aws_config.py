@@ -91,21 +91,28 @@ def test_workers_get_an_instance_profile_for_s3_storage(config: dict) -> None:
     assert "iam:PassRole" in docs and "IamInstanceProfile" in docs
 
 
+def _check_setup():
+    """scripts/check_setup.py as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    path = CONFIG.parents[1] / "scripts" / "check_setup.py"
+    spec = importlib.util.spec_from_file_location("check_setup", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_setup_installs_pinned_cpu_torch_then_mmray(config: dict) -> None:
     """The same torch pin as the Makefile, from the CPU wheel index (PyPI's Linux wheel pulls the
-    CUDA packages), alone and before anything that could install another torch."""
-    import importlib.metadata
-    import re
+    CUDA packages), alone and before anything that could install another torch; one Ray version for
+    the image and the setup. (Whether the installed torch and Ray are these versions is a fact about
+    the machine: scripts/check_setup.py, which `make test` runs, checks it.)"""
     import shlex
 
-    import ray
-
     makefile = (CONFIG.parents[1] / "Makefile").read_text()
-    pins = re.findall(r'pip install "torch==([0-9][0-9.]*)"', makefile)
-    assert len(pins) == 1, pins  # the Makefile installs one pinned torch before mmray
-    version = pins[0]
+    check = _check_setup()
+    version = check.makefile_torch_pin(makefile)  # the Makefile installs one pinned torch before mmray
     assert makefile.index(f"torch=={version}") < makefile.index("pip install -e")
-    assert importlib.metadata.version("torch").split("+")[0] == version  # what `make` installed here
 
     cmds = config["setup_commands"]
     torch = [i for i, c in enumerate(cmds) if "torch" in c]
@@ -124,8 +131,22 @@ def test_setup_installs_pinned_cpu_torch_then_mmray(config: dict) -> None:
     deps = " ".join(tomllib.loads((CONFIG.parents[1] / "pyproject.toml").read_text())["project"]["dependencies"])
     assert "torch" not in deps  # `pip install -e ~/mmray` keeps the torch installed first
     assert config["file_mounts"]["~/mmray"] == "."
-    ray_pin = f"ray[default,tune,data,rllib]=={ray.__version__}"
-    assert ray_pin in shlex.split(cmds[mmray])
-    assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-cpu"
+    pins = check.cluster_ray_pins(config)
+    assert set(pins) == {"docker.image", f"setup_commands[{mmray}]"} and len(set(pins.values())) == 1, pins
+    assert f"ray[default,tune,data,rllib]=={pins['docker.image']}" in shlex.split(cmds[mmray])
     head = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard clusters/aws.yaml`
+
+
+def test_setup_check_compares_the_installed_versions_with_the_pins(config: dict) -> None:
+    check = _check_setup()
+    makefile = (CONFIG.parents[1] / "Makefile").read_text()
+    torch, ray = check.makefile_torch_pin(makefile), check.cluster_ray_pins(config)["docker.image"]
+    assert check.findings(makefile, config, {"torch": f"{torch}+cpu", "ray": ray}.__getitem__) == []
+    found = check.findings(makefile, config, {"torch": "2.0.1", "ray": "9.9.9"}.__getitem__)
+    assert found[0].startswith(f"FAIL torch 2.0.1 is installed, the Makefile pins torch=={torch}")
+    wheres = check.cluster_ray_pins(config)
+    assert [f.split(":")[0] for f in found[1:]] == [
+        f"FAIL ray 9.9.9 is installed, clusters/aws.yaml {where} pins {ray}" for where in wheres]
+    # `make test` runs the check before pytest
+    assert "scripts/check_setup.py" in makefile.split("\ntest:")[1].split("\n\n")[0]
