@@ -54,6 +54,52 @@ def _log_constraints(args: argparse.Namespace, constraints: dict[str, Any]) -> N
     log(args, format_table(table, ("bound", "activity", "binding", "shadow_price", "cost")))
 
 
+#: share of quoted sides at the first or last level of a tick grid above which ``mmray solve`` warns
+GRID_EDGE_WARNING = 0.1
+
+
+def _quote_grid(args: argparse.Namespace, market: Any, problem: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the quote levels chosen from the model (:func:`mmray.solvers.grids.model_grid`: the
+    offsets the optimum can want at the decision step and fill model), unless ``--n-levels`` or
+    ``--min-level`` chose them; unchanged when the problem cannot say (no tick, no inventory bound)."""
+    from mmray.solvers.grids import model_grid
+
+    tick = options.get("tick") or market.tick or None
+    if {"n_levels", "min_level", "levels"} & set(options) or tick is None or problem.q_max is None:
+        return options
+    dt = options.get("dt") or problem.T / options.get("n_steps", 200)
+    _, levels = model_grid(market, problem, tick=tick, dt=dt, fill_model=options.get("fill_model", "poisson"))
+    log(args, f"quote grid from the model: tick {tick:g}, offsets {levels[0] * tick:g} to {levels[-1] * tick:g} "
+              f"({levels.size} levels; --n-levels and --min-level choose another)")
+    return {**options, "levels": [int(v) for v in levels]}
+
+
+def grid_edge_share(solution: Any) -> float | None:
+    """Share of the quoted sides of a tick-grid solution at the grid's first or last level (``pi`` reports
+    it as ``info["grid_edge_share"]``; for ``csp`` it is read off the quote tables); ``None`` off a grid."""
+    info = solution.info
+    if info.get("grid_edge_share") is not None:
+        return float(info["grid_edge_share"])
+    grid = info.get("grid")
+    if not isinstance(grid, dict) or not grid.get("levels"):
+        return None
+    edges = grid["tick"] * np.array([grid["levels"][0], grid["levels"][-1]], dtype=float)
+    sides = np.concatenate([np.ravel(solution.bid[:-1]), np.ravel(solution.ask[:-1])])
+    quoted = sides[np.isfinite(sides)]
+    if quoted.size == 0:
+        return 0.0
+    return float(np.mean(np.isclose(quoted[:, None], edges[None, :], rtol=0.0, atol=1e-9 * grid["tick"]).any(axis=1)))
+
+
+def _warn_grid_edge(args: argparse.Namespace, solution: Any) -> None:
+    """Say so when many quotes sit at the edge of the tick grid: the grid then truncates the optimum."""
+    share = grid_edge_share(solution)
+    if share is not None and share >= GRID_EDGE_WARNING:
+        log(args, f"warning: {share:.0%} of the quoted sides are at the first or last level of the quote grid "
+                  f"(grid_edge_share {share:.2f}): the grid truncates the optimum; widen it (--n-levels, "
+                  "--min-level) or leave both out to choose it from the model")
+
+
 def solve(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
     """Solve, print, and write the ``--out`` files into ``stage``; returns the ``--json`` object."""
     from mmray.cli.solver_flags import solver_options
@@ -61,7 +107,10 @@ def solve(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
 
     market, problem = model_params(args)
     options = solver_options(args.method, args, problem.T)
+    if args.method in ("pi", "csp"):
+        options = _quote_grid(args, market, problem, options)
     solution = solve_model(market, problem, method=args.method, **options)
+    _warn_grid_edge(args, solution)
     i0 = int(np.argmin(np.abs(solution.q_grid)))
     log(args, f"solved with {args.method}: {solution.times.size} times x {solution.q_grid.size} inventories "
               f"in {solution.info.get('seconds', float('nan')):.3f} s")

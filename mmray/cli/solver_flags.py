@@ -94,8 +94,12 @@ def add_solver_flags(parser: argparse.ArgumentParser) -> None:
     _add(parser, f, "--max-newton", type=int, help="Newton iterations per step (default: 50)")
     d = parser.add_argument_group("tick-grid problem (--method pi, csp)")
     _add(parser, d, "--solver-tick", type=float, help="tick of the quote grid (default: the market's --tick)")
-    _add(parser, d, "--n-levels", type=int, help="quote levels per side (default: 15)")
-    _add(parser, d, "--min-level", type=int, help="smallest offset in ticks (default: centred on the myopic quote)")
+    _add(parser, d, "--n-levels", type=int,
+         help="quote levels per side (default: chosen from the model, covering the optimum's quotes; with only "
+              "--min-level, 15)")
+    _add(parser, d, "--min-level", type=int,
+         help="smallest offset in ticks (default: chosen from the model; with only --n-levels, centred on the "
+              "myopic quote)")
     _add(parser, d, "--no-quote-forbidden", action="store_true",
          help="always quote both sides, except the forbidden side at |q| = Q (default: a side may stay empty)")
     _add(parser, d, "--fill-model", choices=FILL_MODELS, help="per-step fill probability model (default: poisson)")
