@@ -43,19 +43,32 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 # --------------------------------------------------------------------------- one package, one parser
 
 
+def _check_help(name: str, parser: argparse.ArgumentParser) -> None:
+    """Description, a help text for every argument, the default of every flag that takes a value;
+    nested sub-commands (``mmray data ingest``) likewise."""
+    assert parser.prog == f"mmray {name}"
+    assert parser.description and len(parser.description) > 30, name
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            continue
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                _check_help(f"{name} {sub_name}", sub)
+            continue
+        if not action.option_strings:  # a positional: described, no default to state
+            assert action.help, f"mmray {name} {action.dest}: no help text"
+            continue
+        flag = action.option_strings[-1]
+        assert action.help, f"mmray {name} {flag}: no help text"
+        if action.nargs != 0 and not action.required:  # optional flags that take a value state their default
+            assert "default" in action.help, f"mmray {name} {flag}: help does not state the default"
+
+
 def test_every_command_is_an_argparse_subparser_with_complete_help():
     commands = _subparsers(build_parser())
-    assert list(commands) == [c.NAME for c in COMMANDS] == ["solve", "backtest", "simulate", "tune"]
+    assert list(commands) == [c.NAME for c in COMMANDS] == ["solve", "backtest", "simulate", "tune", "data"]
     for name, parser in commands.items():
-        assert parser.prog == f"mmray {name}"
-        assert parser.description and len(parser.description) > 30, name
-        for action in parser._actions:
-            if isinstance(action, argparse._HelpAction | argparse._VersionAction):
-                continue
-            flag = action.option_strings[-1]
-            assert action.help, f"mmray {name} {flag}: no help text"
-            if action.nargs != 0:  # flags that take a value state their default
-                assert "default" in action.help, f"mmray {name} {flag}: help does not state the default"
+        _check_help(name, parser)
 
 
 @pytest.mark.parametrize(("command", "files"), [
