@@ -17,32 +17,39 @@ depth events are skipped (and counted) until a new snapshot arrives. The book ca
 one file to the next, so a day whose file has no snapshot continues from the previous day's
 files given before it. Receive times are ns or µs since the epoch (both occur); exchange times
 (``E``) are ms. Both clocks are stored as they are: ``ts`` = ``E``, ``ts_local`` = receive time.
+
+How it runs: lines are read in blocks of decompressed bytes; each block is parsed (orjson, one
+pass of Python per line) into flat record and value arrays, then one pass of a compiled kernel
+(:mod:`mmray.data._capture`) applies the depth events by the rules above, compares bookTickers
+and writes the rows into fixed-size buffers, which become record batches.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import IO, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from mmray.data._book import LevelBook
+from mmray.data import _capture as K
 from mmray.data._csv import Source, open_source
 from mmray.data.errors import DataError
-from mmray.data.schema import EVENT_SCHEMA, LEVEL_COLUMNS, EventValidator, event_batch, kind_codes, levels_array
+from mmray.data.schema import LEVEL_COLUMNS, EventValidator, event_batch, kind_codes, levels_array
 
 __all__ = ["MARKETS", "CaptureStats", "read_capture"]
 
 MARKETS = ("spot", "usdm", "cm")
-_DEPTH, _SNAPSHOT, _TRADE, _TICKER = (kind_codes(k) for k in ("depth", "snapshot", "trade", "ticker"))
-_MATCH_WINDOW = 8192  # update ids remembered for the bookTicker comparison
-_NO_TOP = (None, None, None, None)
+_KINDS = kind_codes(["depth", "snapshot", "ticker", "trade"])  # in the order of the kernel's record kinds
+#: The book kernel the loader runs (tests swap in :func:`mmray.data._capture.capture_pass_plain`).
+_PASS: Callable[..., tuple[int, int]] = K.capture_pass
+_BAD_FIELD = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
 @dataclass
@@ -119,23 +126,16 @@ def read_capture(files: Iterable[str | os.PathLike[str]], *, market: str | None 
     reader.finish()
 
 
-def _lines(fh: IO[bytes], block_size: int = 1 << 22) -> Iterator[bytes]:
-    """The lines of `fh` without their newlines, read in blocks (faster than gzip's readline)."""
+def _blocks(fh: IO[bytes], block_size: int = 1 << 22) -> Iterator[list[bytes]]:
+    """The lines of `fh` without their newlines, a list per block of bytes read (faster than
+    gzip's readline)."""
     carry = b""
     while chunk := fh.read(block_size):
         lines = (carry + chunk).split(b"\n")
         carry = lines.pop()
-        yield from lines
+        yield lines
     if carry:
-        yield carry
-
-
-def _ns(local: int) -> tuple[int, str]:
-    if local >= 10**17:
-        return local, "ns"
-    if local >= 10**14:
-        return local * 1000, "us"
-    raise ValueError(local)
+        yield [carry]
 
 
 def _market_of(obj: dict[str, Any], what: str) -> str | None:
@@ -150,94 +150,36 @@ def _market_of(obj: dict[str, Any], what: str) -> str | None:
     return None
 
 
-class _Rows:
-    """The rows of one batch, kept per source line (a group of rows sharing times, kind, update
-    id and top of book: one tuple) plus per-row side, price and size; expanded to columns on flush."""
+@dataclass
+class _Block:
+    """One block of parsed lines: kernel records, the offsets of their values, the values, and
+    the first bad line's error (the records stop before it)."""
 
-    shared = ("ts", "ts_local", "kind", "order_id", "seq", "bid_px", "bid_sz", "ask_px", "ask_sz", "line", "count")
-
-    def __init__(self) -> None:
-        self.groups: list[tuple] = []
-        self.side: list[int] = []
-        self.price: list[float | None] = []
-        self.size: list[float | None] = []
-        self.deep: list[tuple[int, tuple]] = []  # (row, levels) of the rows that carry the book's levels
-        self.rows = 0
-
-    def add(self, line: int, ts: int | None, ts_local: int, kind: int, sides: list[int],
-            prices: list[float | None], sizes: list[float | None], order_id: int | None, seq: int | None,
-            top: tuple, deep: tuple | None = None) -> None:
-        """The rows of one source line: `sides`, `prices`, `sizes` per row, the rest shared;
-        `deep` (the book's levels) goes on the last row."""
-        n = len(sides)
-        self.groups.append((ts, ts_local, kind, order_id, seq, *top, line, n))
-        self.side += sides
-        self.price += prices
-        self.size += sizes
-        self.rows += n
-        if deep is not None:
-            self.deep.append((self.rows - 1, deep))
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def flush(self, venue: str, symbol: str) -> tuple[pa.RecordBatch, np.ndarray]:
-        groups = dict(zip(self.shared, map(list, zip(*self.groups, strict=True)), strict=True))
-        counts, lines = groups.pop("count"), groups.pop("line")
-        ts = groups["ts"]
-        nxt = None  # lines without an exchange time take the next one seen (then the last one)
-        for i in range(len(ts) - 1, -1, -1):
-            if ts[i] is None:
-                ts[i] = nxt
-            else:
-                nxt = ts[i]
-        prev = next((t for t in ts if t is not None), None)
-        for i, t in enumerate(ts):
-            if t is None:
-                ts[i] = prev if prev is not None else groups["ts_local"][i]
-            prev = ts[i]
-        group = pa.array(np.repeat(np.arange(len(counts)), counts))
-        cols: dict[str, Any] = {name: pa.array(values, EVENT_SCHEMA.field(name).type).take(group)
-                                for name, values in groups.items() if name != "kind"}
-        cols.update(venue=venue, symbol=symbol, side=np.array(self.side, np.int8),
-                    kind=np.repeat(np.array(groups["kind"], np.int8), counts),
-                    price=pa.array(self.price, pa.float64()), size=pa.array(self.size, pa.float64()))
-        if self.deep:
-            rows = np.array([r for r, _ in self.deep])
-            valid = np.zeros(self.rows, dtype=bool)
-            valid[rows] = True
-            for k, name in enumerate(LEVEL_COLUMNS):
-                lengths = np.zeros(self.rows, dtype=np.int64)
-                lengths[rows] = [len(levels[k]) for _, levels in self.deep]
-                values = [x for _, levels in self.deep for x in levels[k]]
-                cols[name] = levels_array(np.concatenate([[0], np.cumsum(lengths)]), np.array(values, np.float64),
-                                          valid)
-        batch = event_batch(self.rows, cols)
-        self.__init__()
-        return batch, np.repeat(np.array(lines), counts)
+    rec: np.ndarray
+    voff: np.ndarray
+    vals: np.ndarray
+    error: DataError | None
 
 
 class _Capture:
     def __init__(self, market: str | None, skip_gaps: bool, levels: int, batch_rows: int, stats: CaptureStats,
                  buffer_events: int) -> None:
-        self.market, self.skip_gaps, self.levels, self.batch_rows = market, skip_gaps, levels, batch_rows
+        self.market, self.skip_gaps, self.levels = market, skip_gaps, levels
         self.stats = stats
         stats.market = market
-        self.book = LevelBook()
-        self.synced = False
-        self.join_at: int | None = None  # snapshot lastUpdateId awaiting its joining event
-        self.last_u: int | None = None
-        self.buffer: deque = deque(maxlen=buffer_events)
+        self.kernel: K.KernelState | None = None  # made once the market is known
+        self.batch_rows = batch_rows
+        self.buffer: deque = deque(maxlen=buffer_events)  # (record, values, file label) before a snapshot
         self.last_local = 0
-        self.tops: OrderedDict[int, tuple] = OrderedDict()
-        self.waiting: OrderedDict[int, tuple] = OrderedDict()
-        self.rows = _Rows()
+        self.labels: list[str] = []
         self.src: Source | None = None
         self.line = 0
+        self.validator: EventValidator | None = None
 
     # --- errors and bookkeeping -------------------------------------------------------------
-    def fail(self, message: str, line: int | None = None) -> DataError:
-        return DataError(self.src.label if self.src else None, self.line if line is None else line, message)
+    def fail(self, message: str, line: int | None = None, label: str | None = None) -> DataError:
+        src = label or (self.src.label if self.src else None)
+        return DataError(src, self.line if line is None else line, message)
 
     def _check_market(self, found: str | None) -> None:
         if found is None:
@@ -258,194 +200,314 @@ class _Capture:
     # --- reading ----------------------------------------------------------------------------
     def read_file(self, src: Source) -> Iterator[pa.RecordBatch]:
         self.src, self.line = src, 0
+        self.labels.append(src.label)
         self.stats.files.append(src.label)
-        validator = EventValidator(src.label, monotonic=None)
-        lat = [np.inf, 0.0, -np.inf, 0]  # min, sum, max, count of ts_local - ts
+        self.validator = EventValidator(src.label, monotonic=None)
+        lat = [np.inf, 0, -np.inf, 0]  # min, sum, max, count of ts_local - ts
         with open_source(src) as fh:
-            for raw in _lines(fh):
-                self.line += 1
-                self._line(raw, lat)
-                if self.rows.rows >= self.batch_rows:
-                    yield self._flush(validator)
-        if len(self.rows):
-            yield self._flush(validator)
+            for lines in _blocks(fh):
+                block = self._parse(lines, lat)
+                if len(block.rec):
+                    yield from self._run(block.rec, block.voff, block.vals, len(self.labels) - 1)
+                if block.error is not None:
+                    raise block.error
+        if self.kernel is not None and self.kernel.st[K.S_ROWS]:
+            yield self._flush()
         self.stats.lines += self.line
         if lat[3]:
-            self.stats.latency_ns[src.label] = {"min": lat[0], "mean": lat[1] / lat[3], "max": lat[2]}
+            self.stats.latency_ns[src.label] = {"min": int(lat[0]), "mean": lat[1] / lat[3], "max": int(lat[2])}
+        self._sync_stats()
 
-    def _flush(self, validator: EventValidator) -> pa.RecordBatch:
-        batch, lines = self.rows.flush(f"binance-{self.market}", self.stats.symbol or "")
-        validator.check(batch, lines)
+    def _parse(self, lines: list[bytes], lat: list) -> _Block:
+        """Records and values of `lines` (one Python pass per line), up to the first bad line."""
+        recs: list[tuple] = []
+        vals: list = []
+        add, extend, flat, loads = recs.append, vals.extend, chain.from_iterable, orjson.loads
+        line, last_local = self.line, self.last_local
+        market, symbol = self.market, self.stats.symbol
+        resolutions = self.stats.receive_resolution
+        skipped = self.stats.skipped_streams
+        error = None
+        for raw in lines:
+            line += 1
+            head, _, payload = raw.partition(b" ")
+            try:
+                local = int(head)
+                if local < 10**17:
+                    if local < 10**14:
+                        raise ValueError(local)
+                    local *= 1000
+            except ValueError:
+                error = self.fail(f"expected '<receive time in ns or µs> <json>', got {raw[:40]!r}", line)
+                break
+            if local < last_local:
+                error = self.fail(f"receive time going backwards ({local} ns after {last_local} ns)", line)
+                break
+            last_local = local
+            if line == 1:
+                resolutions.setdefault(self.src.label, "ns" if local == int(head) else "us")
+            try:
+                obj = loads(payload)
+            except ValueError:
+                error = self.fail("truncated or invalid JSON after the receive time", line)
+                break
+            if type(obj) is not dict:
+                error = self.fail("expected a JSON object", line)
+                break
+            try:
+                if "lastUpdateId" in obj:
+                    self.line = line  # named by the market and symbol checks
+                    found = _market_of(obj, "snapshot")
+                    if found != market:
+                        self._check_market(found)
+                        market = self.market
+                    self._check_symbol(obj.get("symbol"))
+                    symbol = self.stats.symbol
+                    bids, asks = obj["bids"], obj["asks"]
+                    k = len(vals)
+                    extend(flat(bids))
+                    extend(flat(asks))
+                    if len(vals) - k != 2 * (len(bids) + len(asks)):
+                        raise ValueError("expected [price, quantity] pairs")
+                    add((K.R_SNAPSHOT, line, obj.get("E", -1), local, obj["lastUpdateId"], 0, 0, len(bids), len(asks)))
+                    continue
+                data = obj.get("data")
+                stream = obj.get("stream", "")
+                if not isinstance(data, dict):
+                    error = self.fail("expected a combined-stream line {'stream': ..., 'data': {...}} or a REST "
+                                      "snapshot", line)
+                    break
+                what = "bookTicker" if stream.endswith("@bookTicker") else data.get("e")
+                if what == "depthUpdate":
+                    found = ("cm" if "ps" in data else "usdm") if "pu" in data else "spot"
+                elif what == "bookTicker":
+                    found = "spot" if "e" not in data else ("cm" if "ps" in data else "usdm")
+                elif what == "trade":
+                    found = "spot" if "M" in data else None
+                else:
+                    skipped[stream.split("@", 1)[-1]] += 1
+                    continue
+                if found != market and found is not None:
+                    self.line = line
+                    self._check_market(found)
+                    market = self.market
+                if data["s"] != symbol:
+                    self.line = line
+                    self._check_symbol(data["s"])
+                    symbol = self.stats.symbol
+                e_ms = data.get("E", -1)
+                if what == "depthUpdate":
+                    bids, asks = data["b"], data["a"]
+                    k = len(vals)
+                    extend(flat(bids))
+                    extend(flat(asks))
+                    if len(vals) - k != 2 * (len(bids) + len(asks)):
+                        raise ValueError("expected [price, quantity] pairs")
+                    add((K.R_DEPTH, line, e_ms, local, data["U"], data["u"], data.get("pu", 0), len(bids), len(asks)))
+                elif what == "bookTicker":
+                    extend((data["b"], data["B"], data["a"], data["A"]))
+                    add((K.R_TICKER, line, e_ms, local, data["u"], 0, 0, 0, 0))
+                elif data.get("X", "MARKET") != "MARKET":
+                    self.stats.non_market_trades += 1
+                    add((K.R_SKIP, line, e_ms, local, 0, 0, 0, 0, 0))  # kept for the latency figures
+                else:
+                    m = data["m"]
+                    maker = data.get("b") if m else data.get("a")  # buyer is maker → the resting order was the buy
+                    extend((data["p"], data["q"]))
+                    add((K.R_TRADE, line, e_ms, local, data["t"], 0 if maker is None else maker, -1 if m else 1,
+                         maker is not None, 0))
+            except DataError as exc:
+                error = exc
+                break
+            except _BAD_FIELD as exc:
+                error = self._malformed(exc, line)
+                break
+        self.line, self.last_local = line, last_local
+        return self._arrays(recs, vals, error, lat)
+
+    def _malformed(self, exc: Exception, line: int) -> DataError:
+        return self.fail(f"malformed message: {type(exc).__name__} {exc}; expected Binance's fields", line)
+
+    def _arrays(self, recs: list[tuple], vals: list, error: DataError | None, lat: list) -> _Block:
+        """The block's records and values as arrays; a value that is not a number (or an id that
+        is not an integer) ends the block at its line with a 'malformed message' error."""
+        try:
+            rec = np.array(recs, dtype=np.int64).reshape(-1, K.REC_COLUMNS)
+        except (*_BAD_FIELD, OverflowError):
+            bad = next(k for k, r in enumerate(recs) if not all(type(x) in (int, bool) for x in r))
+            rec = np.array(recs[:bad], dtype=np.int64).reshape(-1, K.REC_COLUMNS)
+            error = self._malformed(TypeError(f"expected integer ids and times, got {recs[bad]}"), recs[bad][1])
+        kind, nlev = rec[:, K.REC_KIND], rec[:, K.REC_NB] + rec[:, K.REC_NA]
+        count = np.where(kind <= K.R_SNAPSHOT, 2 * nlev, np.where(kind == K.R_TICKER, 4, 2 * (kind == K.R_TRADE)))
+        voff = np.cumsum(count) - count
+        used = int(count.sum())
+        try:
+            values = _floats(vals, used)
+        except _BAD_FIELD as exc:
+            k = next(k for k, v in enumerate(vals) if not _is_float(v))
+            bad = int(np.searchsorted(voff, k, side="right")) - 1
+            used = int(voff[bad])
+            rec, voff, kind = rec[:bad], voff[:bad], kind[:bad]
+            values = np.fromiter(map(float, vals[:used]), np.float64, used)
+            error = self._malformed(exc, int(recs[bad][1]))
+        e_ms = rec[:, K.REC_TS]
+        timed = (e_ms != -1) & (kind != K.R_SNAPSHOT)
+        rec[:, K.REC_TS] = np.where(e_ms == -1, K.NO_TS, e_ms * 1_000_000)
+        if timed.any():
+            d = rec[timed, K.REC_LOCAL] - rec[timed, K.REC_TS]
+            lat[0], lat[1], lat[2], lat[3] = min(lat[0], d.min()), lat[1] + int(d.sum()), max(lat[2], d.max()), \
+                lat[3] + len(d)
+        return _Block(rec, voff, values, error)
+
+    def _state(self) -> K.KernelState:
+        if self.kernel is None:
+            self.kernel = K.KernelState(self.market != "spot", self.batch_rows, self.levels)
+        return self.kernel
+
+    def _run(self, rec: np.ndarray, voff: np.ndarray, vals: np.ndarray, file: int, replay: bool = False,
+             label: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Run the kernel over a block, doing what it stops for; yields full batches."""
+        state = self._state()
+        state.st[K.S_FUTURES] = self.market != "spot"
+        i = 0
+        while True:
+            status, i = _PASS(rec, voff, vals, file, i, replay, self.levels, _KINDS, *state.arrays())
+            if status == K.DONE:
+                return
+            if status == K.FLUSH:
+                if state.st[K.S_ROWS]:
+                    yield self._flush()
+                else:  # one record larger than a batch: a batch of its own
+                    state.alloc(int(rec[i, K.REC_NB] + rec[i, K.REC_NA]))
+                continue
+            if status == K.GROW_BOOK:
+                state.grow_book()
+                continue
+            if status == K.BUFFER:
+                if len(self.buffer) == self.buffer.maxlen:
+                    state.st[K.S_SKIPPED] += 1
+                o, m = int(voff[i]), 2 * int(rec[i, K.REC_NB] + rec[i, K.REC_NA])
+                self.buffer.append((rec[i:i + 1].copy(), vals[o:o + m].copy(), self.src.label))
+            elif status == K.SNAPSHOT:
+                held, self.buffer = list(self.buffer), deque(maxlen=self.buffer.maxlen)
+                for event, values, event_label in held:
+                    yield from self._run(event, np.zeros(1, np.int64), values, file, True, event_label)
+            elif status == K.GAP:
+                self._gap(rec, i, label)
+            elif status == K.MISMATCH:
+                self._example(state)
+            i += 1
+
+    def _gap(self, rec: np.ndarray, i: int, label: str | None) -> None:
+        st = self.kernel.st
+        code, a, b, c = (int(x) for x in st[K.S_INFO:K.S_INFO + 4])
+        U, u = int(rec[i, K.REC_X]), int(rec[i, K.REC_Y])
+        if code == K.GAP_JOIN:
+            message = (f"depth event U={U} u={u} does not join the snapshot lastUpdateId={c}; "
+                       f"expected U <= {c + (0 if st[K.S_FUTURES] else 1)} <= u")
+        elif code == K.GAP_PU:
+            message = f"sequence gap: pu={a}, expected the previous event's u={c if b else None}"
+        else:
+            message = f"sequence gap: U={a}, expected the previous event's u+1={c + 1 if b else None}"
+        line = int(rec[i, K.REC_LINE])
+        if not self.skip_gaps:
+            raise self.fail(message, line, label)
+        self.stats.gaps.append({"file": label or self.src.label, "line": line, "message": message})
+
+    def _example(self, state: K.KernelState) -> None:
+        u, line, file = (int(x) for x in state.st[K.S_INFO:K.S_INFO + 3])
+
+        def top(v: np.ndarray) -> tuple:
+            return tuple(None if np.isnan(x) else float(x) for x in v)
+
+        self.stats.mismatch_examples.append(f"{self.labels[file]}:{line}: u={u} bookTicker {top(state.fi[:4])} vs "
+                                            f"rebuilt book {top(state.fi[4:])}")
+
+    def _flush(self) -> pa.RecordBatch:
+        """The rows in the kernel's buffers as a validated record batch (copied; buffers emptied)."""
+        state = self.kernel
+        n = int(state.st[K.S_ROWS])
+        oi, of, ob = state.oi[:, :n].copy(), state.of[:, :n].copy(), state.ob[:, :n].copy()
+        flags = ob[K.O_FLAGS]
+        ts = oi[K.O_TS]
+        missing = ts == K.NO_TS
+        if missing.any():  # lines without an exchange time take the next one seen (then the last one)
+            known = np.flatnonzero(~missing)
+            if known.size:
+                nxt = np.searchsorted(known, np.flatnonzero(missing))
+                ts[missing] = ts[known[np.minimum(nxt, known.size - 1)]]
+            else:
+                ts[missing] = oi[K.O_LOCAL][missing]
+        cols: dict[str, Any] = {
+            "ts": ts, "ts_local": oi[K.O_LOCAL], "venue": f"binance-{self.market}", "symbol": self.stats.symbol or "",
+            "kind": ob[K.O_KIND], "side": ob[K.O_SIDE], "seq": oi[K.O_SEQ],
+            "order_id": pa.array(oi[K.O_ORDER], mask=(flags & K.F_ORDER) == 0),
+        }
+        for name, row, bit in (("price", K.O_PRICE, K.F_PRICE), ("size", K.O_SIZE, K.F_PRICE),
+                               ("bid_px", K.O_BID_PX, K.F_BID), ("bid_sz", K.O_BID_SZ, K.F_BID),
+                               ("ask_px", K.O_ASK_PX, K.F_ASK), ("ask_sz", K.O_ASK_SZ, K.F_ASK)):
+            cols[name] = pa.array(of[row], mask=(flags & bit) == 0)
+        deep = (flags & K.F_DEEP) != 0
+        if deep.any():
+            for k, name in enumerate(LEVEL_COLUMNS):
+                offsets = state.doff[k // 2, :n + 1]
+                cols[name] = levels_array(offsets.copy(), state.dv[k, :offsets[-1]].copy(), deep)
+        batch = event_batch(n, cols)
+        state.st[K.S_ROWS] = 0
+        if state.oi.shape[1] != self.batch_rows:
+            state.alloc(self.batch_rows)
+        self.validator.check(batch, oi[K.O_LINE])
         return batch
 
-    def _line(self, raw: bytes, lat: list) -> None:
-        head, _, payload = raw.partition(b" ")
-        try:
-            local, resolution = _ns(int(head))
-        except ValueError:
-            raise self.fail(f"expected '<receive time in ns or µs> <json>', got {raw[:40]!r}") from None
-        if local < self.last_local:
-            raise self.fail(f"receive time going backwards ({local} ns after {self.last_local} ns)")
-        self.last_local = local
-        self.stats.receive_resolution.setdefault(self.src.label, resolution)
-        try:
-            obj = orjson.loads(payload)
-        except ValueError:
-            raise self.fail("truncated or invalid JSON after the receive time") from None
-        if not isinstance(obj, dict):
-            raise self.fail("expected a JSON object")
-        try:
-            self._dispatch(obj, local, lat)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise self.fail(f"malformed message: {type(exc).__name__} {exc}; expected Binance's fields") from None
-
-    def _dispatch(self, obj: dict[str, Any], local: int, lat: list) -> None:
-        if "lastUpdateId" in obj:
-            self._check_market(_market_of(obj, "snapshot"))
-            self._check_symbol(obj.get("symbol"))
-            self._snapshot(obj, local)
+    def _sync_stats(self) -> None:
+        if self.kernel is None:
             return
-        data = obj.get("data")
-        stream = obj.get("stream", "")
-        if not isinstance(data, dict):
-            raise self.fail("expected a combined-stream line {'stream': ..., 'data': {...}} or a REST snapshot")
-        what = "bookTicker" if stream.endswith("@bookTicker") else data.get("e")
-        if what not in ("depthUpdate", "bookTicker", "trade"):
-            self.stats.skipped_streams[stream.split("@", 1)[-1]] += 1
-            return
-        self._check_market(_market_of(data, what))
-        self._check_symbol(data["s"])
-        ts = data["E"] * 1_000_000 if "E" in data else None
-        if ts is not None:
-            d = local - ts
-            lat[0], lat[1], lat[2], lat[3] = min(lat[0], d), lat[1] + d, max(lat[2], d), lat[3] + 1
-        if what == "depthUpdate":
-            self._depth(data, ts, local)
-        elif what == "bookTicker":
-            self._ticker(data, ts, local)
-        else:
-            self._trade(data, ts, local)
-
-    # --- streams ----------------------------------------------------------------------------
-    def _trade(self, d: dict[str, Any], ts: int, local: int) -> None:
-        if d.get("X", "MARKET") != "MARKET":
-            self.stats.non_market_trades += 1
-            return
-        maker = d.get("b") if d["m"] else d.get("a")  # buyer is maker → the resting order was the buy
-        self.rows.add(self.line, ts, local, _TRADE, [-1 if d["m"] else 1], [float(d["p"])], [float(d["q"])], maker,
-                      d["t"], _NO_TOP)
-        self.stats.rows["trade"] += 1
-
-    def _ticker(self, d: dict[str, Any], ts: int | None, local: int) -> None:
-        top = (float(d["b"]), float(d["B"]), float(d["a"]), float(d["A"]))
-        u = d["u"]
-        self.rows.add(self.line, ts, local, _TICKER, [0], [None], [None], None, u, top)
-        self.stats.rows["ticker"] += 1
-        if u in self.tops:
-            self._compare(u, top, self.tops[u], self.line)
-        elif self.synced and (self.last_u is None or u > self.last_u):
-            self.waiting[u] = (top, self.src.label, self.line)
-            if len(self.waiting) > _MATCH_WINDOW:
-                self.waiting.popitem(last=False)
-
-    def _compare(self, u: int, ticker: tuple, book: tuple, line: int, label: str | None = None) -> None:
-        self.stats.ticker_compared += 1
-        if ticker != book:
-            self.stats.ticker_mismatches += 1
-            if len(self.stats.mismatch_examples) < 5:
-                self.stats.mismatch_examples.append(
-                    f"{label or self.src.label}:{line}: u={u} bookTicker {ticker} vs rebuilt book {book}")
-
-    def _snapshot(self, obj: dict[str, Any], local: int) -> None:
-        if self.synced:
-            self.stats.snapshots_ignored += 1
-            return
-        last = obj["lastUpdateId"]
-        self.book.clear()
-        ts = obj["E"] * 1_000_000 if "E" in obj else None
-        for bid, key in ((True, "bids"), (False, "asks")):
-            self.book.update(bid, [float(p) for p, _ in obj[key]], [float(q) for _, q in obj[key]])
-        deep = self.book.levels(self.levels) if self.levels else None
-        top = self.book.top()
-        levels = obj["bids"] + obj["asks"]
-        self.rows.add(self.line, ts, local, _SNAPSHOT, [1] * len(obj["bids"]) + [-1] * len(obj["asks"]),
-                      [float(p) for p, _ in levels], [float(q) for _, q in levels], None, last, top, deep)
-        self.stats.rows["snapshot"] += len(levels)
-        self.stats.snapshots += 1
-        self.synced, self.join_at, self.last_u = True, last, None
-        buffered, self.buffer = list(self.buffer), deque(maxlen=self.buffer.maxlen)
-        for d, e_ts, e_local, e_line in buffered:
-            self._sequenced(d, e_ts, e_local, e_line)
-
-    def _depth(self, d: dict[str, Any], ts: int, local: int) -> None:
-        if not self.synced:
-            if len(self.buffer) == self.buffer.maxlen:
-                self.stats.skipped_depth_events += 1
-            self.buffer.append((d, ts, local, self.line))
-            return
-        self._sequenced(d, ts, local, self.line)
-
-    def _sequenced(self, d: dict[str, Any], ts: int, local: int, line: int) -> None:
-        U, u = d["U"], d["u"]
-        futures = self.market != "spot"
-        if self.join_at is not None:  # waiting for the event that joins onto the snapshot
-            last = self.join_at
-            if (u < last) if futures else (u <= last):
-                self.stats.dropped_before_snapshot += 1
-                return
-            joins = (U <= last <= u) if futures else (U <= last + 1 <= u)
-            if not joins:
-                self._gap(line, f"depth event U={U} u={u} does not join the snapshot lastUpdateId={last}; "
-                          f"expected U <= {last + (0 if futures else 1)} <= u")
-                return
-            self.join_at = None
-        elif futures and d["pu"] != self.last_u:
-            self._gap(line, f"sequence gap: pu={d['pu']}, expected the previous event's u={self.last_u}")
-            return
-        elif not futures and U != self.last_u + 1:
-            self._gap(line, f"sequence gap: U={U}, expected the previous event's u+1={self.last_u + 1}")
-            return
-        self._apply(d, ts, local, line)
-
-    def _gap(self, line: int, message: str) -> None:
-        if not self.skip_gaps:
-            raise self.fail(message, line)
-        self.stats.gaps.append({"file": self.src.label, "line": line, "message": message})
-        self.synced, self.join_at = False, None
-        self.book.clear()
-        self.stats.skipped_depth_events += 1
-
-    def _apply(self, d: dict[str, Any], ts: int, local: int, line: int) -> None:
-        bids, asks = d["b"], d["a"]
-        bid_px, bid_sz = [float(p) for p, _ in bids], [float(q) for _, q in bids]
-        ask_px, ask_sz = [float(p) for p, _ in asks], [float(q) for _, q in asks]
-        self.book.update(True, bid_px, bid_sz)
-        self.book.update(False, ask_px, ask_sz)
-        prices, sizes = bid_px + ask_px, bid_sz + ask_sz
-        u = d["u"]
-        self.last_u = u
-        top = self.book.top()
-        self.tops[u] = top
-        if len(self.tops) > _MATCH_WINDOW:
-            self.tops.popitem(last=False)
-        if u in self.waiting:
-            ticker, label, t_line = self.waiting.pop(u)
-            self._compare(u, ticker, top, t_line, label)
-        deep = self.book.levels(self.levels) if self.levels and prices else None
-        self.rows.add(line, ts, local, _DEPTH, [1] * len(bids) + [-1] * len(asks), prices, sizes, None, u, top, deep)
-        self.stats.rows["depth"] += len(prices)
+        st, stats = self.kernel.st, self.stats
+        for name, slot in (("depth", K.S_DEPTH_ROWS), ("snapshot", K.S_SNAPSHOT_ROWS), ("ticker", K.S_TICKER_ROWS),
+                           ("trade", K.S_TRADE_ROWS)):
+            if st[slot]:
+                stats.rows[name] = int(st[slot])
+        stats.snapshots, stats.snapshots_ignored = int(st[K.S_SNAPSHOTS]), int(st[K.S_IGNORED])
+        stats.dropped_before_snapshot, stats.skipped_depth_events = int(st[K.S_DROPPED]), int(st[K.S_SKIPPED])
+        stats.ticker_compared, stats.ticker_mismatches = int(st[K.S_COMPARED]), int(st[K.S_MISMATCHES])
 
     def finish(self) -> None:
-        if self.buffer and not self.synced:
+        if self.buffer and (self.kernel is None or not self.kernel.st[K.S_SYNCED]):
             n = len(self.buffer)
-            self.stats.skipped_depth_events += n
+            state = self._state()
+            state.st[K.S_SKIPPED] += n
+            self._sync_stats()
             if self.stats.snapshots:  # out of sync after a gap (skip_gaps): already recorded
                 return
+            event, _, label = self.buffer[0]
+            line = int(event[0, K.REC_LINE])
             message = (f"{n} depth events but no REST depth snapshot to build the book from; give the previous "
                        "day's files first (or skip_gaps=True to keep only trades and tickers)")
             if not self.skip_gaps:
-                raise self.fail(message, self.buffer[0][3])
-            self.stats.gaps.append({"file": self.src.label if self.src else None, "line": self.buffer[0][3],
-                                    "message": message})
+                raise self.fail(message, line, label)
+            self.stats.gaps.append({"file": label, "line": line, "message": message})
+
+
+def _floats(vals: list, used: int) -> np.ndarray:
+    """``float()`` of ``vals[:used]`` as an array: the decimal strings by a compiled parser, the
+    rest (numbers, exponents, ...) by ``float`` itself."""
+    try:
+        buf = ("\n".join(vals[:used]) + "\n").encode("ascii") if used else b""
+        framed = buf.count(b"\n") == used
+    except (TypeError, UnicodeEncodeError):
+        framed = False
+    if not framed:
+        return np.fromiter(map(float, vals[:used]), np.float64, used)
+    values, ok = np.empty(used), np.empty(used, np.bool_)
+    K.parse_decimals(np.frombuffer(buf, np.uint8), values, ok)
+    for k in np.flatnonzero(~ok):
+        values[k] = float(vals[k])
+    return values
+
+
+def _is_float(value: Any) -> bool:
+    try:
+        float(value)
+    except _BAD_FIELD:
+        return False
+    return True
