@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mmray import SimConfig, backtest, make_strategy
@@ -58,12 +59,60 @@ def test_presets_and_smoke(kind: str) -> None:
     assert small.sim.n_paths <= 400 < spec.sim.n_paths
     assert all(len(v) <= 3 for v in small.grid.values())
     assert small.kind == spec.kind and small.name.endswith("-smoke")
+    # a cluster sweep's smoke version runs on a laptop: one Monte Carlo bundle per trial
+    cluster = load_spec(ROOT / "examples" / "sweeps" / "cluster.yaml")
+    assert cluster.resources.mc_workers == 4 and smoke(cluster).resources.mc_workers == 1
 
 
 def test_default_sweep_is_the_risk_aversion_frontier() -> None:
     spec = preset("risk-aversion")
-    assert spec.strategies == ("optimal", "as", "constant")
+    # the continuous-time optimum with the simulator's discrete-time optimum beside it
+    assert spec.strategies == ("optimal", "discrete_optimal", "as", "constant")
     assert len(spec.grid["gamma"]) >= 5 and list(spec.grid["gamma"]) == sorted(spec.grid["gamma"])
+    # ranked by the objective of one reference maker, not by Sharpe (always the edge of the grid)
+    assert (spec.search.metric, spec.problem.gamma, spec.search.asha) == ("ce_A", 0.01, None)
+
+
+def test_market_parameters_are_grid_axes_never_search_targets(tmp_path: Path) -> None:
+    """A search over the market finds the easiest market, not the best strategy: refused under random
+    and Optuna search, naming the field; a grid axis is allowed (the report ranks within each market)."""
+    base = ("sweep:\n  kind: hparams\n  problem: {T: 60, q_max: 10}\n  sim: {n_paths: 200}\n"
+            "  search: {algorithm: %s, num_samples: 4}\n")
+    for algorithm, section, text, field in (
+            ("optuna", "grid", "fill_model: [poisson, linear]", "sweep.grid.fill_model"),
+            ("random", "grid", "tick: [0.0, 0.1]", "sweep.grid.tick"),
+            ("optuna", "space", "sigma: {low: 0.1, high: 0.5}", "sweep.space.sigma"),
+            ("random", "grid", "dt: [0.5, 1.0]", "sweep.grid.dt")):
+        file = _write(tmp_path, base % algorithm + f"  {section}:\n    {text}\n    q_max: [5, 10]\n"
+                      if section == "grid" else base % algorithm + f"  {section}:\n    {text}\n")
+        with pytest.raises(SweepConfigError) as info:
+            load_spec(file)
+        message = str(info.value)
+        assert message.startswith(f"{file}: {field}: "), message
+        assert "is a parameter of the simulated market, not of the strategy" in message
+        assert "search.algorithm: grid (the report then ranks the trials within each market setting)" in message
+    grid = spec_from_dict({"sweep": {"kind": "hparams", "problem": {"T": 60, "q_max": 10},
+                                     "grid": {"tick": [0.0, 0.5], "fill_model": ["poisson", "linear"],
+                                              "q_max": [5, 10]}}})
+    from mmray.tuning.results import group_columns
+
+    assert group_columns(grid) == ["tick", "fill_model"]
+    # the built-in hparams sweep and the Optuna example search strategy and solver parameters only
+    from mmray.tuning.validate import MARKET_MODEL_PARAMS
+
+    for spec in (preset("hparams"), load_spec(ROOT / "examples" / "sweeps" / "hparams_optuna.yaml")):
+        assert spec.search.algorithm == "optuna"
+        assert not set(spec.grid) & set(MARKET_MODEL_PARAMS) and not set(spec.space) & set(MARKET_MODEL_PARAMS)
+    assert "fill_model" in MARKET_MODEL_PARAMS and "tick" in MARKET_MODEL_PARAMS and "gamma" not in MARKET_MODEL_PARAMS
+
+
+def test_a_frontier_refuses_asha(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = _write(tmp_path, GOOD + "  search: {asha: {rungs: 2}}\n")
+    with pytest.raises(SweepConfigError, match=r"sweep\.search\.asha: a risk-aversion sweep traces a frontier: "
+                                               r"every gamma is a point of it, so none may be stopped early"):
+        load_spec(file)
+    assert main(["--asha", "--num-cpus", "1"]) == 2  # the default sweep with --asha: refused before Ray starts
+    assert "--asha: a risk-aversion sweep traces a frontier" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -77,7 +126,7 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
         ("grid:\n    gamma: [0.01, 0.1]\n  serach: {metric: sharpe}", "sweep.serach",
          "unknown key (did you mean 'search'?)"),
         ("grid:\n    gamma: [0.01, 0.1]\n  strategies: [optimal, as, greedy]", "sweep.strategies[2]",
-         "expected one of optimal, as, symmetric, constant, inventory, got the string 'greedy'"),
+         "expected one of optimal, as, symmetric, constant, inventory, discrete_optimal, got the string 'greedy'"),
         ("grid:\n    gamma: [0.01, 0.1]\n  search: {metric: profit}", "sweep.search.metric",
          "expected one of sharpe, ce_A"),
         ("grid:\n    gamma: [0.01, 0.1]\n  search: {algorithm: optuna}", "sweep.search.algorithm",
@@ -116,7 +165,7 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
          "value 100000: ProblemParams.q_max=100000 with trade size 1 gives 200001 inventory levels; strategy "
          "'optimal' is limited to 2001"),
         ("grid:\n    gamma: [0.01, 0.1]\n    solver.n_levels: [9, 0]\n  solver: {method: pi, options: {tick: 0.1}}",
-         "sweep.grid.solver.n_levels[1]", "value 0: option n_levels must be an integer >= 1, got 0"),
+         "sweep.grid.solver.n_levels[1]", "option n_levels must be an integer >= 1, got 0"),
         ("grid:\n    gamma: [0.01, 0.1]\n    solver.horizon: [finite, average]\n  solver: {method: pi, options: "
          "{tick: 0.1}}", "sweep.grid.solver.horizon[1]", "value 'average': pi horizon='average' needs objective B"),
         ("grid:\n    gamma: [0.01, 0.1]\n    q0: [0.0, 11.0]", "sweep.grid.q0[1]",
@@ -139,9 +188,8 @@ def test_default_sweep_is_the_risk_aversion_frontier() -> None:
          "expected a list of faults, e.g. [{match: {strategy: optimal}, times: 1, how: raise}]; got 5"),
         ("grid:\n    gamma: [0.01, 0.1]\n  failure: {inject: {match: {strategy: optimal}}}", "sweep.failure.inject",
          "got a single mapping (put it in a list: inject: [{match: ...}])"),
-        ("grid:\n    gamma: [0.01, 0.1]\n  search: {asha: {rungs: 4}}\n  sim: {n_paths: 4000, chunk_size: 2000}",
-         "sweep.search.asha.rungs", "expected at most 2 rungs, got 4: each rung is a group of whole Monte Carlo "
-         "chunks"),
+        ("grid:\n    gamma: [0.01, 0.1]\n  search: {asha: {rungs: 2}}\n  sim: {n_paths: 4000, chunk_size: 2000}",
+         "sweep.search.asha", "a risk-aversion sweep traces a frontier: every gamma is a point of it"),
     ],
 )
 def test_bad_sweep_files_name_file_field_and_expectation(tmp_path: Path, text: str, path: str, expected: str) -> None:
@@ -320,8 +368,10 @@ def test_space_checks(tmp_path: Path) -> None:
         "  solver: {method: csp, options: {tick: 0.1}}\n  space:\n    solver.constraints.max_spred: {low: 1, high: 8}":
             ("sweep.space.solver.constraints.max_spred", "unknown constraint 'max_spred'"),
         "  solver: {method: pi, options: {tick: 0.1}}\n  space:\n    solver.n_levels: {low: 5, high: 9}":
-            ("sweep.space.solver.n_levels.low", "value 5.0: option n_levels must be an integer >= 1, got 5.0"),
-        "  space:\n    dt: {low: 0.5, high: 2}": ("sweep.space.dt", "dt must divide the horizon T"),
+            ("sweep.space.solver.n_levels.low", "option n_levels must be an integer >= 1, got 5.0"),
+        "  space:\n    dt: {low: 0.5, high: 2}": ("sweep.space.dt", "dt is a parameter of the simulated market"),
+        "  solver: {method: pi, options: {tick: 0.1}}\n  space:\n    solver.dt: {low: 0.5, high: 2}":
+            ("sweep.space.solver.dt", "solver.dt must divide the horizon T"),
         "  space:\n    T: {low: 30, high: 90}": ("sweep.space.T", "a sampled T must be a whole number of time steps"),
         "  market: {trade_size: 2}\n  problem: {T: 60, q_max: 10}\n  space:\n    q_max: {low: 4, high: 20}":
             ("sweep.space.q_max", "a sampled q_max must be a multiple of the trade size (market.trade_size=2.0"),
@@ -369,8 +419,13 @@ def test_command_line_errors_name_the_flag(capsys: pytest.CaptureFixture[str]) -
     assert main(["--smoke", "--n-paths", "0"]) == 2
     assert "mmray tune: error: --n-paths 0: expected an integer >= 1, got 0" in capsys.readouterr().err
     # --asha picks rungs that the chunks allow (smoke: 2 chunks)
-    spec = load_requested_spec(build_parser().parse_args(["--smoke", "--asha"]))
+    spec = load_requested_spec(build_parser().parse_args(["--sweep", "hparams", "--smoke", "--asha"]))
     assert spec.search.asha is not None and spec.search.asha.rungs == 2
+    with pytest.raises(SweepConfigError, match="expected at most 2 rungs, got 4: each rung is a group of whole Monte "
+                                               "Carlo chunks"):
+        spec_from_dict({"sweep": {"kind": "hparams", "problem": {"T": 60, "q_max": 10},
+                                  "sim": {"n_paths": 4000, "chunk_size": 2000}, "grid": {"q_max": [5, 10]},
+                                  "search": {"asha": {"rungs": 4}}}})
     assert not ray.is_initialized()
 
 
@@ -411,7 +466,7 @@ def test_best_policy_carries_the_trial_sim_config_and_the_report_its_command(tmp
     from mmray.tuning.results import TrialRecord, write_artefacts
 
     spec = spec_from_dict({"sweep": {
-        "kind": "risk-aversion", "problem": {"T": 60, "q_max": 10}, "strategies": ["optimal", "as"],
+        "kind": "hparams", "problem": {"T": 60, "q_max": 10}, "strategies": ["optimal", "as"],
         "sim": {"n_paths": 300, "chunk_size": 100, "dt": 0.5, "fill_model": "linear", "price_model": "binomial"},
         "grid": {"gamma": [0.01, 0.1]}, "common_random_numbers": False, "seed": 3}}, source="<test>")
     configs = [{"strategy": s, "gamma": g} for s in spec.strategies for g in spec.grid["gamma"]]
@@ -437,6 +492,92 @@ def test_best_policy_carries_the_trial_sim_config_and_the_report_its_command(tmp
     assert remote.reproduce[1].startswith("mmray backtest --policy best_policy --paths 300 ")
     report = (tmp_path / "staging" / "report.md").read_text()
     assert "mmray backtest --policy s3://" not in report and remote.reproduce[0] in report
+
+
+def _artefacts(spec, configs, run_dir: Path):
+    """Records from the plain trial function (no Ray), then the artefacts."""
+    from mmray.tuning.results import TrialRecord, write_artefacts
+
+    records = [TrialRecord(c, {**evaluate_trial(spec, c, use_ray=False), "attempt": 1}, None, f"t{i}", "")
+               for i, c in enumerate(configs)]
+    return write_artefacts(spec, records, run_dir)
+
+
+def test_a_frontier_reports_each_strategy_best_gamma_at_a_reference_maker(tmp_path: Path) -> None:
+    """No single best on a frontier: per strategy, the gamma whose policy gives the highest ce_A to a maker
+    with the reference gamma (problem.gamma), each policy exported; labels say which optimum is which."""
+    from mmray import load_policy
+    from mmray.backtest import compute_metrics
+    from mmray.tuning.runner import RunSummary
+
+    spec = spec_from_dict({"sweep": {
+        "kind": "risk-aversion", "problem": {"T": 60, "q_max": 10, "gamma": 0.05}, "sim": {"n_paths": 300},
+        "strategies": ["optimal", "discrete_optimal", "as"], "grid": {"gamma": [0.001, 0.05, 1.0]}}}, source="<f>")
+    assert spec.search.metric == "ce_A"  # a frontier is ranked by the objective by default, not by Sharpe
+    configs = [{"strategy": s, "gamma": g} for s in spec.strategies for g in spec.grid["gamma"]]
+    art = _artefacts(spec, configs, tmp_path / "run")
+    df = art.table
+    assert art.best is None and art.reproduce == [] and not (tmp_path / "run" / "best_policy").exists()
+    # ce_A_ref: each row's paths measured with gamma 0.05, recomputed here from a plain backtest
+    row = df[(df["strategy"] == "as") & (df["gamma"] == 1.0)].iloc[0]
+    setup = trial_setup(spec, {"strategy": "as", "gamma": 1.0})
+    res = backtest(make_strategy("as", setup.market, setup.problem), setup.market, setup.problem, setup.sim)
+    ref = compute_metrics(res.per_path, setup.market, setup.problem.replace(gamma=0.05))["ce_A"]
+    assert row["ce_A_ref"] == pytest.approx(ref, rel=1e-12) and row["ce_A"] != row["ce_A_ref"]
+    assert [p.group for p in art.picks] == [{"strategy": s} for s in spec.strategies]
+    for pick in art.picks:
+        rows = df[df["strategy"] == pick.group["strategy"]]
+        assert pick.row == rows["ce_A_ref"].idxmax()
+        policy = load_policy(tmp_path / "run" / "best_policies" / pick.group["strategy"])
+        assert policy.provenance["trial"] == int(df.loc[pick.row, "trial"])
+        assert policy.provenance["sweep"]["ranked_by"] == "ce_A_ref"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Best gamma per strategy" in report and "## Best trial" not in report
+    assert "A frontier has no single best: for each strategy, the gamma that maximises ce_A of a maker with the " \
+           "reference gamma=0.05 (column ce_A_ref)" in report
+    assert "optimal (continuous-time): gamma=" in report and "optimal (discrete-time): gamma=" in report
+    assert "| optimal (continuous-time) |" in report  # the table names the continuous-time optimum as such
+    summary = RunSummary(spec, str(tmp_path / "run"), df, {k: str(v) for k, v in art.files.items()}, art.best, 1.0,
+                         picks=art.picks, pick_reproduce=art.pick_reproduce)
+    text = "\n".join(summary.console_lines())
+    assert "A frontier has no single best" in text and "Best: trial" not in text
+    assert text.count("mmray backtest --policy") == 3 and "# strategy=discrete_optimal" in text
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "results.csv")[["strategy"]], df[["strategy"]])
+
+
+def test_a_market_grid_axis_is_ranked_within_each_market(tmp_path: Path) -> None:
+    spec = spec_from_dict({"sweep": {
+        "kind": "hparams", "problem": {"T": 60, "q_max": 10}, "sim": {"n_paths": 300}, "strategies": ["optimal"],
+        "grid": {"q_max": [5, 10], "tick": [0.0, 0.5]}, "search": {"metric": "value_B"}}}, source="<m>")
+    configs = [{"strategy": "optimal", "q_max": q, "tick": t} for q in (5, 10) for t in (0.0, 0.5)]
+    art = _artefacts(spec, configs, tmp_path / "run")
+    df = art.table
+    assert art.best is None and [p.group for p in art.picks] == [{"tick": 0.0}, {"tick": 0.5}]
+    for pick in art.picks:
+        same = df[df["tick"] == pick.group["tick"]]
+        assert pick.row == same["value_B"].idxmax()
+        assert (tmp_path / "run" / "best_policies" / f"tick={pick.group['tick']:g}" / "policy.json").exists()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Markets are compared, not chosen (tick is a grid axis): the trial that maximises value_B within each " \
+           "market setting" in report
+
+
+def test_robustness_summary_says_what_best_means(tmp_path: Path) -> None:
+    from mmray.tuning.runner import RunSummary
+
+    spec = smoke(preset("robustness"))
+    configs = [{"strategy": s, "scenario": sc} for s in spec.strategies for sc in spec.robustness.scenarios()]
+    art = _artefacts(spec, configs, tmp_path / "run")
+    summary = RunSummary(spec, str(tmp_path / "run"), art.table, {k: str(v) for k, v in art.files.items()},
+                         art.best, 1.0, picks=art.picks, pick_reproduce=art.pick_reproduce, reproduce=art.reproduce)
+    text = "\n".join(summary.console_lines())
+    assert "Most robust strategy: the smallest worst-case loss in ce_A against the policy that is optimal for each " \
+           "true market" in text
+    worst = art.table.groupby("strategy")["loss"].max()
+    from mmray.tuning.trainables import strategy_label
+
+    assert f"  {strategy_label(worst.idxmin())}: worst-case loss" in text
+    assert summary.as_json()["best_means"].startswith("Most robust strategy")
 
 
 def test_reproducibility_is_stated_per_sweep() -> None:

@@ -11,12 +11,15 @@ import pytest
 
 from mmray import backtest, load_policy
 from mmray.tune import main
-from mmray.tuning.config import spec_from_dict
+from mmray.tuning.config import load_spec, spec_from_dict
 from mmray.tuning.presets import preset, smoke
 from mmray.tuning.runner import RunOptions, load_run_spec, run_sweep
+from mmray.tuning.sweeps import n_trials
 from mmray.tuning.trainables import trial_setup
 
 pytestmark = pytest.mark.ray
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "sweeps").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,49 +52,75 @@ def _small(kind: str, **sweep: object) -> dict:
     return {"sweep": doc}
 
 
-def test_quick_sweep_writes_table_plots_report_and_loadable_best_policy(quick: Path, capsys) -> None:
+def test_quick_sweep_writes_table_plots_report_and_loadable_policies(quick: Path, capsys) -> None:
     df = _table(quick)
     pq = pd.read_parquet(quick / "results.parquet")
-    assert len(df) == len(pq) == 9  # 3 strategies x 3 gammas in smoke mode
+    strategies = ["optimal", "discrete_optimal", "as", "constant"]
+    assert len(df) == len(pq) == 12  # 4 strategies x 3 gammas in smoke mode
     pd.testing.assert_frame_equal(df.drop(columns="error"), pq.drop(columns="error"), check_dtype=False)
     assert (pq["error"] == "").all()
-    assert list(df["trial"]) == list(range(9))
-    assert list(df["strategy"]) == ["optimal"] * 3 + ["as"] * 3 + ["constant"] * 3
+    assert list(df["trial"]) == list(range(12))
+    assert list(df["strategy"]) == [s for s in strategies for _ in range(3)]
     assert (df["status"] == "ok").all() and (df["attempt"] == 1).all() and (df["n_paths_done"] == 400).all()
     assert df["seed"].nunique() == 1  # common random numbers: every trial simulates the same paths
-    for col in ("gamma", "seed", "sharpe", "sharpe_se", "pnl_mean", "pnl_std", "q_final_std", "ce_A", "value_B"):
+    for col in ("gamma", "seed", "sharpe", "sharpe_se", "pnl_mean", "pnl_std", "q_final_std", "ce_A", "value_B",
+                "ce_A_ref", "ce_A_ref_se"):
         assert col in df
     png = (quick / "frontier.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 150_000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 250_000
     assert (quick / "metric_vs_params.png").exists()
     report = (quick / "report.md").read_text()
-    assert "## Best trial" in report and "![frontier](frontier.png)" in report and "9 ok" in report.replace("(", "")
+    assert "## Best gamma per strategy" in report and "![frontier](frontier.png)" in report
+    assert "12 ok" in report.replace("(", "")
     trials = json.loads((quick / "trials.json").read_text())["trials"]
-    assert len(trials) == 9 and len({t["trial_id"] for t in trials}) == 9
+    assert len(trials) == 12 and len({t["trial_id"] for t in trials}) == 12
 
-    # the exported checkpoint is the best trial's policy: backtesting it reproduces the table's numbers
-    best = df.loc[df["sharpe"].idxmax()]
-    policy = load_policy(quick / "best_policy")
-    prov = policy.provenance
-    assert prov["sweep"]["kind"] == "risk-aversion" and prov["trial"] == int(best["trial"])
-    assert prov["config"] == {"strategy": best["strategy"], "gamma": best["gamma"]}
+    # no single best on a frontier: per strategy, the gamma best for the reference maker, each exported;
+    # backtesting a checkpoint reproduces its row
+    assert not (quick / "best_policy").exists()
     spec = load_run_spec(str(quick))
-    setup = trial_setup(spec, prov["config"])
-    again = backtest(policy, setup.market, setup.problem, setup.sim).metrics
-    assert again["sharpe"] == pytest.approx(best["sharpe"], rel=1e-12)
-    assert setup.sim.seed == int(best["seed"])
-    # its provenance holds the trial's SimConfig (`mmray backtest --policy` defaults), and the report
-    # prints the command that reruns it
-    assert prov["sim"] == setup.sim.to_dict()
-    assert f"mmray backtest --policy {quick / 'best_policy'} --paths 400 --seed {setup.sim.seed} --dt 1.0 " in report
+    for strategy in strategies:
+        rows = df[df["strategy"] == strategy]
+        best = rows.loc[rows["ce_A_ref"].idxmax()]
+        policy = load_policy(quick / "best_policies" / strategy)
+        prov = policy.provenance
+        assert prov["sweep"]["kind"] == "risk-aversion" and prov["trial"] == int(best["trial"])
+        assert prov["config"] == {"strategy": strategy, "gamma": best["gamma"]}
+        setup = trial_setup(spec, prov["config"])
+        again = backtest(policy, setup.market, setup.problem, setup.sim).metrics
+        assert again["ce_A"] == pytest.approx(best["ce_A"], rel=1e-12)
+        assert setup.sim.seed == int(best["seed"]) and prov["sim"] == setup.sim.to_dict()
+        # the report prints the command that reruns it
+        assert f"mmray backtest --policy {quick / 'best_policies' / strategy} --paths 400 --seed {setup.sim.seed} " \
+               "--dt 1.0 " in report
     assert "same seed, same table: yes" in report
     # the CLI, given only --paths and --seed, takes dt, models and chunking from the checkpoint
     from mmray.cli import main as cli_main
 
-    assert cli_main(["backtest", "--policy", str(quick / "best_policy"), "--paths", "400",
-                     "--seed", str(setup.sim.seed), "--local", "--json"]) == 0
+    best = df.loc[df[df["strategy"] == "discrete_optimal"]["ce_A_ref"].idxmax()]
+    assert cli_main(["backtest", "--policy", str(quick / "best_policies" / "discrete_optimal"), "--paths", "400",
+                     "--seed", str(int(best["seed"])), "--local", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
-    assert cli["sim"] == setup.sim.to_dict() and cli["sharpe"] == pytest.approx(best["sharpe"], rel=1e-12)
+    assert cli["sim"]["dt"] == 1.0 and cli["ce_A"] == pytest.approx(best["ce_A"], rel=1e-12)
+
+
+def test_tune_json_prints_one_object_with_the_results(storage: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--smoke", "--storage", str(storage), "--name", "json", "--json", "--seed", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)  # the whole of stdout is one JSON object
+    run = storage / "json"
+    df = _table(run)
+    assert out["run_dir"] == str(run) and out["n_trials"] == len(df) == 12 and out["status"] == {"ok": 12}
+    assert out["best"] is None and out["best_means"].startswith("A frontier has no single best")
+    assert [p["group"] for p in out["picks"]] == [{"strategy": s} for s in
+                                                 ("optimal", "discrete_optimal", "as", "constant")]
+    for pick in out["picks"]:
+        row = df.iloc[pick["trial"]]
+        assert pick["row"]["strategy"] == row["strategy"] == pick["group"]["strategy"]
+        assert (pick["row"]["gamma"], pick["row"]["ce_A_ref"]) == (row["gamma"], pytest.approx(row["ce_A_ref"]))
+        assert pick["policy"] == str(run / "best_policies" / pick["group"]["strategy"])
+        assert pick["reproduce"][0].startswith(f"mmray backtest --policy {pick['policy']} --paths 400 ")
+    assert out["files"]["report.md"] == str(run / "report.md")
+    assert [r["ce_A"] for r in out["rows"]] == pytest.approx(list(df["ce_A"]), rel=1e-12)
 
 
 def test_frontier_follows_theory(quick: Path) -> None:
@@ -103,9 +132,10 @@ def test_frontier_follows_theory(quick: Path) -> None:
     assert opt["pnl_mean"].is_monotonic_decreasing
     avs = df[df["strategy"] == "as"].sort_values("gamma")
     assert avs["pnl_std"].is_monotonic_decreasing
-    # at the largest gamma the exact solution beats the AS approximation on its own objective
+    # at the largest gamma the exact solution beats the AS approximation on its own objective, and the
+    # optimum of the simulator's discrete-time problem beats both (paired: same paths)
     hi = df[df["gamma"] == df["gamma"].max()].set_index("strategy")
-    assert hi.loc["optimal", "ce_A"] > hi.loc["as", "ce_A"]
+    assert hi.loc["discrete_optimal", "ce_A"] > hi.loc["optimal", "ce_A"] > hi.loc["as", "ce_A"]
 
 
 def test_same_sweep_same_seed_same_table(quick: Path, storage: Path) -> None:
@@ -147,8 +177,7 @@ def test_failed_trials_are_retried_then_reported(storage: Path) -> None:
 def test_hparams_optuna_with_asha(storage: Path) -> None:
     spec = spec_from_dict(_small(
         "hparams", name="optuna", strategies=["optimal"], sim={"n_paths": 600, "chunk_size": 200},
-        grid={"fill_model": ["poisson", "linear"]},
-        space={"q_max": {"low": 2, "high": 30, "int": True}, "gamma": {"low": 0.001, "high": 0.1, "log": True}},
+        space={"q_max": {"low": 2, "high": 30, "int": True}, "n_times": {"low": 11, "high": 301, "log": True}},
         search={"algorithm": "optuna", "metric": "ce_A", "num_samples": 6, "max_concurrent": 1,
                 "asha": {"rungs": 3, "grace_period": 1, "reduction_factor": 2}},
     ))
@@ -156,7 +185,7 @@ def test_hparams_optuna_with_asha(storage: Path) -> None:
     df = summary.table
     assert len(df) == 6
     assert df["q_max"].between(2, 30).all() and (df["q_max"] == df["q_max"].round()).all()
-    assert df["gamma"].between(0.001, 0.1).all()
+    assert df["n_times"].between(11, 301).all()
     assert set(df["status"]) <= {"ok", "stopped"} and (df["status"] == "ok").any()
     stopped = df[df["status"] == "stopped"]
     assert len(stopped) >= 1  # ASHA cut at least one trial after an early Monte Carlo rung
@@ -183,6 +212,8 @@ def test_robustness_sweep_reports_loss_vs_true_optimum(storage: Path) -> None:
     assert best.provenance["config"]["scenario"] == {"sigma": 1.0, "A": 1.0}
     worst = df.groupby("strategy")["loss"].max()
     assert best.provenance["strategy"] == worst.idxmin()
+    assert any(line.startswith("Most robust strategy: the smallest worst-case loss") for line in
+               summary.console_lines())
 
 
 def test_csp_obligation_levels_through_solve(storage: Path) -> None:
@@ -225,39 +256,42 @@ def test_unschedulable_trials_are_refused_before_anything_runs(storage: Path) ->
         assert not (storage / "too-big").exists()
 
 
-def test_ctrl_c_keeps_finished_trials_and_prints_the_resume_command(
-        storage: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import os
-    import signal
+def test_ctrl_c_keeps_finished_trials_and_prints_the_resume_command(storage: Path, tmp_path: Path) -> None:
+    """Ctrl-C in a sweep driver (a subprocess with its own Ray; the signal is sent by a Tune callback
+    when the first trial completes, not by a timer): finished trials are kept, the others are
+    'unfinished', the --resume command is printed, exit status 130; the command it prints works."""
+    import subprocess
+    import sys
 
-    from ray import tune
+    import tune_hooks
 
-    from mmray.tuning import runner
-
-    class CtrlC(tune.Callback):
-        """Sends the driver what Ctrl-C sends when the first trial completes, once: the marker file
-        outlives the instance, which Tune pickles with the run config and restores on --resume."""
-
-        def __init__(self, marker: Path) -> None:
-            self.marker = marker
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: object, **info: object) -> None:
-            if not self.marker.exists():
-                self.marker.touch()
-                os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(runner, "_extra_callbacks", lambda: [CtrlC(tmp_path / "sent")])
     sweep = tmp_path / "ctrl-c.json"
     doc = _small("risk-aversion", strategies=["optimal", "as"], grid={"gamma": [0.01, 0.1, 1.0]})
     sweep.write_text(json.dumps(doc))
     run = storage / "ctrl-c"
-    assert main(["--config", str(sweep), "--storage", str(storage), "--name", "ctrl-c", "-q"]) == 130
-    out = capsys.readouterr().out
-    assert f"did not finish. Continue the sweep with:\n  python -m mmray.tune --resume {run}" in out
+    hooks = [("CtrlC", {"marker": str(tmp_path / "sent")})]
+    stopped = subprocess.run(
+        [sys.executable, "-c", tune_hooks.DRIVER, "--config", str(sweep), "--storage", str(storage),
+         "--name", "ctrl-c", "-q", "--num-cpus", "2"],
+        capture_output=True, text=True, timeout=600, env=tune_hooks.driver_env(hooks))
+    assert stopped.returncode == 130, stopped.stdout + stopped.stderr
+    assert f"did not finish. Continue the sweep with:\n  python -m mmray.tune --resume {run}" in stopped.stdout
     df = _table(run)
     assert set(df["status"]) == {"ok", "unfinished"} and len(df) == 6  # trials not finished are not "errors"
     assert df.loc[df["status"] == "unfinished", "error"].isna().all()
     assert df["gamma"].notna().all() and df["seed"].notna().all()
     assert f"python -m mmray.tune --resume {run}" in (run / "report.md").read_text()
-    assert main(["--resume", str(run), "-q"]) == 0  # what it printed works
+    assert main(["--resume", str(run), "-q"]) == 0  # what it printed works (the callback is restored: once only)
     assert (_table(run)["status"] == "ok").all() and len(_table(run)) == 6
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_sweeps_run(path: Path, storage: Path) -> None:
+    """Every example sweep file runs (smoke-sized: few paths, short grids, a 120 s horizon), not only validates."""
+    spec = smoke(load_spec(path))
+    summary = run_sweep(spec, RunOptions(storage=str(storage), name=f"example-{path.stem}", verbose=0))
+    df = summary.table
+    assert len(df) == n_trials(spec) and (df["status"].isin(["ok", "stopped"])).all(), df["error"].tolist()
+    assert summary.picks and all(Path(summary.files[key]).joinpath("policy.json").exists()
+                                 for key in summary.files if key.startswith("best_polic"))
+    assert (storage / f"example-{path.stem}" / "report.md").exists()

@@ -71,7 +71,7 @@ from mmray.tuning.spec import (
     SweepSpec,
     param_kind,
 )
-from mmray.tuning.validate import check_spec
+from mmray.tuning.validate import SWEEP_STRATEGIES, check_spec
 
 ALLOWED_PARAMS = (*PARAM_TYPES, "solver.<option>")
 _TOP = ("kind", "name", "seed", "common_random_numbers", "market", "problem", "sim", "solver", "strategies",
@@ -129,7 +129,7 @@ def _parse(data: Any, source: str) -> SweepSpec:
                  _section(raw, "sim", SimConfig))
     strategies = tuple(rd.items(raw.get("strategies", list(_DEFAULT_STRATEGIES[kind])), "sweep.strategies"))
     for i, s in enumerate(strategies):
-        rd.choice(s, f"sweep.strategies[{i}]", STRATEGIES)
+        rd.choice(s, f"sweep.strategies[{i}]", (*STRATEGIES, *SWEEP_STRATEGIES))
     if len(set(strategies)) != len(strategies):
         raise error("sweep.strategies", f"duplicate strategy in {list(strategies)}")
     search = _search(raw, kind, base.problem)
@@ -266,8 +266,9 @@ def _search(raw: dict[str, Any], kind: str, problem: ProblemParams) -> SearchSpe
     rd.keys(data, "sweep.search", tuple(f.name for f in fields(SearchSpec)))
     optimised = "ce_A" if problem.objective == "A" else "value_B"  # what the optimal policy maximises
     algorithm = rd.choice(data.get("algorithm", "grid"), "sweep.search.algorithm", ALGORITHMS)
-    metric = rd.choice(data.get("metric", optimised if kind == "robustness" else "sharpe"), "sweep.search.metric",
-                       tuple(METRIC_MODES))
+    # a frontier and a robustness sweep measure policies by the objective; a frontier at the reference gamma
+    default = optimised if kind in ("robustness", "risk-aversion") else "sharpe"
+    metric = rd.choice(data.get("metric", default), "sweep.search.metric", tuple(METRIC_MODES))
     mode = rd.choice(data.get("mode", METRIC_MODES[metric]), "sweep.search.mode", ("max", "min"))
     num_samples = rd.integer(data.get("num_samples", 1), "sweep.search.num_samples", ge=1)
     max_concurrent = rd.integer(data.get("max_concurrent", 0), "sweep.search.max_concurrent", ge=0)

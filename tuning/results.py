@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,10 +35,13 @@ from mmray.io import atomic_write
 from mmray.params import SimConfig
 from mmray.tuning.seeds import trial_seed
 from mmray.tuning.spec import SweepSpec
-from mmray.tuning.trainables import KEY_METRICS
+from mmray.tuning.trainables import GAMMA_METRICS, KEY_METRICS, strategy_label
+from mmray.tuning.validate import MARKET_MODEL_PARAMS
 
 TABLE_FILES = ("results.parquet", "results.csv")
 BEST_POLICY_DIR = "best_policy"
+#: where a sweep with no single best (a frontier, markets compared side by side) puts one policy per group
+BEST_POLICIES_DIR = "best_policies"
 
 
 #: Tune trial states of a trial that will not run again in this driver
@@ -104,10 +108,17 @@ def _first_line(exc: BaseException) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:500]
 
 
+def rank_column(spec: SweepSpec) -> str:
+    """The column the sweep's trials are ranked by: the metric, or for a risk-aversion sweep ranked by an
+    objective (``ce_A``, ``value_B``) that objective at the reference ``gamma`` (``<metric>_ref``)."""
+    metric = spec.search.metric
+    return f"{metric}_ref" if spec.kind == "risk-aversion" and metric in GAMMA_METRICS else metric
+
+
 def metric_columns(spec: SweepSpec) -> list[str]:
     """Metric columns of the results table, the sweep's metric (and robustness loss) first."""
     first = ["loss", "loss_se", "loss_rel", spec.search.metric, f"truth_{spec.search.metric}"] \
-        if spec.kind == "robustness" else [spec.search.metric]
+        if spec.kind == "robustness" else list(dict.fromkeys([spec.search.metric, rank_column(spec)]))
     cols: list[str] = []
     for k in [*first, *KEY_METRICS, *METRIC_KEYS]:
         for c in (k, f"{k}_se"):
@@ -217,14 +228,16 @@ def write_plots(spec: SweepSpec, df: pd.DataFrame, run_dir: Path) -> list[Path]:
     ``metric_vs_params.png`` (risk-aversion, hparams), ``robustness.png``; none without data to show."""
     from mmray import plots
 
-    strategies, metric = spec.strategies, spec.search.metric
+    # strategies by their labels (`optimal (continuous-time)`); a frontier's metric at the reference gamma
+    strategies, metric = tuple(strategy_label(s) for s in spec.strategies), spec.search.metric
+    df = display_table(df)
     figures = []
     if spec.kind == "risk-aversion":
         figures.append(plots.plot_frontier(df, strategies, spec.name, run_dir / "frontier.png"))
     if spec.kind in ("risk-aversion", "hparams"):
         log = ("gamma", *(n for n, r in spec.space.items() if r.log))
-        figures.append(plots.plot_metric_vs_params(df, strategies, (*spec.grid, *spec.space), metric, log, spec.name,
-                                                   run_dir / "metric_vs_params.png"))
+        figures.append(plots.plot_metric_vs_params(df, strategies, (*spec.grid, *spec.space), rank_column(spec), log,
+                                                   spec.name, run_dir / "metric_vs_params.png"))
     if spec.robustness is not None:
         factors = tuple(n for n, _ in spec.robustness.perturb)
         figures.append(plots.plot_robustness(df, strategies, factors, metric, spec.name, run_dir / "robustness.png"))
@@ -234,34 +247,104 @@ def write_plots(spec: SweepSpec, df: pd.DataFrame, run_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- best policy, report
 
 
-def best_index(spec: SweepSpec, df: pd.DataFrame) -> int | None:
-    """Row of the best trial: best metric among complete trials; robustness: the nominal row of
-    the strategy with the smallest worst-case loss."""
+def group_columns(spec: SweepSpec) -> list[str]:
+    """Columns whose values split the trials into groups that are not comparable with each other.
+
+    * risk-aversion: ``strategy``. A frontier has no single best point (ranked by Sharpe it is always
+      the edge of the gamma grid): each strategy's best ``gamma`` is reported instead;
+    * hparams: the market parameters that are grid axes (:data:`~mmray.tuning.validate.MARKET_MODEL_PARAMS`):
+      a market is the environment, not a choice, so trials are ranked within each market setting;
+    * otherwise none: one best trial.
+    """
+    if spec.kind == "risk-aversion":
+        return ["strategy"]
+    if spec.kind == "hparams":
+        return [name for name in spec.grid if name in MARKET_MODEL_PARAMS]
+    return []
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The best trial of one group of comparable trials (:func:`group_columns`; one group: the whole sweep).
+
+    ``group`` maps the group's columns to its values (empty for the whole sweep); ``row`` is the
+    trial's row in the results table.
+    """
+
+    group: dict[str, Any]
+    row: int
+
+    @property
+    def label(self) -> str:
+        """``strategy=as``, ``tick=0.5, fill_model=linear``; ``""`` for the whole sweep."""
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.group.items())
+
+    @property
+    def dirname(self) -> str:
+        """The group's directory under ``best_policies/`` (``as``, ``tick=0.5,fill_model=linear``)."""
+        if list(self.group) == ["strategy"]:
+            return str(self.group["strategy"])
+        return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(f"{k}={_fmt(v)}" for k, v in self.group.items()))
+
+
+def _best_row(spec: SweepSpec, ok: pd.DataFrame) -> int | None:
+    vals = ok[rank_column(spec)] if rank_column(spec) in ok else pd.Series(dtype=float)
+    if vals.isna().all():
+        return None
+    return int(vals.idxmax() if spec.search.mode == "max" else vals.idxmin())
+
+
+def picks(spec: SweepSpec, df: pd.DataFrame) -> list[Pick]:
+    """The best complete trial of each group of comparable trials, in the table's order.
+
+    Robustness: one pick, the nominal row of the strategy with the smallest worst-case loss.
+    Otherwise the best :func:`rank_column` value among the ``ok`` trials of each group of
+    :func:`group_columns` (one group without any).
+    """
     ok = df[df["status"] == "ok"]
     if ok.empty:
-        return None
+        return []
     if spec.kind == "robustness":
         worst = ok.groupby("strategy", sort=False)["loss"].max()
         order = sorted(worst.index, key=lambda s: (worst[s], _rank(spec.strategies, s)))
         best = order[0]
         factors = [f"{n}_factor" for n, _ in spec.robustness.perturb] if spec.robustness else []
         nominal = ok[(ok["strategy"] == best) & (ok[factors] == 1.0).all(axis=1)]
-        return int(nominal.index[0]) if not nominal.empty else int(ok[ok["strategy"] == best].index[0])
-    vals = ok[spec.search.metric]
-    if vals.isna().all():
-        return None
-    idx = vals.idxmax() if spec.search.mode == "max" else vals.idxmin()
-    return int(idx)
+        row = int(nominal.index[0]) if not nominal.empty else int(ok[ok["strategy"] == best].index[0])
+        return [Pick({}, row)]
+    cols = group_columns(spec)
+    if not cols:
+        row = _best_row(spec, ok)
+        return [] if row is None else [Pick({}, row)]
+    out = []
+    for key, group in ok.groupby(cols, sort=False):
+        row = _best_row(spec, group)
+        if row is not None:
+            values = key if isinstance(key, tuple) else (key,)
+            out.append(Pick({c: _clean(v) for c, v in zip(cols, values, strict=True)}, row))
+    return sorted(out, key=lambda p: p.row)
 
 
-def export_best(spec: SweepSpec, df: pd.DataFrame, records: Sequence[TrialRecord], run_dir: Path) -> Path | None:
-    """Rebuild the best trial's policy with the plain solver functions and save it as a checkpoint."""
+def best_index(spec: SweepSpec, df: pd.DataFrame) -> int | None:
+    """Row of the sweep's single best trial; ``None`` when there is none, or no single one (a frontier,
+    markets compared side by side: see :func:`picks`)."""
+    found = picks(spec, df)
+    return found[0].row if len(found) == 1 and not found[0].group else None
+
+
+def pick_policy_dir(pick: Pick) -> str:
+    """Where a pick's policy is saved in the run directory: ``best_policy`` for the single best trial,
+    ``best_policies/<group>`` for the best of each group."""
+    return BEST_POLICY_DIR if not pick.group else f"{BEST_POLICIES_DIR}/{pick.dirname}"
+
+
+def export_pick(spec: SweepSpec, df: pd.DataFrame, records: Sequence[TrialRecord], run_dir: Path,
+                pick: Pick) -> Path:
+    """Rebuild a picked trial's policy with the plain solver functions and save it as a checkpoint."""
     from mmray.checkpoint import save_policy
     from mmray.tuning.trainables import build_policy, trial_setup
 
-    i = best_index(spec, df)
-    if i is None:
-        return None
+    i = pick.row
     config = dict(records[i].config)
     if spec.robustness is not None:
         config["scenario"] = {n: 1.0 for n, _ in spec.robustness.perturb}
@@ -271,13 +354,22 @@ def export_best(spec: SweepSpec, df: pd.DataFrame, records: Sequence[TrialRecord
     metrics = {c: _clean(row[c]) for c in metric_columns(spec) if c in row}
     provenance = {
         "sweep": {"name": spec.name, "kind": spec.kind, "source": spec.source, "seed": spec.seed,
-                  "metric": spec.search.metric, "mode": spec.search.mode},
+                  "metric": spec.search.metric, "mode": spec.search.mode, "ranked_by": rank_column(spec),
+                  "group": pick.group},
         "config": config, "seed": int(row["seed"]), "metrics": metrics, "trial": int(row["trial"]),
         "strategy": setup.strategy,
         # the trial's simulation settings: `mmray backtest --policy` uses them as its defaults
         "sim": setup.sim.to_dict(),
     }
-    return save_policy(policy, run_dir / BEST_POLICY_DIR, provenance=provenance)
+    target = run_dir / pick_policy_dir(pick)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return save_policy(policy, target, provenance=provenance)
+
+
+def export_best(spec: SweepSpec, df: pd.DataFrame, records: Sequence[TrialRecord], run_dir: Path) -> Path | None:
+    """The single best trial's policy as a checkpoint (``None`` without a single best: :func:`best_index`)."""
+    i = best_index(spec, df)
+    return None if i is None else export_pick(spec, df, records, run_dir, Pick({}, i))
 
 
 def backtest_command(policy_dir: str, sim: SimConfig) -> str:
@@ -362,18 +454,71 @@ def summary_columns(spec: SweepSpec) -> list[str]:
     if spec.kind == "robustness":
         cols += ["loss", "loss_se", "loss_rel", metric, f"truth_{metric}"]
     else:
-        cols += [metric, f"{metric}_se"]
+        ranked = rank_column(spec)
+        cols += [metric, f"{metric}_se"] + ([ranked, f"{ranked}_se"] if ranked != metric else [])
     cols += [c for c in ("pnl_mean", "pnl_std", "q_final_std") if c not in cols]
     return cols
 
 
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The results table as the console and the report show it: strategies by their labels
+    (``optimal (continuous-time)``, :data:`~mmray.tuning.trainables.STRATEGY_LABELS`)."""
+    shown = df.copy()
+    if "strategy" in shown:
+        shown["strategy"] = shown["strategy"].map(lambda s: strategy_label(s) if isinstance(s, str) else s)
+    return shown
+
+
+def picks_heading(spec: SweepSpec) -> str:
+    """What the sweep's "best" means, in one sentence (the console and the report open with it)."""
+    metric, ranked = spec.search.metric, rank_column(spec)
+    verb = "maximises" if spec.search.mode == "max" else "minimises"
+    if spec.kind == "robustness":
+        return (f"Most robust strategy: the smallest worst-case loss in {metric} against the policy that is optimal "
+                "for each true market (the loss of its worst scenario); its nominal policy is exported:")
+    if spec.kind == "risk-aversion":
+        yardstick = (f"{metric} of a maker with the reference gamma={spec.problem.gamma:g} (column {ranked})"
+                     if ranked != metric else metric)
+        return (f"A frontier has no single best: for each strategy, the gamma that {verb} {yardstick}:")
+    cols = group_columns(spec)
+    if cols:
+        return (f"Markets are compared, not chosen ({', '.join(cols)} is a grid axis): the trial that {verb} {metric} "
+                "within each market setting:")
+    return f"Best trial: the one that {verb} {metric}:"
+
+
+def pick_line(spec: SweepSpec, df: pd.DataFrame, pick: Pick) -> str:
+    """One line per pick: its group, trial, parameters and ranked value (with its standard error)."""
+    row = df.iloc[pick.row]
+    if spec.kind == "robustness":
+        strategy = row["strategy"]
+        rows = df[(df["strategy"] == strategy) & (df["status"] == "ok")]
+        worst = rows.loc[rows["loss"].idxmax()]
+        factors = [f"{n}_factor" for n, _ in spec.robustness.perturb] if spec.robustness else []
+        where = ", ".join(f"{c.removesuffix('_factor')} x{_fmt(worst[c])}" for c in factors if worst[c] != 1.0)
+        return (f"{strategy_label(strategy)}: worst-case loss {_fmt(worst['loss'])} ± {_fmt(worst['loss_se'])} "
+                f"({where or 'nominal market'}); nominal policy: trial {int(row['trial'])}")
+    col = rank_column(spec)
+    value = f"{col} = {_fmt(row[col])}" + (f" ± {_fmt(row[col + '_se'])}" if f"{col}_se" in row else "")
+    others = [p for p in spec.param_names if p in row and p not in pick.group]
+    params = ", ".join(f"{p}={_fmt(row[p])}" if p != "strategy" else strategy_label(row[p]) for p in others)
+    text = f"trial {int(row['trial'])} ({params}): {value}"
+    if spec.kind == "risk-aversion":
+        gammas = sorted(float(g) for g in spec.grid["gamma"])
+        edge = " (the edge of the gamma grid: the best gamma may lie beyond)" \
+            if float(row["gamma"]) in (gammas[0], gammas[-1]) else ""
+        trial = int(row["trial"])
+        return f"{strategy_label(row['strategy'])}: gamma={_fmt(row['gamma'])}, trial {trial}: {value}{edge}"
+    return f"{pick.label}: {text}" if pick.group else text
+
+
 def write_report(
-    spec: SweepSpec, df: pd.DataFrame, run_dir: Path, plots: Sequence[Path], best: int | None,
-    best_dir: Path | None, seconds: float | None, display_dir: str | None = None,
-    reproduce: Sequence[str] = (), n_expected: int | None = None,
+    spec: SweepSpec, df: pd.DataFrame, run_dir: Path, plots: Sequence[Path], found: Sequence[Pick],
+    reproduce: Mapping[int, Sequence[str]], seconds: float | None, display_dir: str | None = None,
+    n_expected: int | None = None,
 ) -> Path:
-    """``report.md``: what ran, the best trial and the command that reproduces it, the table (best
-    first, at most 30 rows), plots, errors."""
+    """``report.md``: what ran, what "best" means and the best trial(s) with the command that reproduces each,
+    the table (best first, at most 30 rows), plots, errors."""
     counts = df["status"].value_counts().to_dict()
     metric = spec.search.metric
     same, why = reproducibility(spec)
@@ -387,22 +532,33 @@ def write_report(
         f"- Monte Carlo: {spec.sim.n_paths} paths per trial, dt={spec.sim.dt:g}, T={spec.problem.T:g}, "
         f"fill model {spec.sim.fill_model}",
         f"- same seed, same table: {'yes' if same else 'no'} ({why})",
-        "",
     ]
-    if best is not None:
-        row = df.iloc[best]
-        what = "Most robust strategy (smallest worst-case loss)" if spec.kind == "robustness" else "Best trial"
-        params = ", ".join(f"{p}={_fmt(row[p])}" for p in spec.param_names if p in row)
-        lines += [f"## {what}", "", f"Trial {int(row['trial'])}: {params}; {metric} = {_fmt(row[metric])}"
-                  + (f" ± {_fmt(row[metric + '_se'])}" if f"{metric}_se" in row else ""), ""]
-        if best_dir is not None:
-            remote = (" The run directory is remote and `mmray backtest --policy` reads local directories, so the "
-                      "first line copies the checkpoint here.") if len(reproduce) > 1 else ""
-            lines += [f"Policy checkpoint: `{best_dir.name}/`. This command simulates it on the trial's own paths "
-                      f"and prints the numbers of this row.{remote}", "", "```bash", *reproduce, "```", ""]
-    shown = df.copy()
-    if spec.kind != "robustness" and metric in shown:
-        shown = shown.sort_values(metric, ascending=spec.search.mode == "min", kind="mergesort", na_position="last")
+    named = [s for s in spec.strategies if s in STRATEGY_NOTES]
+    lines += [f"- {strategy_label(s)}: {STRATEGY_NOTES[s]}" for s in named] + [""]
+    if found:
+        title = {"robustness": "Most robust strategy", "risk-aversion": "Best gamma per strategy"}.get(
+            spec.kind, "Best trial per market setting" if group_columns(spec) else "Best trial")
+        lines += [f"## {title}", "", picks_heading(spec), ""]
+        for pick in found:
+            lines += [f"- {pick_line(spec, df, pick)}"]
+        lines += [""]
+        remote = any(len(v) > 1 for v in reproduce.values())
+        if reproduce:
+            dirs = ", ".join(f"`{pick_policy_dir(p)}/`" for p in found if p.row in reproduce)
+            lines += [f"Policy checkpoints: {dirs}"
+                      + ". Each command simulates one on its trial's own paths and prints the numbers of its row."
+                      + (" The run directory is remote and `mmray backtest --policy` reads local directories, so "
+                         "the checkpoint is copied here first." if remote else ""), "", "```bash"]
+            for pick in found:
+                if pick.row in reproduce:
+                    if len(found) > 1:
+                        lines.append(f"# {pick.label or 'best'}")
+                    lines += list(reproduce[pick.row])
+            lines += ["```", ""]
+    shown = display_table(df)
+    ranked = rank_column(spec)
+    if spec.kind != "robustness" and ranked in shown:
+        shown = shown.sort_values(ranked, ascending=spec.search.mode == "min", kind="mergesort", na_position="last")
     lines += ["## Results", "", f"Full table: `results.csv` / `results.parquet` ({len(df)} rows).", "",
               markdown_table(shown.head(30), summary_columns(spec)), ""]
     if plots:
@@ -419,16 +575,31 @@ def write_report(
     return atomic_write(run_dir / "report.md", lambda p: p.write_text(text))
 
 
+#: what the report says about strategies whose names could mislead
+STRATEGY_NOTES = {
+    "optimal": "the exact solution of the continuous-time model (fills at any instant); in a simulator stepping "
+               "in dt with at most one fill per side per step it is a proxy, close when A dt << 1",
+    "discrete_optimal": "the optimum of the simulator's own discrete-time problem (policy iteration at the "
+                        "sweep's dt and fill model, on a quote grid chosen from the model)",
+}
+
+
 @dataclass(frozen=True)
 class Artefacts:
     """Paths of what :func:`write_artefacts` produced."""
 
     table: pd.DataFrame
     files: dict[str, Path]
+    #: the single best trial's row (``None`` when there is no single best: see ``picks``)
     best: int | None
+    #: shell lines that reproduce the single best row
     reproduce: list[str] = field(default_factory=list)
     #: trials that did not finish (interrupted sweep): ``--resume`` runs them
     pending: int = 0
+    #: the best trial of each group of comparable trials (:func:`picks`)
+    picks: list[Pick] = field(default_factory=list)
+    #: shell lines that reproduce each pick's row, by row
+    pick_reproduce: dict[int, list[str]] = field(default_factory=dict)
 
 
 def write_artefacts(spec: SweepSpec, records: Sequence[TrialRecord], run_dir: Path,
@@ -439,6 +610,8 @@ def write_artefacts(spec: SweepSpec, records: Sequence[TrialRecord], run_dir: Pa
     ``display_dir`` is where the files will finally live (e.g. an ``s3://`` URI), for the report;
     ``n_expected`` the sweep's trial count, to report trials an interrupted sweep never started.
     """
+    from mmray.checkpoint import load_policy
+
     run_dir.mkdir(parents=True, exist_ok=True)
     df, ordered_records = results_table(spec, records)
     files: dict[str, Path] = {}
@@ -447,15 +620,14 @@ def write_artefacts(spec: SweepSpec, records: Sequence[TrialRecord], run_dir: Pa
     files["trials.json"] = write_manifest(spec, df, ordered_records, run_dir)
     plots = write_plots(spec, df, run_dir)
     files.update({p.name: p for p in plots})
+    found = picks(spec, df)
+    reproduce: dict[int, list[str]] = {}
+    for pick in found:
+        target = export_pick(spec, df, ordered_records, run_dir, pick)
+        files[pick_policy_dir(pick)] = target
+        sim = SimConfig.from_dict(load_policy(target).provenance["sim"])
+        reproduce[pick.row] = reproduce_lines(spec, f"{display_dir or run_dir}/{pick_policy_dir(pick)}", sim)
     best = best_index(spec, df)
-    best_dir = export_best(spec, df, ordered_records, run_dir)
-    reproduce: list[str] = []
-    if best_dir is not None:
-        files[BEST_POLICY_DIR] = best_dir
-        from mmray.checkpoint import load_policy
-
-        sim = SimConfig.from_dict(load_policy(best_dir).provenance["sim"])
-        reproduce = reproduce_lines(spec, f"{display_dir or run_dir}/{best_dir.name}", sim)
-    files["report.md"] = write_report(spec, df, run_dir, plots, best, best_dir, seconds, display_dir, reproduce,
-                                      n_expected)
-    return Artefacts(df, files, best, reproduce, pending_trials(df, n_expected))
+    files["report.md"] = write_report(spec, df, run_dir, plots, found, reproduce, seconds, display_dir, n_expected)
+    return Artefacts(df, files, best, reproduce.get(best, []) if best is not None else [],
+                     pending_trials(df, n_expected), found, reproduce)

@@ -38,7 +38,17 @@ import pandas as pd
 
 from mmray.io import atomic_write
 from mmray.tuning.config import spec_from_dict
-from mmray.tuning.results import TrialRecord, records_from_result_grid, write_artefacts
+from mmray.tuning.results import (
+    Pick,
+    TrialRecord,
+    display_table,
+    pick_line,
+    pick_policy_dir,
+    picks_heading,
+    records_from_result_grid,
+    summary_columns,
+    write_artefacts,
+)
 from mmray.tuning.spec import SweepConfigError, SweepSpec
 
 SPEC_FILE = "sweep.json"
@@ -88,6 +98,11 @@ class RunSummary:
     pending: int = 0
     #: shell lines that reproduce the best row (``mmray backtest --policy ...``, after a copy for a URI)
     reproduce: list[str] = field(default_factory=list)
+    #: the best trial of each group of comparable trials (one group, unless the sweep has no single best:
+    #: a frontier, markets compared side by side; :func:`mmray.tuning.results.picks`)
+    picks: list[Pick] = field(default_factory=list)
+    #: shell lines that reproduce each pick's row, by row
+    pick_reproduce: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:
@@ -96,6 +111,57 @@ class RunSummary:
     @property
     def best_row(self) -> dict[str, Any] | None:
         return None if self.best is None else self.table.iloc[self.best].to_dict()
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``mmray tune --json`` prints (before :func:`mmray.io.to_jsonable`)."""
+        df = self.table
+        counts = df["status"].value_counts().to_dict() if len(df) else {}
+        return {
+            "run_dir": self.run_dir, "seconds": self.seconds, "n_trials": len(df), "status": counts,
+            "files": self.files, "best": self.best_row, "reproduce": self.reproduce,
+            "best_means": picks_heading(self.spec) if self.picks else None,
+            "picks": [{"group": p.group, "trial": int(df["trial"].iat[p.row]), "row": df.iloc[p.row].to_dict(),
+                       "policy": self.files.get(pick_policy_dir(p)), "reproduce": self.pick_reproduce.get(p.row, [])}
+                      for p in self.picks],
+            "unfinished_trials": self.pending, "rows": df.to_dict(orient="records"),
+        }
+
+    def console_lines(self) -> list[str]:
+        """The console summary of ``mmray tune``: the table, what "best" means and the best trial(s), the
+        files, the commands that reproduce the picked rows, and ``--resume`` after an interruption."""
+        import pandas as pd
+
+        df, spec = self.table, self.spec
+        counts = df["status"].value_counts().to_dict() if len(df) else {}
+        cols = [c for c in summary_columns(spec) if c in df]
+        with pd.option_context("display.max_rows", 60, "display.width", 160, "display.max_columns", 20,
+                               "display.float_format", "{:.4g}".format):
+            table = display_table(df)[cols].to_string(index=False)
+        lines = ["", f"Results ({len(df)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                 + f"; {self.seconds:.1f} s)", table]
+        if self.picks:
+            lines += ["", picks_heading(spec)]
+            lines += [f"  {pick_line(spec, df, p)}" for p in self.picks]
+        lines += ["", f"Run directory: {self.run_dir}"]
+        shown = ["results.parquet", "results.csv", "report.md", "frontier.png", "metric_vs_params.png",
+                 "robustness.png", *(pick_policy_dir(p) for p in self.picks)]
+        lines += [f"  {key:<20} {self.files[key]}" for key in shown if key in self.files]
+        commands = [(p, self.pick_reproduce[p.row]) for p in self.picks if p.row in self.pick_reproduce]
+        if commands:
+            remote = any(len(c) > 1 for _, c in commands)
+            many = len(commands) > 1
+            lines.append(f"Reproduce the {'picked rows' if many else 'best row'}"
+                         + (" (copy the checkpoint first: mmray backtest --policy reads local directories)"
+                            if remote else "") + ":")
+            for pick, command in commands:
+                if many:
+                    lines.append(f"  # {pick.label}")
+                lines += [f"  {line}" for line in command]
+        if self.interrupted:
+            n = self.pending
+            lines += ["", f"Interrupted: {n} trial{'s' if n != 1 else ''} did not finish. Continue the sweep with:",
+                      f"  python -m mmray.tune --resume {self.run_dir}"]
+        return lines
 
 
 # --------------------------------------------------------------------------- Ray
@@ -441,4 +507,5 @@ def _execute(spec: SweepSpec, run_dir: str, options: RunOptions, make_tuner: Any
 
             ray.shutdown()
     return RunSummary(spec, run_dir, art.table, files, art.best, seconds, url,
-                      pending=art.pending, reproduce=list(art.reproduce))
+                      pending=art.pending, reproduce=list(art.reproduce), picks=list(art.picks),
+                      pick_reproduce=dict(art.pick_reproduce))

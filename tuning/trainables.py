@@ -4,6 +4,17 @@
 is the Ray Tune function trainable around it; it adds ``tune.report`` (once, or once per
 Monte Carlo rung for ASHA), attempt counting and the fault-injection testing hook.
 
+Strategy names are those of :func:`mmray.make_strategy` plus ``discrete_optimal``, which only a sweep
+builds: the optimum of the simulator's own discrete-time problem (the ``pi`` solver at the trial's
+``dt``, fill and price models, on a quote grid chosen from the model,
+:func:`discrete_optimal_options`). ``optimal`` is the continuous-time optimum of the model; in a
+simulator that steps in ``dt`` with at most one fill per side per step it is a proxy, and
+``discrete_optimal`` beside it shows what the proxy costs (:data:`STRATEGY_LABELS`).
+
+For ``ce_A`` and ``value_B``, which are measured with the trial's own ``gamma``, a risk-aversion trial also
+reports the metric at the sweep's reference risk aversion ``problem.gamma`` (``<metric>_ref``), the one
+yardstick that ranks the points of a frontier (:func:`reference_metrics`).
+
 Robustness trials build the policy for the base ("believed") market, simulate it in the
 perturbed ("true") market, and compare with the policy that is optimal for the true market on
 the same paths (common random numbers): ``loss = metric(true optimum) - metric(policy)``
@@ -21,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mmray.backtest import METRIC_KEYS, backtest
+from mmray.backtest import METRIC_KEYS, backtest, compute_metrics
 from mmray.objectives import influence
 from mmray.params import MarketParams, ProblemParams, SimConfig
 from mmray.policy import Policy
@@ -30,6 +41,19 @@ from mmray.tuning.spec import INTEGER_PARAMS, SweepSpec, param_kind
 
 #: metrics every trial reports (and every results table holds), after the sweep's own metric
 KEY_METRICS = ("pnl_mean", "pnl_std", "q_final_std", "sharpe", "ce_A", "value_B")
+#: metrics that depend on the trial's own ``gamma`` (the objectives): a risk-aversion sweep ranks its
+#: points by them at one reference ``gamma`` (:func:`reference_metrics`)
+GAMMA_METRICS = ("ce_A", "value_B")
+#: how tables, reports and plots name the strategies whose short names could mislead
+STRATEGY_LABELS = {"optimal": "optimal (continuous-time)", "discrete_optimal": "optimal (discrete-time)"}
+#: most quote levels of the ``discrete_optimal`` strategy's grid (a coarser round tick beyond: the
+#: policy-iteration step costs levels squared per inventory and time step)
+DISCRETE_MAX_LEVELS = 36
+
+
+def strategy_label(name: str) -> str:
+    """The strategy's name as tables and reports show it (``optimal (continuous-time)``)."""
+    return STRATEGY_LABELS.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -122,11 +146,28 @@ def _constraints(fields: Mapping[str, Any]) -> Any:
     return Constraints.from_dict(dict(fields))
 
 
+def discrete_optimal_options(setup: TrialSetup) -> dict[str, Any]:
+    """Options of the ``pi`` solve that builds the ``discrete_optimal`` strategy: the trial's ``dt``, fill and
+    price models, and a quote grid from the model (:func:`mmray.solvers.grids.model_grid`): the market's
+    tick if it has one, else a fine round tick, over the offsets the optimum can want."""
+    from mmray.solvers.grids import model_grid
+
+    sim = setup.sim
+    tick, levels = model_grid(setup.market, setup.problem, tick=setup.market.tick or None,
+                              max_levels=DISCRETE_MAX_LEVELS, dt=sim.dt, fill_model=sim.fill_model)
+    return {"dt": sim.dt, "fill_model": sim.fill_model, "price_model": sim.price_model, "tick": tick,
+            "levels": [int(v) for v in levels]}
+
+
 def build_policy(setup: TrialSetup) -> Policy:
     """The trial's policy, from :func:`mmray.make_strategy` or :func:`mmray.solvers.solve`."""
     from mmray.strategies import make_strategy
 
     opts = setup.strategy_options
+    if setup.strategy == "discrete_optimal":
+        from mmray.solvers import solve
+
+        return solve(setup.market, setup.problem, method="pi", **discrete_optimal_options(setup)).policy()
     if setup.strategy == "optimal":
         if setup.method != "exact" or setup.solver_options:
             from mmray.solvers import solve
@@ -194,7 +235,8 @@ def _run_batches(
 
 def ordered(spec: SweepSpec, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Metrics with the sweep's metric (and robustness loss) first: Tune's table shows the first 4."""
-    first = ["loss", "loss_rel", spec.search.metric] if spec.kind == "robustness" else [spec.search.metric]
+    metric = spec.search.metric
+    first = ["loss", "loss_rel", metric] if spec.kind == "robustness" else [metric, f"{metric}_ref"]
     keys = [*first, *KEY_METRICS, *METRIC_KEYS]
     keys += [f"{k}_se" for k in keys] + list(metrics)
     out: dict[str, Any] = {}
@@ -239,9 +281,27 @@ def evaluate_trial(
 
     metrics, per_path = _run_batches(policy, setup, rungs, use_ray, rung)
     out = dict(metrics)
+    out.update(reference_metrics(spec, setup, per_path))
     if setup.true_market is not None:
         out.update(_robustness_loss(spec, setup, policy, metrics, per_path, use_ray))
     return {**ordered(spec, out), **extra, "n_paths_done": setup.sim.n_paths}
+
+
+def reference_metrics(spec: SweepSpec, setup: TrialSetup, per_path: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """``<metric>_ref`` and its SE: a risk-aversion trial's ``ce_A`` or ``value_B`` measured at the sweep's
+    reference ``gamma`` (``spec.problem.gamma``) instead of the trial's own; empty for other sweeps and metrics.
+
+    Each trial's ``ce_A`` is the certainty equivalent of a maker with the trial's ``gamma``: across a frontier
+    it grows as ``gamma`` shrinks, whatever the policy. Measured for one maker, it says which ``gamma`` of
+    each strategy serves that maker best (for ``optimal``, the reference ``gamma`` itself, up to noise and
+    the continuous-time proxy's error).
+    """
+    metric = spec.search.metric
+    if spec.kind != "risk-aversion" or metric not in GAMMA_METRICS:
+        return {}
+    reference = setup.problem.replace(gamma=spec.problem.gamma)
+    m = compute_metrics(dict(per_path), setup.simulated_market, reference)
+    return {f"{metric}_ref": m[metric], f"{metric}_ref_se": m[f"{metric}_se"]}
 
 
 def _robustness_loss(

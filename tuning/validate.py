@@ -27,7 +27,7 @@ from typing import Any
 
 from mmray.distributed import n_chunks
 from mmray.params import MarketParams, ProblemParams, inventory_grid
-from mmray.tuning.spec import Range, SweepConfigError, SweepSpec, param_kind
+from mmray.tuning.spec import MARKET_FIELDS, Range, SweepConfigError, SweepSpec, param_kind
 
 #: most inventory levels ``2 q_max / trade_size + 1`` the ``optimal`` strategy may have in a sweep:
 #: the exact solver works with dense (levels x levels) matrices (2001 levels: 32 MB each, ~20 s per
@@ -35,6 +35,14 @@ from mmray.tuning.spec import Range, SweepConfigError, SweepSpec, param_kind
 MAX_INVENTORY_LEVELS = 2001
 #: grid combinations checked at load time (a larger grid has its values checked one at a time only)
 MAX_COMBINATIONS = 5000
+#: parameters of the simulated market (the environment every policy is measured in), not of a strategy:
+#: the market's fields and the simulator's step and fill and price models. A search over them ranks whichever
+#: market is easiest to make money in, so they may only be grid axes, compared side by side (the report then
+#: ranks the trials within each market setting: :func:`mmray.tuning.results.group_columns`)
+MARKET_MODEL_PARAMS = (*MARKET_FIELDS, "dt", "fill_model", "price_model")
+#: strategies that only a sweep builds (from the trial's simulation settings): see
+#: :func:`mmray.tuning.trainables.build_policy`
+SWEEP_STRATEGIES = ("discrete_optimal",)
 
 
 def check_optimal(market: MarketParams, problem: ProblemParams, method: str, solver_options: Mapping[str, Any],
@@ -75,6 +83,10 @@ def trial_problem(spec: SweepSpec, params: Mapping[str, Any]) -> str | None:
         n_times = setup.strategy_options.get("n_times")
         if setup.strategy == "optimal":
             check_optimal(setup.market, problem, setup.method, setup.solver_options, n_times)
+        elif setup.strategy == "discrete_optimal":
+            from mmray.tuning.trainables import discrete_optimal_options
+
+            check_optimal(setup.market, problem, "pi", discrete_optimal_options(setup))
         else:
             build_policy(setup)  # a closed form: cheap, checks half_spread and skew
         if setup.true_market is not None:  # robustness: the true market's optimum is solved too
@@ -105,6 +117,7 @@ def check_spec(spec: SweepSpec) -> None:
                     "robustness sweeps vary the market through 'perturb', not grid/space")
     _check_kind(spec)
     _check_search(spec)
+    _check_market_axes(spec)
     if "optimal" in spec.strategies and spec.problem.q_max is None and "q_max" not in _swept(spec):
         raise error("sweep.problem.q_max", "strategy 'optimal' needs a bounded inventory: set q_max")
     if "optimal" in spec.strategies and spec.problem.q_max is not None:
@@ -138,6 +151,27 @@ def _check_kind(spec: SweepSpec) -> None:
             raise error("sweep.grid.gamma", "expected at least 2 values to trace a frontier")
     if kind == "hparams" and not grid and not spec.space and len(spec.strategies) < 2:
         raise error("sweep.grid", "an hparams sweep needs at least one parameter in grid or space")
+    if kind == "robustness" and "discrete_optimal" in spec.strategies:
+        raise error(f"sweep.strategies[{spec.strategies.index('discrete_optimal')}]",
+                    "a robustness sweep measures the loss against the continuous-time optimum of the true market, "
+                    "which discrete_optimal (the simulator's discrete-time optimum) can beat: the loss would mean "
+                    "nothing; compare it in a risk-aversion or hparams sweep")
+
+
+def _check_market_axes(spec: SweepSpec) -> None:
+    """A market parameter may be a grid axis (markets compared side by side), never a search target:
+    random or Optuna search would pick whichever market is easiest, not the best strategy."""
+    if spec.search.algorithm == "grid":
+        return
+    for name, path in _swept(spec).items():
+        if name in MARKET_MODEL_PARAMS:
+            metric = spec.search.metric
+            raise error(path, f"{name} is a parameter of the simulated market, not of the strategy: a "
+                        f"{spec.search.algorithm} search over it would find the market in which {metric} is "
+                        f"{'highest' if spec.search.mode == 'max' else 'lowest'}, not "
+                        f"the best strategy. Fix it in sweep.{'market' if name in MARKET_FIELDS else 'sim'}, or "
+                        "compare markets side by side with search.algorithm: grid (the report then ranks the trials "
+                        "within each market setting)")
 
 
 def _check_search(spec: SweepSpec) -> None:
@@ -168,6 +202,10 @@ def _check_search(spec: SweepSpec) -> None:
     if asha is not None:
         if kind == "robustness":
             raise error("sweep.search.asha", "not used by robustness sweeps (no search)")
+        if kind == "risk-aversion":
+            raise error("sweep.search.asha", "a risk-aversion sweep traces a frontier: every gamma is a point of it, "
+                        "so none may be stopped early (ASHA would drop the points with the worst metric); remove "
+                        "search.asha")
         chunks = n_chunks(sim.n_paths, sim.chunk_size)
         if not {"n_paths", "chunk_size"} & set(_swept(spec)) and chunks < asha.rungs:
             raise error(

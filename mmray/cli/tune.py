@@ -14,12 +14,14 @@ How to run
 
 What to expect
 --------------
-With no arguments: an embedded Ray on all local CPUs runs 27 trials (the exact optimal
-strategy, Avellaneda-Stoikov and a constant spread at 9 risk aversions, 50,000 Monte Carlo
-paths each), about 45 s on 2 cores (Ray start-up included). Tune's progress table is printed while trials run,
-then the results table, the best trial and the run directory ``runs/<name>/`` with
-``results.parquet``/``results.csv``, ``frontier.png``, ``report.md`` and ``best_policy/``,
-with the ``mmray backtest --policy runs/<name>/best_policy ...`` command that reproduces the best
+With no arguments: an embedded Ray on all local CPUs runs 36 trials (at 9 risk aversions: the
+continuous-time optimum, the simulator's discrete-time optimum beside it, Avellaneda-Stoikov and a
+constant spread; 40,000 Monte Carlo paths each), about 50 s on 2 cores (Ray start-up included).
+Tune's progress table is printed while trials run, then the results table, what "best" means for
+the sweep (a frontier has none: each strategy's best gamma for a reference maker) and the run
+directory ``runs/<name>/`` with ``results.parquet``/``results.csv``, ``frontier.png``,
+``report.md`` and the picked policies (``best_policies/<strategy>/``), with the
+``mmray backtest --policy ...`` command that reproduces each picked
 row. The same sweep with the same ``--seed`` gives the same table (grid and random search
 without ASHA; see docs/tuning.md). Ctrl-C stops the sweep, keeps what finished and prints the
 ``--resume`` command. Exit status: 0 when at least one trial finished, 1 when none did, 2 for
@@ -180,46 +182,12 @@ def load_requested_spec(args: argparse.Namespace) -> SweepSpec:
 
 
 def _print_summary(summary: Any, as_json: bool) -> None:
-    from mmray.tuning.results import summary_columns
-
-    df = summary.table
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    """The results: one JSON object with ``--json``, else the console summary (both written by
+    :class:`mmray.tuning.runner.RunSummary`, which says what "best" means for the sweep's kind)."""
     if as_json:
-        out = {
-            "run_dir": summary.run_dir, "seconds": summary.seconds, "n_trials": len(df),
-            "status": counts, "files": summary.files, "best": summary.best_row,
-            "reproduce": summary.reproduce, "unfinished_trials": summary.pending,
-            "rows": df.to_dict(orient="records"),
-        }
-        print(json.dumps(to_jsonable(out), indent=1, default=str))
+        print(json.dumps(to_jsonable(summary.as_json()), indent=1, default=str))
         return
-    import pandas as pd
-
-    cols = [c for c in summary_columns(summary.spec) if c in df]
-    with pd.option_context("display.max_rows", 60, "display.width", 160, "display.max_columns", 20,
-                           "display.float_format", "{:.4g}".format):
-        print(f"\nResults ({len(df)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-              + f"; {summary.seconds:.1f} s)")
-        print(df[cols].to_string(index=False))
-    if summary.best_row is not None:
-        r = summary.best_row
-        metric = summary.spec.search.metric
-        params = ", ".join(f"{p}={r[p]}" for p in summary.spec.param_names if p in r)
-        print(f"\nBest: trial {r['trial']} ({params}): {metric} = {r[metric]:.4g}")
-    print(f"\nRun directory: {summary.run_dir}")
-    for key in ("results.parquet", "results.csv", "report.md", "frontier.png", "metric_vs_params.png",
-                "robustness.png", "best_policy"):
-        if key in summary.files:
-            print(f"  {key:<20} {summary.files[key]}")
-    if summary.reproduce:
-        print("Reproduce the best row:" if len(summary.reproduce) == 1 else
-              "Reproduce the best row (copy the checkpoint first: mmray backtest --policy reads local directories):")
-        for line in summary.reproduce:
-            print(f"  {line}")
-    if summary.interrupted:
-        n = summary.pending
-        print(f"\nInterrupted: {n} trial{'s' if n != 1 else ''} did not finish. Continue the sweep with:\n"
-              f"  python -m mmray.tune --resume {summary.run_dir}")
+    print("\n".join(summary.console_lines()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
