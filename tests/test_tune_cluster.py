@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray import tune
 
 from mmray.tuning.config import spec_from_dict
 from mmray.tuning.runner import RunOptions, run_sweep, start_ray
@@ -37,41 +38,46 @@ def _spec(**resources: object):
     }}, source="<cluster test>")
 
 
-def test_sweep_spreads_over_both_nodes(cluster, tmp_path: Path) -> None:
+class BundleNodes(tune.Callback):
+    """Records, when each trial starts, the nodes of the CPU bundles of the placement groups that are
+    placed then (a trial's resources are reserved before it starts; Ray's public placement group table)."""
+
+    def __init__(self) -> None:
+        self.seen: list[set[str]] = []
+
+    def on_trial_start(self, iteration: int, trials: list, trial: object, **info: object) -> None:
+        from ray.util import placement_group_table
+
+        for pg in placement_group_table().values():
+            if pg["state"] == "CREATED":
+                cpu = [i for i, b in pg["bundles"].items() if b.get("CPU", 0) > 0]
+                self.seen.append({pg["bundles_to_node_id"][i] for i in cpu})
+
+
+def test_sweep_spreads_over_both_nodes(cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
+
+    from mmray.tuning import runner
 
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2 and ray.cluster_resources()["CPU"] == 2
-    # One full CPU per trial: Tune reserves one placement group per pending trial, and two 1-CPU
-    # groups fit only on different nodes. Without actor reuse each trial keeps the node of its own
-    # group; with reuse, an actor that finished on a fast node can take every later trial while the
-    # other node's worker is still starting (seen once on a loaded CI machine).
+    # One full CPU per trial on 1-CPU nodes: two trials at once can only be on different nodes. Without
+    # actor reuse each trial runs in its own placement group, on that group's node.
+    bundles = BundleNodes()
+    monkeypatch.setattr(runner, "_extra_callbacks", lambda: [bundles])
     summary = run_sweep(_spec(cpus_per_trial=1.0, reuse_actors=False),
                         RunOptions(storage=str(tmp_path), name="c", verbose=0))
     df = summary.table
     assert len(df) == 6 and (df["status"] == "ok").all()
     trials = json.loads((tmp_path / "c" / "trials.json").read_text())["trials"]
-    used = {t["node_id"] for t in trials}
+    used = {t["node_id"] for t in trials}  # where each trial says it ran
+    assert used <= nodes and set().union(*bundles.seen) == used
     assert used == nodes
 
-    # one trial's Monte Carlo chunks as Ray tasks in 2 one-CPU bundles spread over the nodes:
-    # same numbers as the local run, and the chunks did run on both nodes
+    # one trial's Monte Carlo chunks as Ray tasks in 2 one-CPU bundles (PACK: on two 1-CPU nodes they
+    # can only be on both): the trial's tasks run in its bundles, and the numbers equal the local run's
+    mc = BundleNodes()
+    monkeypatch.setattr(runner, "_extra_callbacks", lambda: [mc])
     big = run_sweep(_spec(mc_ray=True, mc_workers=2), RunOptions(storage=str(tmp_path), name="mc", verbose=0))
     pd.testing.assert_frame_equal(big.table, df)
-    assert _chunk_task_nodes(expected=nodes) == nodes
-
-
-def _chunk_task_nodes(expected: set[str], timeout: float = 15.0) -> set[str]:
-    """Nodes that ran ``simulate_chunk`` tasks, from the task events Ray keeps in GCS (an internal
-    API: no dashboard needed). Workers send their events about once a second: wait for them."""
-    import time
-
-    from ray._private.state import state
-
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = {e.state_updates.node_id.hex() for e in state._get_all_task_events()
-                if e.task_info.name == "simulate_chunk" and e.state_updates.node_id}
-        if seen >= expected or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.5)
+    assert len(mc.seen) == 6 and all(seen == nodes for seen in mc.seen)

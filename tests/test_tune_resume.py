@@ -1,8 +1,11 @@
-"""Kill the sweep driver mid-sweep, resume with ``--resume``: no finished trial runs again.
+"""Kill the sweep driver mid-sweep, resume with ``--resume``: no finished trial runs again, and a
+trial that had reported its final checkpoint is restored from it, not recomputed.
 
 The sweep runs in subprocesses (``python -m mmray.tune``), each with its own embedded Ray on
-2 CPUs; this module starts no Ray session itself. The first run also starts the dashboard
-(``--dashboard``), which must answer on 127.0.0.1 while the sweep runs.
+2 CPUs; this module starts no Ray session itself. The driver is killed by a Tune callback at the
+moment Tune's saved state lists two finished trials (:class:`tune_hooks.KillWhenSaved`), not by a
+clock. The first run also starts the dashboard (``--dashboard``): its API must refuse a request
+without the auth token (401) and answer one with it (200).
 """
 
 from __future__ import annotations
@@ -13,13 +16,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import tune_hooks
 
 from mmray.tuning.config import load_spec
 from mmray.tuning.trainables import evaluate_trial
@@ -40,101 +41,87 @@ sweep:
 N_TRIALS = 12
 
 
-def _statuses(run: Path) -> dict[str, str]:
-    """Trial id -> status in Tune's newest saved experiment state (what a resume starts from)."""
-    files = glob.glob(str(run / "experiment_state-*.json"))
-    if not files:
-        return {}
-    try:
-        state = json.loads(Path(max(files)).read_text())
-    except (json.JSONDecodeError, OSError):
-        return {}
-    out = {}
-    for trial_json, _ in state["trial_data"]:
-        t = json.loads(trial_json)
-        out[t["trial_id"]] = t["status"]
-    return out
-
-
-def _n_finished(run: Path) -> int:
-    return sum(s == "TERMINATED" for s in _statuses(run).values())
-
-
 def _result_files(run: Path) -> dict[str, str]:
     return {Path(p).parent.name: Path(p).read_text() for p in glob.glob(str(run / "*" / "result.json"))}
 
 
-def _dashboard_status(log: Path) -> int | None:
-    """HTTP status of the dashboard URL the CLI printed (401 without the auth token), if printed."""
-    for line in log.read_text().splitlines():
-        if line.startswith("Ray dashboard: "):
-            url = line.split()[2]
-            assert url.startswith("http://127.0.0.1:"), line
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    return resp.status
-            except urllib.error.HTTPError as exc:
-                return exc.code
-            except OSError:  # not answering yet
-                return None
-    return None
-
-
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mmray.tune", *args, "--num-cpus", "2", "-q"]
+    return [sys.executable, "-c", tune_hooks.DRIVER, *args, "--num-cpus", "2", "-q"]
+
+
+def _mark_unfinished(run: Path, trial_id: str) -> None:
+    """Edit Tune's saved state as a driver killed between a trial's final checkpoint and its completion
+    leaves it: the trial reported (its checkpoint is in the state) but is not marked finished."""
+    path = Path(sorted(glob.glob(str(run / "experiment_state-*.json")))[-1])
+    state = json.loads(path.read_text())
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        if trial["trial_id"] == trial_id:
+            trial["status"] = "RUNNING"
+            entry[0] = json.dumps(trial)
+    path.write_text(json.dumps(state))
 
 
 def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     sweep = tmp_path / "resume.yaml"
     sweep.write_text(SWEEP)
     run = tmp_path / "runs" / "r"
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(
-        _cli("--config", str(sweep), "--storage", str(tmp_path / "runs"), "--name", "r", "--dashboard"),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        dashboard = None
-        interrupted = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            if dashboard is None:
-                dashboard = _dashboard_status(tmp_path / "first.log")
-            # interrupt once two trials are saved as finished and the dashboard has answered
-            if dashboard is not None and _n_finished(run) >= 2:
-                # Tune's copy of its state to storage is not atomic: freeze the driver and its Ray
-                # processes, and kill them only while the saved state is whole (else let them go on)
-                os.killpg(proc.pid, signal.SIGSTOP)
-                time.sleep(0.1)
-                if _n_finished(run) >= 2:
-                    interrupted = True
-                    break
-                os.killpg(proc.pid, signal.SIGCONT)
-            time.sleep(0.05)
-        assert interrupted and proc.poll() is None, "the sweep finished before it could be interrupted"
-        assert dashboard in (200, 401), (tmp_path / "first.log").read_text()
-    finally:
-        # kill the driver and the Ray processes it started (its own process group), no clean-up
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
-    before = _statuses(run)
+    dashboard = tmp_path / "dashboard.json"
+    hooks = [("KillWhenSaved", {"finished": 2, "marker": str(tmp_path / "killed"), "dashboard_file": str(dashboard)})]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(
+            _cli("--config", str(sweep), "--storage", str(tmp_path / "runs"), "--name", "r", "--dashboard"),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=tune_hooks.driver_env(hooks))
+        try:
+            code = proc.wait(timeout=600)
+        finally:  # the Ray processes it started (its process group), whatever happened
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    text = (tmp_path / "first.log").read_text()
+    assert code == -signal.SIGKILL, text  # killed by the hook, mid-sweep
+    answers = json.loads(dashboard.read_text())
+    assert f"Ray dashboard: {answers['url']}" in text and answers["url"].startswith("http://127.0.0.1:")
+    assert (answers["without_token"], answers["with_token"]) == (401, 200)  # the API is token-protected
+
+    before = tune_hooks.saved_statuses(str(run))
+    assert before == answers["saved"]  # the state the driver left is the one it checked, whole
     finished = {tid for tid, s in before.items() if s == "TERMINATED"}
     assert 2 <= len(finished) < N_TRIALS, before
     results_before = _result_files(run)
-    finished_dirs = {d for d in results_before if any(tid in d for tid in finished)}
+    finished_dirs = {d: next(t for t in finished if t in d) for d in results_before if any(t in d for t in finished)}
     assert len(finished_dirs) == len(finished)
     assert not (run / "results.csv").exists()
 
-    resumed = subprocess.run(_cli("--resume", str(run)), capture_output=True, text=True, timeout=300)
+    # one finished trial as if the driver had died after its final checkpoint but before marking it
+    # finished; and were it recomputed rather than restored from that checkpoint, it would fail
+    restored_dir, restored_id = sorted(finished_dirs.items())[0]
+    _mark_unfinished(run, restored_id)
+    restored_config = json.loads(results_before[restored_dir].splitlines()[-1])["config"]
+    spec_file = run / "sweep.json"
+    doc = json.loads(spec_file.read_text())
+    doc["sweep"]["failure"] = {"max_failures": 0, "inject": [{"match": restored_config, "times": 99, "how": "raise"}]}
+    spec_file.write_text(json.dumps(doc))
+
+    resumed = subprocess.run(_cli("--resume", str(run)), capture_output=True, text=True, timeout=600,
+                             env=tune_hooks.driver_env([]))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
-    after = _statuses(run)
+    after = tune_hooks.saved_statuses(str(run))
     assert set(after) >= set(before) and len(after) == N_TRIALS
     assert all(s == "TERMINATED" for s in after.values())
     results_after = _result_files(run)
     for d in finished_dirs:  # a finished trial was not run again: its results are untouched
-        assert results_after[d] == results_before[d]
+        if d != restored_dir:
+            assert results_after[d] == results_before[d]
+    # the restored trial reported again, the metrics of its checkpoint
+    last_before = json.loads(results_before[restored_dir].splitlines()[-1])
+    last_after = json.loads(results_after[restored_dir].splitlines()[-1])
+    assert len(results_after[restored_dir].splitlines()) == 2
+    assert {k: last_after[k] for k in ("sharpe", "ce_A", "seed", "attempt")} == \
+        {k: last_before[k] for k in ("sharpe", "ce_A", "seed", "attempt")}
     df = pd.read_csv(run / "results.csv")
     assert len(df) == N_TRIALS and (df["status"] == "ok").all()
     assert sorted(zip(df["strategy"], df["gamma"], strict=True)) == sorted(
@@ -144,9 +131,9 @@ def test_resume_after_killing_the_driver(tmp_path: Path) -> None:
     for i in (0, N_TRIALS - 1):
         row = df.iloc[i]
         expected = evaluate_trial(spec, {"strategy": row["strategy"], "gamma": row["gamma"]}, use_ray=False)
-        assert row["sharpe"] == pytest.approx(expected["sharpe"], rel=1e-12)
+        assert row["ce_A"] == pytest.approx(expected["ce_A"], rel=1e-12)
         assert row["seed"] == expected["seed"]
-    assert (run / "best_policy" / "policy.json").exists()
+    assert (run / "best_policies" / "optimal" / "policy.json").exists()
 
 
 def test_resume_refuses_a_truncated_experiment_state(tmp_path: Path) -> None:
