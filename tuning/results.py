@@ -231,16 +231,18 @@ def write_plots(spec: SweepSpec, df: pd.DataFrame, run_dir: Path) -> list[Path]:
     # strategies by their labels (`optimal (continuous-time)`); a frontier's metric at the reference gamma
     strategies, metric = tuple(strategy_label(s) for s in spec.strategies), spec.search.metric
     df = display_table(df)
+    settings = plots.run_settings(spec.market, spec.problem, spec.sim)  # the swept ones are dropped by each figure
     figures = []
     if spec.kind == "risk-aversion":
-        figures.append(plots.plot_frontier(df, strategies, spec.name, run_dir / "frontier.png"))
+        figures.append(plots.plot_frontier(df, strategies, spec.name, run_dir / "frontier.png", settings=settings))
     if spec.kind in ("risk-aversion", "hparams"):
         log = ("gamma", *(n for n, r in spec.space.items() if r.log))
         figures.append(plots.plot_metric_vs_params(df, strategies, (*spec.grid, *spec.space), rank_column(spec), log,
-                                                   spec.name, run_dir / "metric_vs_params.png"))
+                                                   spec.name, run_dir / "metric_vs_params.png", settings=settings))
     if spec.robustness is not None:
         factors = tuple(n for n, _ in spec.robustness.perturb)
-        figures.append(plots.plot_robustness(df, strategies, factors, metric, spec.name, run_dir / "robustness.png"))
+        figures.append(plots.plot_robustness(df, strategies, factors, metric, spec.name, run_dir / "robustness.png",
+                                             settings=settings))
     return [p for p in figures if p is not None]
 
 
