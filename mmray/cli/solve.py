@@ -128,11 +128,14 @@ def solve(args: argparse.Namespace, stage: Path | None) -> dict[str, Any]:
 def _write(args: argparse.Namespace, stage: Path, solution: Any, out: dict[str, Any]) -> None:
     from mmray.checkpoint import save_policy
     from mmray.io import atomic_write_json
-    from mmray.plots import plot_policy
+    from mmray.plots import plot_quote_surface, run_settings
 
-    policy = solution.policy()
-    save_policy(policy, stage / SOLVE_CHECKPOINT, provenance={"config": args_jsonable(args)})
-    plot_policy(policy, stage / "quotes.png", title=f"{args.method} solution")
+    save_policy(solution.policy(), stage / SOLVE_CHECKPOINT, provenance={"config": args_jsonable(args)})
+    # the solution's tables (for a randomised csp policy: its most probable quotes), steps on a tick grid
+    plot_quote_surface(solution.times, solution.q_grid, solution.bid, solution.ask, stage / "quotes.png",
+                       title=f"{args.method} solution",
+                       settings=run_settings(solution.market, solution.problem, method=args.method),
+                       solved_for=solution.solved_for)
     atomic_write_json(stage / "solution.json", out)
     ckpt = args.out / SOLVE_CHECKPOINT
     out["checkpoint"] = str(ckpt)
