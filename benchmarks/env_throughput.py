@@ -11,8 +11,9 @@ How to run::
 Raw env steps: the default env (GLFT parameters, dt = 1, 600-step episodes), constant actions, episodes
 reset as they end; each figure is the best of ``--repeats`` timed runs of ``--seconds`` each. RLlib:
 ``PPOTrainConfig`` defaults (256 sub-envs per runner x 128-step fragments, native vector env through
-``VECTOR_ENTRY_POINT``) against gymnasium's sync vectorisation of the single env; sampling alone is
-``algo.env_runner.sample()`` (the local runner, exploration on), end to end is ``algo.train()``.
+``VECTOR_ENTRY_POINT``) against gymnasium's sync vectorisation of the single env, torch on 1 thread as
+``train()`` sets it; sampling alone is ``algo.env_runner.sample()`` (the local runner, exploration on),
+end to end is ``algo.train()``.
 
 mbt_gym (the vectorised model-based market-making gym) is not on PyPI (``pip install mbt-gym``: no
 distribution): install it from its repository to include it (``--mbt-gym``); it is then stepped with
@@ -131,11 +132,13 @@ def rllib_rates(config: EnvConfig, iterations: int, envs: int, fragment: int, mi
     """PPO (``PPOTrainConfig`` with ``envs`` sub-envs x ``fragment`` steps): sampling alone (local runner's
     ``sample()``, after one warm-up call) and end to end (``algo.train()``, after one warm-up iteration)."""
     import gymnasium as gym
+    import torch
 
     from mmray.tuning.rl import PPOTrainConfig
 
     ppo = PPOTrainConfig(env=config, num_envs_per_env_runner=envs, rollout_fragment_length=fragment,
                          minibatch_size=minibatch, iterations=1)
+    torch.set_num_threads(ppo.torch_threads or torch.get_num_threads())  # as train() does
     algo_config = ppo.algorithm_config()
     if not vector_entry_point:
         algo_config = algo_config.env_runners(gym_env_vectorize_mode=gym.VectorizeMode.SYNC)
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import ray
 
         if not ray.is_initialized():
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         logging.getLogger("ray.rllib").setLevel(logging.ERROR)
         envs, fragment, minibatch = (32, 16, 256) if args.smoke else (256, 128, 4096)
         iterations = 1 if args.smoke else args.rllib_iterations

@@ -13,7 +13,8 @@ dynamics (``pi`` on a refined quote grid; :mod:`mmray.tuning.rl_eval`) and keepi
 run: the best agent's ``gap_closed`` and ``optimality_ratio`` (exact: no standard error), its value, env
 steps and steps/s, and the env steps and wall time at which the gap closed first reached 0.5, 0.8, 0.9
 and 0.95. Written under ``--out``: one run directory per (algorithm, seed) with its learning curves, and
-``summary.json``.
+``summary.json`` (runs of earlier invocations on the same ``--out`` and ``--params`` are kept, a rerun of the
+same algorithm and seed replaces its entry).
 
 Issue 9's goals (2 CPUs, 30 minutes): PPO ``gap_closed`` >= 0.95, reliably (three seeds); SAC >= 0.5.
 The 30-minute runs are not for CI; ``--smoke`` is (tests/test_rl_benchmarks.py).
@@ -47,8 +48,9 @@ T = 600, dt = 1) and a harder one where inventory risk dominates (gamma 0.05).""
 
 def ppo_config(env: EnvConfig, seed: int, budget: float, smoke: bool) -> PPOTrainConfig:
     """PPO: the calibration run's settings (``PPOTrainConfig`` defaults: [64, 64] tanh, 256 envs x 128
-    steps, minibatch 4096, 10 epochs, lr 3e-4, discount 1), the learning rate decayed linearly to 3e-5
-    over the first 20 M env steps (stability late in the run; the best agent is kept anyway)."""
+    steps, minibatch 4096, 10 epochs, lr 3e-4, discount 1) with a separate value network
+    (``vf_share_layers=False``), the learning rate decayed linearly to 3e-5 over the first 20 M env steps
+    (stability late in the run; the best agent is kept anyway)."""
     if smoke:
         return PPOTrainConfig(env=env, seed=seed, iterations=2, hidden=(16, 16), num_envs_per_env_runner=16,
                               rollout_fragment_length=60, minibatch_size=480, num_epochs=2)
@@ -57,7 +59,7 @@ def ppo_config(env: EnvConfig, seed: int, budget: float, smoke: bool) -> PPOTrai
 
 
 def sac_config(env: EnvConfig, seed: int, budget: float, smoke: bool) -> SACTrainConfig:
-    """SAC: ``SACTrainConfig`` defaults (64 envs x 4 steps per sample, batch 1024, replay ratio 4, 3-step
+    """SAC: ``SACTrainConfig`` defaults (64 envs x 4 steps per sample, batch 256, replay ratio 4, 3-step
     returns, discount 0.999, [64, 64] tanh), evaluated every 20 iterations (an iteration is one sample)."""
     if smoke:
         return SACTrainConfig(env=env, seed=seed, iterations=2, hidden=(16, 16), num_envs_per_env_runner=8,
@@ -72,7 +74,8 @@ BUILDERS = {"ppo": ppo_config, "sac": sac_config}
 def describe(algo: str, seed: int, res: Any) -> dict[str, Any]:
     f = res.figures
     marks = milestones(res.history)
-    return {"algorithm": algo, "seed": seed, "gap_closed": f.gap_closed, "gap_closed_se": f.gap_closed_se,
+    return {"algorithm": algo, "seed": seed, "stop_reason": res.stop_reason, "gap_closed": f.gap_closed,
+            "gap_closed_se": f.gap_closed_se,
             "optimality_ratio": f.optimality_ratio, "optimality_ratio_se": f.optimality_ratio_se,
             "agent_value": f.agent_value, "reference_value": f.reference_value, "baseline_value": f.baseline_value,
             "exact_policy_value": f.exact_policy_value, "method": f.method, "best_iteration": res.best_iteration,
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{(bench.exact_value - bench.baseline_value) / (bench.reference_value - bench.baseline_value):.3f}",
           flush=True)
     if not ray.is_initialized():
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.rllib").setLevel(logging.ERROR)
     runs = []
     for algo in args.algo:
@@ -136,9 +139,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         marks = "  ".join(_mark(r["milestones"][f"{level:g}"]) for level in MILESTONES)
         print(f"  {r['algorithm']:<4s} {r['seed']:>4d}   {r['gap_closed']:+9.4f}  {r['optimality_ratio']:.5f}  "
               f"{r['agent_value']:9.3f}  {r['env_steps']:>11,d}  {r['steps_per_s']:7,.0f}   {marks}")
-    summary = {"params": args.params, "env": env.to_dict(), "budget_s": args.budget, "smoke": args.smoke,
-               "benchmark": bench.summary(), "runs": runs, "seconds": time.perf_counter() - start}
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+    path = out / "summary.json"
+    done = {(r["algorithm"], r["seed"]) for r in runs}
+    earlier = json.loads(path.read_text())["runs"] if path.is_file() else []  # other algorithms/seeds run before
+    runs = [r for r in earlier if (r["algorithm"], r["seed"]) not in done] + runs
+    summary = {"params": args.params, "env": env.to_dict(), "smoke": args.smoke, "benchmark": bench.summary(),
+               "runs": runs, "seconds": time.perf_counter() - start}
+    path.write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
     print(f"summary written to {out / 'summary.json'}")
     return summary
 

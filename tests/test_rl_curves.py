@@ -55,3 +55,20 @@ def test_the_figure_draws_every_series(tmp_path):
     assert any(c.get_label().startswith("95% CI") for c in axes[4].collections)  # Monte Carlo band on the gap
     path = plot_curves(_rows(), tmp_path / "c.png")
     assert path.stat().st_size > 10_000
+
+
+def test_the_quotes_figure_draws_each_policy_on_the_inventory_grid(tmp_path):
+    from mmray import ClosedFormPolicy, ProblemParams
+    from mmray.envs import EnvConfig
+    from mmray.tuning.rl_curves import plot_quotes, quotes_figure
+
+    env = EnvConfig(problem=ProblemParams(gamma=0.05, T=30.0, q_max=5, objective="B"), dt=0.5)
+    skew = ClosedFormPolicy("inventory", env.market, env.problem)
+    flat = ClosedFormPolicy("constant", env.market, env.problem, half_spread=3.0)
+    fig = quotes_figure({"skew": skew, "flat": flat}, env)
+    assert len(fig.axes) == 3
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    bid = lines["skew: bid"].get_ydata()
+    np.testing.assert_allclose(bid[:-1], skew.quotes(0.0, np.arange(-5.0, 5.0))[0])
+    assert np.isnan(bid[-1]) and np.isnan(lines["flat: ask"].get_ydata()[0])  # sides the bound forbids
+    assert plot_quotes({"flat": flat}, env, tmp_path / "q.png").stat().st_size > 5_000

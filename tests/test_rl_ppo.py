@@ -36,7 +36,7 @@ TINY = PPOTrainConfig(env=ENV, iterations=3, hidden=(16, 16), num_envs_per_env_r
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -48,8 +48,12 @@ def bench():
 
 @pytest.fixture(scope="module")
 def run(ray_session, bench, tmp_path_factory):
+    import torch
+
     lines: list[str] = []
+    threads = torch.get_num_threads()
     res = train(TINY, tmp_path_factory.mktemp("ppo") / "run", benchmark=bench, progress=lines.append)
+    assert torch.get_num_threads() == threads  # torch_threads=1 during the run only
     return res, lines
 
 
@@ -92,6 +96,7 @@ def test_train_writes_checkpoints_curves_and_the_best_exported_policy(run, bench
     assert [r["env_steps"] for r in rows] == [TINY.train_batch_size * i for i in (1, 2, 3)]
     assert all(r["eval_method"] == "exact" for r in rows) and sum(r["best"] for r in rows) >= 1
     assert (res.out / "learning_curves.png").stat().st_size > 10_000
+    assert (res.out / "quotes.png").stat().st_size > 10_000
     # progress: a line per iteration with the figures
     assert sum(line.startswith("iter ") for line in lines) == 3 and "gap" in lines[-2]
 
@@ -169,6 +174,8 @@ def test_configs_round_trip_through_json():
     ({"eval_method": "guess"}, r"PPOTrainConfig\.eval_method must be one of auto, exact, monte_carlo"),
     ({"lr_schedule": ((5, 1e-3),)}, r"PPOTrainConfig\.lr_schedule must be pairs .* starting at step 0"),
     ({"env": {"dt": 7.0}}, r"SimConfig\.dt=7\.0 must divide the horizon"),
+    ({"torch_threads": 0}, r"PPOTrainConfig\.torch_threads must be an integer >= 1"),
+    ({"vf_share_layers": 1}, r"PPOTrainConfig\.vf_share_layers must be True or False"),
 ])
 def test_bad_train_configs_are_refused(changes, match):
     with pytest.raises(ValueError, match=match):

@@ -26,7 +26,7 @@ TINY = SACTrainConfig(env=ENV, iterations=3, hidden=(16, 16), num_envs_per_env_r
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -151,3 +151,51 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
     """Save :func:`curves_figure` as PNG atomically; returns the path."""
     fig = curves_figure(rows, reward_scale, title)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+
+
+QUOTES_PNG = "quotes.png"
+
+
+def quotes_figure(policies: Mapping[str, Any], env: Any, fractions: Sequence[float] = (0.0, 0.5, 0.9),
+                  title: str = "") -> Any:
+    """Bid and ask offsets against inventory of each policy in ``policies`` (label -> policy; e.g. the
+    agent, the reference and the continuous exact policy) at the times ``fraction x T`` of ``env`` (an
+    :class:`mmray.envs.EnvConfig`), one panel per time; sides the inventory bound forbids are not drawn.
+    A policy reading features is asked with each feature at 0 (said in its label)."""
+    from matplotlib.figure import Figure
+
+    from mmray.features import policy_features
+    from mmray.params import inventory_grid
+    from mmray.policy import ask_quotes
+
+    q = inventory_grid(env.problem, env.market)
+    d, q_max = env.market.trade_size, float(env.problem.q_max)
+    fig = Figure(figsize=(5 * len(fractions), 4.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(fractions), sharey=True))
+    colors = ("tab:blue", "k", "tab:green", "tab:red", "tab:purple")
+    for ax, frac in zip(axes, fractions, strict=True):
+        t = frac * env.problem.T
+        for i, (label, policy) in enumerate(policies.items()):
+            names = policy_features(policy)
+            feats = {n: np.zeros(q.size) for n in names} if names else None
+            bid, ask = (np.array(np.broadcast_to(x, q.shape), dtype=float)
+                        for x in ask_quotes(policy, t, q, np.full(q.size, env.market.s0), None, feats))
+            bid[q + d > q_max + 1e-9], ask[q - d < -q_max - 1e-9] = np.nan, np.nan
+            bid[~np.isfinite(bid)], ask[~np.isfinite(ask)] = np.nan, np.nan
+            tag = label + (" (features at 0)" if names else "")
+            style = {"color": colors[i % len(colors)], "lw": 2.2 if i == 0 else 1.2}
+            ax.plot(q, bid, "-", label=f"{tag}: bid", **style)
+            ax.plot(q, ask, "--", label=f"{tag}: ask", **style)
+        ax.set_title(f"t = {t:g} ({frac:g} T)", fontsize=9)
+        ax.set_xlabel("inventory q (shares)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("offset from the mid (price)")
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "quotes", fontsize=10)
+    return fig
+
+
+def plot_quotes(policies: Mapping[str, Any], env: Any, path: str | os.PathLike[str], title: str = "") -> Path:
+    """Save :func:`quotes_figure` as PNG atomically; returns the path."""
+    fig = quotes_figure(policies, env, title=title)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
