@@ -219,7 +219,7 @@ def test_tune_storage_is_checked_before_ray(capsys, tmp_path):
 def test_a_failed_backtest_leaves_nothing(capsys, tmp_path, monkeypatch):
     import mmray.plots
 
-    def disk_full(metrics, path, keys):
+    def disk_full(metrics, path, keys, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(mmray.plots, "plot_comparison_table", disk_full)
