@@ -66,7 +66,8 @@ def _check_help(name: str, parser: argparse.ArgumentParser) -> None:
 
 def test_every_command_is_an_argparse_subparser_with_complete_help():
     commands = _subparsers(build_parser())
-    assert list(commands) == [c.NAME for c in COMMANDS] == ["solve", "backtest", "simulate", "tune", "data"]
+    assert list(commands) == [c.NAME for c in COMMANDS] == ["solve", "backtest", "simulate", "tune", "train", "export",
+                                                            "data"]
     for name, parser in commands.items():
         _check_help(name, parser)
 

@@ -6,6 +6,8 @@ Commands::
     mmray backtest  --strategy optimal --strategy as ... | --policy DIR  [model/sim flags] [--out DIR] [--json]
     mmray simulate  --strategy optimal [--paths 1] [--out DIR] [--json]
     mmray tune      ...   (same as ``python -m mmray.tune``)
+    mmray train     --algo {ppo,sac} --time-budget SECONDS --out DIR [--resume DIR] [--json]
+    mmray export    RUN_OR_CHECKPOINT --out DIR
     mmray data      ingest --source {lobster,binance,binance-vision} FILE... --out DATASET | info DATASET
 
 Model flags are named after the parameters (``--sigma --A --k --drift --trade-size --tick
@@ -30,11 +32,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mmray.cli import backtest, data, simulate, solve, tune
+from mmray.cli import backtest, data, export, simulate, solve, train, tune
 from mmray.cli.common import Parser
 
 #: the command modules, in the order ``mmray --help`` lists them
-COMMANDS = (solve, backtest, simulate, tune, data)
+COMMANDS = (solve, backtest, simulate, tune, train, export, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

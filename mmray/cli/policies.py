@@ -53,8 +53,10 @@ def discrete_info(policy: Any) -> dict[str, Any] | None:
 
 
 def saved_sim(policy: Any) -> dict[str, Any]:
-    """Simulation settings saved with ``policy``: its provenance ``sim`` (a sweep's SimConfig) and, for
-    pi/csp, the dt, fill and price models of the discrete problem it was solved on."""
+    """Simulation settings saved with ``policy``: its provenance ``sim`` (a sweep's SimConfig); for
+    pi/csp, the dt, fill and price models of the discrete problem it was solved on; for an agent
+    trained in an environment (its ``env``, e.g. the ``mlp`` kind), that environment's dt, fill and
+    price models and initial inventory."""
     prov = getattr(policy, "provenance", None) or {}
     saved = prov.get("sim") if isinstance(prov.get("sim"), dict) else {}
     out = {k: saved[k] for k in CHECKPOINT_SIM_FIELDS if saved.get(k) is not None}
@@ -62,4 +64,8 @@ def saved_sim(policy: Any) -> dict[str, Any]:
     for k in ("dt", "fill_model", "price_model"):
         if info.get(k) is not None:
             out.setdefault(k, info[k])
+    env = getattr(policy, "env", None)
+    for k in ("dt", "fill_model", "price_model", "q0"):
+        if getattr(env, k, None) is not None:
+            out.setdefault(k, getattr(env, k))
     return out
