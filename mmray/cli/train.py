@@ -38,7 +38,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``mmray train`` on the sub-command action ``sub``."""
     p = sub.add_parser(NAME, help="train an RL agent (RLlib PPO/SAC) and measure it against the optimum",
                        description=DESCRIPTION)
-    p.add_argument("--algo", choices=("ppo", "sac"), help="algorithm (required unless --resume)")
+    p.add_argument("--algo", choices=("ppo", "sac"), help="algorithm (required unless --resume; default: none)")
     stop = p.add_argument_group("stopping (at least one, or --resume's saved ones)")
     stop.add_argument("--timesteps", type=int, help="env steps to train (default: none)")
     stop.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds (default: none)")
