@@ -16,7 +16,7 @@ What to expect
 --------------
 With no arguments: an embedded Ray on all local CPUs runs 36 trials (at 9 risk aversions: the
 continuous-time optimum, the simulator's discrete-time optimum beside it, Avellaneda-Stoikov and a
-constant spread; 40,000 Monte Carlo paths each), about 50 s on 2 cores (Ray start-up included).
+constant spread; 40,000 Monte Carlo paths each), about a minute on 2 cores (Ray start-up included).
 Tune's progress table is printed while trials run, then the results table, what "best" means for
 the sweep (a frontier has none: each strategy's best gamma for a reference maker) and the run
 directory ``runs/<name>/`` with ``results.parquet``/``results.csv``, ``frontier.png``,
