@@ -158,6 +158,19 @@ def test_resume_continues_from_the_last_checkpoint(run, bench, tmp_path):
         train(resume=tmp_path / "empty", progress=False)
 
 
+def test_initial_log_std_sets_the_log_std_biases_of_learner_and_runner(ray_session):
+    config = TINY.replace(initial_log_std=-2.0)
+    algo = config.algorithm_config().build_algo()
+    try:
+        config.initialise(algo)
+        runner_bias = algo.get_module().state_dict()["pi.net.mlp.0.bias"].numpy()
+        learner_bias = np.asarray(algo.learner_group.get_weights()["default_policy"]["pi.net.mlp.0.bias"])
+    finally:
+        algo.stop()
+    np.testing.assert_array_equal(runner_bias[2:], [-2.0, -2.0])
+    np.testing.assert_array_equal(learner_bias, runner_bias)
+
+
 def test_configs_round_trip_through_json():
     for config in (TINY, TINY.replace(lr_schedule=((0, 1e-3), (10_000, 1e-4))), SACTrainConfig(env=ENV, timesteps=10)):
         assert config_from_json(json.loads(json.dumps(config_to_json(config)))) == config
@@ -176,6 +189,7 @@ def test_configs_round_trip_through_json():
     ({"env": {"dt": 7.0}}, r"SimConfig\.dt=7\.0 must divide the horizon"),
     ({"torch_threads": 0}, r"PPOTrainConfig\.torch_threads must be an integer >= 1"),
     ({"vf_share_layers": 1}, r"PPOTrainConfig\.vf_share_layers must be True or False"),
+    ({"initial_log_std": "wide"}, r"PPOTrainConfig\.initial_log_std must be a finite number"),
 ])
 def test_bad_train_configs_are_refused(changes, match):
     with pytest.raises(ValueError, match=match):
