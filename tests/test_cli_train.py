@@ -47,6 +47,9 @@ def test_train_resume_export_backtest(tmp_path, capsys):
     assert main(["backtest", "--policy", str(tmp_path / "agent"), "--paths", "200", "--local", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["sim"]["dt"] == 1.0 and res["problem"]["q_max"] == 3  # the env's own model and step
+    import ray
+
+    assert not ray.is_initialized()  # the command shut down the Ray session it started
 
 
 def test_train_and_export_refusals(tmp_path, capsys):

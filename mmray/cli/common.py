@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -76,3 +76,17 @@ def run_with_output(args: argparse.Namespace, work: Work) -> int:
     if args.json:
         print(json.dumps(to_jsonable(out), allow_nan=False))
     return 0
+
+
+@contextmanager
+def ray_session_scope() -> Iterator[None]:
+    """Shut down, on the way out, a Ray session that the command started (none was running when it
+    began): a command called in-process (tests, notebooks) leaves Ray as it found it."""
+    import ray
+
+    running = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not running and ray.is_initialized():
+            ray.shutdown()

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmray.cli.common import fail, log
+from mmray.cli.common import fail, log, ray_session_scope
 from mmray.io import to_jsonable
 
 NAME = "data"
@@ -149,8 +149,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         for target in (args.out, args.plot):  # checked before any work
             if target is not None:
                 check_writable_dir(target.parent if str(target.parent) else Path("."))
-        cal = calibrate(args.dataset, args.window, venue=args.venue, symbol=args.symbol, date=args.date,
-                        interval=args.interval, level=args.level, use_ray=not args.local)
+        with ray_session_scope():
+            cal = calibrate(args.dataset, args.window, venue=args.venue, symbol=args.symbol, date=args.date,
+                            interval=args.interval, level=args.level, use_ray=not args.local)
         if args.plot is not None:
             from mmray.data.plots import plot_calibration
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmray.cli.common import fail, log
+from mmray.cli.common import fail, log, ray_session_scope
 from mmray.cli.flags import add_model_flags, model_params
 
 NAME = "train"
@@ -105,12 +105,13 @@ def run(args: argparse.Namespace) -> int:
         if args.resume is not None and args.out is not None:
             raise ValueError("--resume continues its own run directory; it does not take --out")
         config = _resume_config(args) if args.resume is not None else _config(args)
-        if args.address is not None:
-            ensure_ray(address=args.address)
         from mmray.tuning.rl import train
 
-        result = train(config, args.out, resume=args.resume,
-                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+        with ray_session_scope():
+            if args.address is not None:
+                ensure_ray(address=args.address)
+            result = train(config, args.out, resume=args.resume,
+                           progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (ValueError, OSError, ConnectionError, TimeoutError) as exc:
         fail(args, exc)
     out = result.to_dict()
