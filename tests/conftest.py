@@ -27,3 +27,15 @@ def glft_problem() -> ProblemParams:
 def as_market() -> MarketParams:
     """AS 2008 §3.3: s=100, sigma=2, A=140, k=1.5."""
     return MarketParams(sigma=2.0, A=140.0, k=1.5, s0=100.0)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One quiet local Ray session per test module (2 CPUs, no dashboard; Ray Data without progress
+    bars), shut down after the module; yields the ``ray`` module."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

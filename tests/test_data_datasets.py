@@ -29,17 +29,6 @@ SIM_DAYS = ("2024-01-02", "2024-01-03")
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """nasdaq AAPL and AMZN (one day), Binance USD-M (one day), and two simulated days of sim/SIM."""
     out = tmp_path_factory.mktemp("events") / "ds"

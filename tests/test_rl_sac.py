@@ -23,15 +23,6 @@ TINY = SACTrainConfig(env=ENV, iterations=3, hidden=(16, 16), num_envs_per_env_r
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def bench():
     return OptimalityBenchmark.build(ENV)
 
