@@ -232,8 +232,6 @@ def market_step(
         rng.standard_normal(out=p.ds)
     else:
         rng.random(out=p.ds)
-    p.bid_offset = np.empty_like(p.s)
-    p.ask_offset = np.empty_like(p.s)
     quote_step(
         p.q, p.s, p.mtm, p.trades, p.q2, p.peak, p.mdd, p.ds, p.bid_offset, p.ask_offset,
         p.bid_filled, p.ask_filled, p.e_bid, p.e_ask, db, da, p.tmp, m.q_max is not None,
