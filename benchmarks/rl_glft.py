@@ -5,6 +5,7 @@ How to run::
     python benchmarks/rl_glft.py                                # PPO and SAC, 30 min each, seeds 0 1 2
     python benchmarks/rl_glft.py --algo ppo --seeds 0 --budget 600
     python benchmarks/rl_glft.py --params inventory             # the harder set: gamma 5x (inventory risk dominates)
+    python benchmarks/rl_glft.py --reward expected              # the control-variate reward (same optimum)
     python benchmarks/rl_glft.py --smoke                        # a tiny env, 2 iterations each (seconds)
 
 Each run is :func:`mmray.tuning.rl.train` with a ``time_budget`` (Ray on ``--cpus`` CPUs, 2 by default),
@@ -33,6 +34,7 @@ from typing import Any
 
 from mmray.envs import EnvConfig
 from mmray.io import to_jsonable
+from mmray.objectives import REWARD_NOISE
 from mmray.params import ProblemParams
 from mmray.tuning.rl import PPOTrainConfig, SACTrainConfig, TrainConfig, train
 from mmray.tuning.rl_curves import MILESTONES, milestones
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget", type=float, default=1800.0, help="seconds of training per run")
     parser.add_argument("--params", choices=sorted(PARAMS), default="default")
+    parser.add_argument("--reward", choices=REWARD_NOISE, default="realised",
+                        help="the env's reward variant (EnvConfig.reward; the figures do not depend on it)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use")
     parser.add_argument("--out", default="runs/rl_glft", help="directory for the runs and summary.json")
     parser.add_argument("--smoke", action="store_true", help="a tiny env and 2 iterations per run")
@@ -101,20 +105,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import ray
 
-    env = PARAMS[args.params]
+    env = PARAMS[args.params].replace(reward=args.reward)
     if args.smoke:
         env = env.replace(problem=env.problem.replace(T=30.0, q_max=5), dt=0.5)
-    out = Path(args.out) / (args.params + ("-smoke" if args.smoke else ""))
+    problem_dir = Path(args.out) / (args.params + ("-smoke" if args.smoke else ""))
+    out = problem_dir if args.reward == "realised" else problem_dir / f"reward-{args.reward}"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     spec = ReferenceSpec()
-    bench_dir = out / "benchmark"
+    bench_dir = problem_dir / "benchmark"  # one per problem: the figures do not depend on the reward variant
     if (bench_dir / "benchmark.json").is_file():
         bench = OptimalityBenchmark.load(bench_dir, env)
     else:
         bench = OptimalityBenchmark.build(env, spec)
         bench.save(bench_dir)
-    print(f"env: {args.params} ({'smoke' if args.smoke else 'T = 600, dt = 1, Q = 30'}); reference (pi) "
+    shape = "smoke" if args.smoke else "T = 600, dt = 1, Q = 30"
+    print(f"env: {args.params}, reward {args.reward} ({shape}); reference (pi) "
           f"{bench.reference_value:.3f} (last refinement {bench.reference_info['refinement_change']:+.4f}), "
           f"continuous exact policy {bench.exact_value:.3f}, best constant {bench.baseline_value:.3f} "
           f"(h = {bench.baseline_half_spread:.3f}); exact policy's gap closed "
@@ -144,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     done = {(r["algorithm"], r["seed"]) for r in runs}
     earlier = json.loads(path.read_text())["runs"] if path.is_file() else []  # other algorithms/seeds run before
     runs = [r for r in earlier if (r["algorithm"], r["seed"]) not in done] + runs
-    summary = {"params": args.params, "env": env.to_dict(), "smoke": args.smoke, "benchmark": bench.summary(),
-               "runs": runs, "seconds": time.perf_counter() - start}
+    summary = {"params": args.params, "reward": args.reward, "env": env.to_dict(), "smoke": args.smoke,
+               "benchmark": bench.summary(), "runs": runs, "seconds": time.perf_counter() - start}
     path.write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
     print(f"summary written to {out / 'summary.json'}")
     return summary

@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from mmray.checks import CheckError, choice, real
 from mmray.features import SIM_FEATURES
+from mmray.objectives import REWARD_NOISE
 from mmray.params import FILL_MODELS, PRICE_MODELS, MarketParams, ProblemParams, SimConfig
 from mmray.sim import StepModel
 
@@ -66,6 +67,14 @@ class EnvConfig:
         Rewards are objective B's per-step increments (currency) divided by this (default 10: at the
         default parameters the optimal episode return is about 112 and the per-step rewards are
         ``O(0.1-1)``; RLlib's ``vf_clip_param`` must exceed the squared return error, see docs/rl.md).
+    reward : {"realised", "mid_expected", "expected"}
+        Which increment of objective B the reward is (:func:`mmray.objectives.step_noise_b`):
+        ``"realised"`` (default) the increment as it happened, so an episode's rewards add up to its
+        value_B; ``"mid_expected"`` without the mid move's zero-mean part ``q' (dS - mu dt)``;
+        ``"expected"`` without the fills' zero-mean part as well (spread income at its conditional
+        mean given the quotes). The last two are control variates: every policy's expected return,
+        hence the optimum and the optimality figures, is the same as with ``"realised"``, at a fraction
+        of the variance (see docs/rl.md).
     features : tuple of str
         Extra observations, names from :data:`mmray.features.SIM_FEATURES`, in this order after time
         and inventory: ``mid_return`` (last mid change over ``sigma sqrt(dt)``),
@@ -84,6 +93,7 @@ class EnvConfig:
     offset_high: float = 10.0
     offset_step: float = 0.1
     reward_scale: float = 10.0
+    reward: str = "realised"
     features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -108,6 +118,7 @@ class EnvConfig:
         choice("EnvConfig.fill_model", self.fill_model, FILL_MODELS)
         choice("EnvConfig.price_model", self.price_model, PRICE_MODELS)
         choice("EnvConfig.action_mode", self.action_mode, ACTION_MODES)
+        choice("EnvConfig.reward", self.reward, REWARD_NOISE)
         feats = self.features
         if isinstance(feats, str) or not all(isinstance(f, str) for f in feats):
             raise CheckError("EnvConfig.features", feats, "a sequence of feature names")

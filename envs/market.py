@@ -31,7 +31,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from mmray.objectives import step_reward_b
+from mmray.objectives import step_noise_b, step_reward_b
 from mmray.sim import PathState, market_step
 
 from .config import EnvConfig, make_config
@@ -70,7 +70,8 @@ class _Episodes:
     def advance(self, action: np.ndarray, rng: Any) -> np.ndarray:
         """One market step with the offsets of ``action`` (``(n, 2)``); returns the rewards ``(n,)``:
         objective B's increment (:func:`mmray.objectives.step_reward_b`, with ``-ell(q_T)`` at the last
-        step) over ``reward_scale``."""
+        step), less the zero-mean part the config's ``reward`` variant leaves out
+        (:func:`mmray.objectives.step_noise_b`), over ``reward_scale``."""
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         if self.done:
@@ -82,6 +83,10 @@ class _Episodes:
         self.j += 1
         last = p.q if self.done else None
         reward = step_reward_b(p.mtm - before, p.q, c.dt, c.market, c.problem, terminal_q=last)
+        if c.reward != "realised":
+            reward = reward - step_noise_b(
+                c.reward, p.q, p.ds, self.model.mu_dt, bid_offset=p.bid_offset, ask_offset=p.ask_offset,
+                bid_filled=p.bid_filled, ask_filled=p.ask_filled, market=c.market, dt=c.dt, fill_model=c.fill_model)
         return reward / c.reward_scale
 
 
@@ -101,7 +106,9 @@ class MarketMakingEnv(gym.Env[np.ndarray, np.ndarray]):
                         ``offset_low + (a + 1)/2 (offset_high - offset_low)`` (bid, ask);
                         discrete: ``MultiDiscrete([n, n])`` -> ``offset_low + i offset_step``
     Reward              ``(dW - gamma sigma^2 / 2 q'^2 dt [- ell(q_T) at the last step]) / reward_scale``:
-                        objective B's increment; an episode's rewards sum to its value_B / reward_scale
+                        objective B's increment; an episode's rewards sum to its value_B / reward_scale.
+                        ``reward="mid_expected"``/``"expected"``: less the zero-mean part of the mid
+                        move (and of the fills): same expected return, far less variance
     Start               ``q = q0``, mid ``s0``, PnL 0, ``t = 0``
     Termination         ``terminated`` at ``t = T`` (after ``T / dt`` steps; time is observed, so
                         the horizon is part of the MDP); ``truncated`` is always False

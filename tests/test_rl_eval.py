@@ -21,6 +21,7 @@ from mmray.tuning.rl_eval import (
     exact_value,
     path_values,
     reference_optimum,
+    same_problem,
     sim_config,
 )
 
@@ -189,6 +190,10 @@ def test_save_and_load_round_trip(bench, tmp_path):
     assert loaded.summary() == bench.summary()
     policy = _mlp(SMALL, 5)
     assert loaded.evaluate(policy) == bench.evaluate(policy)
+    # the reward's variant and scale change no policy's value: the same benchmark serves them
+    variant = SMALL.replace(reward="expected", reward_scale=1.0)
+    assert OptimalityBenchmark.load(tmp_path / "bench", variant).env == variant
+    assert same_problem(SMALL, variant) and not same_problem(SMALL, SMALL.replace(q0=1.0))
 
 
 def test_discrete_env_reference_is_pi_on_its_action_grid():

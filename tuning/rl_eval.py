@@ -102,6 +102,12 @@ class PropagatedValue:
     penalty: float
 
 
+def same_problem(a: EnvConfig, b: EnvConfig) -> bool:
+    """Whether two env configs have the same optimality benchmark: equal but for the reward's variant
+    and scale (``reward``, ``reward_scale``), which change no policy's objective value."""
+    return a.replace(reward=b.reward, reward_scale=b.reward_scale) == b
+
+
 def exact_refusal(policy: Policy, env: EnvConfig) -> str | None:
     """Why ``policy`` cannot be evaluated exactly in ``env`` (``None`` when it can, as far as can be
     told without asking it for quotes: randomisation and mid dependence are found by :func:`exact_value`)."""
@@ -464,8 +470,10 @@ class OptimalityBenchmark:
         directory = Path(directory)
         doc = json.loads((directory / BENCHMARK_FILE).read_text())
         saved_env = EnvConfig.from_dict(doc["env"])
-        if env is not None and saved_env != env:
-            raise ValueError(f"{directory}: the benchmark was computed for another env ({saved_env}), not {env}")
+        if env is not None:
+            if not same_problem(saved_env, env):
+                raise ValueError(f"{directory}: the benchmark was computed for another env ({saved_env}), not {env}")
+            saved_env = env  # differs at most in the reward's variant or scale, which no figure depends on
         reference = load_policy(directory / "reference")
         if not isinstance(reference, TablePolicy):
             raise CheckError(f"{directory}/reference", type(reference).kind, "a table policy (pi's solution)")
@@ -486,4 +494,4 @@ class OptimalityBenchmark:
 
 __all__ = ["DEFAULT_PATHS", "DYNAMICS", "NotExact", "OptimalityBenchmark", "OptimalityFigures", "PropagatedValue",
            "ReferenceSpec", "best_constant", "check_dynamics", "exact_policy", "exact_refusal", "exact_value",
-           "path_values", "reference_optimum", "sim_config"]
+           "path_values", "reference_optimum", "same_problem", "sim_config"]
