@@ -137,6 +137,19 @@ def fill_probability(delta: np.ndarray | float, market: MarketParams, dt: float,
     raise ValueError(f"fill_model must be 'linear' or 'poisson', got {fill_model!r}")
 
 
+def inventory_transition(rho: np.ndarray, p_up: np.ndarray, p_down: np.ndarray) -> np.ndarray:
+    """The inventory distribution after one step, from ``rho`` on the inventory grid (spacing the trade
+    size): a level moves up one with probability ``p_up`` (only the bid filled: ``p_b (1 - p_a)``), down
+    one with ``p_down`` (``p_a (1 - p_b)``), else stays (both or neither filled), as the simulator's
+    step moves a path. ``p_up`` must be 0 on the top level and ``p_down`` on the bottom one (the
+    inventory bound quotes no side that would leave the grid), so no mass is lost."""
+    up, down = p_up * rho, p_down * rho
+    nxt = rho - up - down
+    nxt[1:] += up[:-1]
+    nxt[:-1] += down[1:]
+    return nxt
+
+
 @dataclass(frozen=True)
 class ConstantQuoteMoments:
     """Exact moments of the simulator's PnL for a constant quote (see :func:`constant_quote_moments`)."""

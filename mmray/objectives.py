@@ -96,11 +96,23 @@ def step_noise_b(
     if variant == "expected":
         if market is None or bid_offset is None or ask_offset is None or bid_filled is None or ask_filled is None:
             raise ValueError("the 'expected' reward needs the applied offsets, the fills and the market")
-        for offset, filled in ((bid_offset, bid_filled), (ask_offset, ask_filled)):
-            finite = np.where(np.isfinite(offset), offset, 0.0)  # a side not quoted: no income, p = 0
-            p = fill_probability(offset, market, dt, fill_model)
-            noise = noise + market.trade_size * finite * (filled - p)
+        realised = np.where(bid_filled, _income(bid_offset), 0.0) + np.where(ask_filled, _income(ask_offset), 0.0)
+        expected = expected_spread_income(bid_offset, ask_offset, market, dt, fill_model)
+        noise = noise + market.trade_size * realised - expected
     return noise
+
+
+def _income(offset: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(offset), offset, 0.0)  # a side not quoted earns nothing
+
+
+def expected_spread_income(bid: np.ndarray, ask: np.ndarray, market: MarketParams, dt: float,
+                           fill_model: str) -> np.ndarray:
+    """Expected spread income of one step with offsets ``bid``, ``ask`` (``inf``: not quoted):
+    ``Delta (delta_b p_b + delta_a p_a)`` (currency), ``p`` = :func:`mmray.model.fill_probability`."""
+    pb = fill_probability(bid, market, dt, fill_model)
+    pa = fill_probability(ask, market, dt, fill_model)
+    return market.trade_size * (pb * _income(bid) + pa * _income(ask))
 
 
 def certainty_equivalent(pnl: np.ndarray, gamma: float) -> tuple[float, float]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mmray.model import inventory_transition
 from mmray.solvers.constraints import GLOBAL, PER_STATE, Constraints
 from mmray.solvers.discrete import TickMDP
 
@@ -175,11 +176,7 @@ class OccupationModel:
         rho = np.zeros((self.N + 1, self.n))
         rho[0, self.i0] = 1.0
         for j in range(self.N):
-            up, down = self.up[b[j], a[j]] * rho[j], self.down[b[j], a[j]] * rho[j]
-            nxt = rho[j] - up - down
-            nxt[1:] += up[:-1]
-            nxt[:-1] += down[1:]
-            rho[j + 1] = nxt
+            rho[j + 1] = inventory_transition(rho[j], self.up[b[j], a[j]], self.down[b[j], a[j]])
         return rho
 
     def policy_column(

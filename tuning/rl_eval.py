@@ -54,8 +54,8 @@ from mmray.checkpoint import load_policy
 from mmray.checks import CheckError, choice, integer, real
 from mmray.envs.config import EnvConfig
 from mmray.features import policy_features
-from mmray.model import fill_probability
-from mmray.objectives import influence, penalty_rate
+from mmray.model import fill_probability, inventory_transition
+from mmray.objectives import expected_spread_income, influence, penalty_rate
 from mmray.params import SimConfig, inventory_grid
 from mmray.policy import ClosedFormPolicy, Policy, TablePolicy, ask_quotes, simulation_market
 
@@ -150,12 +150,8 @@ def exact_value(policy: Policy, env: EnvConfig) -> PropagatedValue:
         bid[no_bid], ask[no_ask] = np.inf, np.inf
         pb = fill_probability(bid, market, dt, env.fill_model)
         pa = fill_probability(ask, market, dt, env.fill_model)
-        gain = d * (pb * np.where(np.isfinite(bid), bid, 0.0) + pa * np.where(np.isfinite(ask), ask, 0.0))
-        up, down = pb * (1.0 - pa) * rho[j], pa * (1.0 - pb) * rho[j]
-        nxt = rho[j] - up - down
-        nxt[1:] += up[:-1]
-        nxt[:-1] += down[1:]
-        rho[j + 1] = nxt
+        gain = expected_spread_income(bid, ask, market, dt, env.fill_model)
+        nxt = rho[j + 1] = inventory_transition(rho[j], pb * (1.0 - pa), pa * (1.0 - pb))
         income += float(rho[j] @ gain)
         penalty += float(nxt @ pen)
         drift_total += float(nxt @ drift)
