@@ -22,14 +22,12 @@ from mmray.data.calibrate import (
     PARAM_UNITS,
     Calibration,
     Settings,
-    _Cells,
-    _fit_cells,
-    _loglik,
     calibrate,
     load_params_file,
     simulate_events,
     write_params_file,
 )
+from mmray.data.calibrate.intensity import _Cells, _fit_cells, _loglik
 from mmray.data.errors import DataError
 from mmray.data.ingest import ingest
 from mmray.data.schema import event_batch, kind_codes
