@@ -1,35 +1,25 @@
 """Figures of a calibration (PNG, headless): fitted vs empirical intensity, σ over the day, signature.
 
-Same conventions as :mod:`mmray.plots`: every function returns the path it wrote, files are
-written atomically, axes carry units, titles carry the settings.
+Same conventions as :mod:`mmray.plots` (whose writer it uses): a :class:`matplotlib.figure.Figure`
+without pyplot state, every function returns the path it wrote, files are written atomically,
+axes carry units, titles carry the settings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from mmray.data.calibrate import Calibration, Fit
-from mmray.io import atomic_write
+from mmray.plots import PathLike, _save
 
 __all__ = ["plot_calibration"]
-
-PathLike = str | os.PathLike[str]
-
-
-def _save(fig: plt.Figure, path: PathLike, dpi: int = 110) -> Path:
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
-    plt.close(fig)
-    return out
 
 
 def _ci(v: tuple[float, float], fmt: str = ".3g") -> str:
@@ -72,7 +62,8 @@ def plot_calibration(cal: Calibration, path: PathLike, *, day: str | None = None
         fit = match[0]
     s = cal.settings
     level = round(100 * s.level)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), layout="constrained")
+    fig = Figure(figsize=(17, 4.8), layout="constrained")
+    axes = fig.subplots(1, 3)
     _intensity_panel(axes[0], fit, level)
     _sigma_panel(axes[1], cal, level)
     _signature_panel(axes[2], fit, s.interval, s.lags)
@@ -82,7 +73,7 @@ def plot_calibration(cal: Calibration, path: PathLike, *, day: str | None = None
     return _save(fig, path)
 
 
-def _intensity_panel(ax: plt.Axes, fit: Fit, level: int) -> None:
+def _intensity_panel(ax: Axes, fit: Fit, level: int) -> None:
     lo, hi = fit.fit_range
     if fit.intensity is None:
         ax.text(0.5, 0.5, f"no intensity table\n{fit.note}", ha="center", va="center", transform=ax.transAxes)
@@ -119,7 +110,7 @@ def _intensity_panel(ax: plt.Axes, fit: Fit, level: int) -> None:
     ax.grid(alpha=0.3, which="both")
 
 
-def _sigma_panel(ax: plt.Axes, cal: Calibration, level: int) -> None:
+def _sigma_panel(ax: Axes, cal: Calibration, level: int) -> None:
     s = cal.settings
     several = len({d.date for d in cal.days}) > 1
     overlay = (cal.days[-1].end - cal.days[0].start) / 3.6e12 > 36  # days far apart: time of day, one axis
@@ -161,7 +152,7 @@ def _sigma_panel(ax: plt.Axes, cal: Calibration, level: int) -> None:
         label.set_rotation(30)
 
 
-def _signature_panel(ax: plt.Axes, fit: Fit, interval: float, lags: int) -> None:
+def _signature_panel(ax: Axes, fit: Fit, interval: float, lags: int) -> None:
     if not fit.signature:
         ax.text(0.5, 0.5, "span too short for a signature", ha="center", va="center", transform=ax.transAxes)
         return
