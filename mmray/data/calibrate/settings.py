@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from mmray.checks import CheckError, choice, flag, integer, real
 
 __all__ = ["Settings"]
 
@@ -25,10 +25,10 @@ def _seconds(label: str, value: Any) -> float | None:
             value = pd.Timedelta(value).total_seconds()
         except ValueError:
             raise ValueError(f"{label} must be a duration such as '30min', '1h' or '90s', got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{label} must be a positive duration, got {value!r}")
-    return float(value)
+    try:
+        return real(label, value, gt=0)
+    except CheckError:
+        raise CheckError(label, value, "a positive duration") from None
 
 
 @dataclass(frozen=True)
@@ -93,18 +93,12 @@ class Settings:
         if self.window is not None and self.window < self.interval:
             raise ValueError(f"window ({self.window:g} s) must be at least the σ interval ({self.interval:g} s)")
         for name, low in (("lags", 0), ("batches", 2)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+            set_(self, name, integer(name, getattr(self, name), ge=low))
         for name in ("level", "upper_quantile"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
-                raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
-        for name in ("bucket", "tick"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
-                                  or v < 0 or (name == "bucket" and v == 0)):
-                raise ValueError(f"{name} must be a finite number {'> 0' if name == 'bucket' else '>= 0'}, got {v!r}")
+            set_(self, name, real(name, getattr(self, name), gt=0, lt=1))
+        for name, bound in (("bucket", {"gt": 0}), ("tick", {"ge": 0})):
+            if getattr(self, name) is not None:
+                set_(self, name, real(name, getattr(self, name), **bound))
         if self.fit_range is not None:
             fr = tuple(self.fit_range)
             ok = len(fr) == 2 and all(v is None or (not isinstance(v, bool) and isinstance(v, int | float)
@@ -113,9 +107,7 @@ class Settings:
                 raise ValueError("fit_range must be (lo, hi) with 0 <= lo < hi (None for a default), "
                                  f"got {self.fit_range!r}")
             set_(self, "fit_range", fr)
-        if self.quotes not in ("auto", "book", "ticker"):
-            raise ValueError(f"quotes must be one of auto, book, ticker; got {self.quotes!r}")
+        set_(self, "quotes", choice("quotes", self.quotes, ("auto", "book", "ticker")))
         for name in ("hidden", "drift"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            set_(self, name, flag(name, getattr(self, name)))
 
