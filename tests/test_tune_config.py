@@ -14,7 +14,7 @@ from mmray.tune import build_parser, load_requested_spec, main
 from mmray.tuning.config import load_spec, spec_from_dict
 from mmray.tuning.presets import PRESETS, preset, smoke
 from mmray.tuning.seeds import derive_seed, trial_seed
-from mmray.tuning.spec import NotAvailableError, SweepConfigError
+from mmray.tuning.spec import SweepConfigError
 from mmray.tuning.trainables import evaluate_trial, trial_setup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_example_files_validate_and_round_trip(path: Path) -> None:
 
 def test_examples_cover_every_available_kind() -> None:
     kinds = {load_spec(p).kind for p in EXAMPLES}
-    assert kinds == {"risk-aversion", "hparams", "robustness"}
+    assert kinds == {"risk-aversion", "hparams", "robustness", "rl"}
     algorithms = {load_spec(p).search.algorithm for p in EXAMPLES}
     assert algorithms == {"grid", "random", "optuna"}
 
@@ -56,6 +56,10 @@ def test_examples_cover_every_available_kind() -> None:
 def test_presets_and_smoke(kind: str) -> None:
     spec = preset(kind)
     small = smoke(spec)
+    if kind == "rl":  # training runs cut to 2 iterations, 2 configurations of 2 seeds
+        assert small.rl.train["iterations"] == 2 < spec.rl.train["iterations"] and len(small.rl.seeds) == 2
+        assert small.search.num_samples == 2 and small.search.asha is None and small.name.endswith("-smoke")
+        return
     assert small.sim.n_paths <= 400 < spec.sim.n_paths
     assert all(len(v) <= 3 for v in small.grid.values())
     assert small.kind == spec.kind and small.name.endswith("-smoke")
@@ -243,13 +247,11 @@ def test_json_files_and_numeric_strings(tmp_path: Path) -> None:
     assert spec.grid["gamma"] == (0.001, 0.01)
 
 
-def test_rl_kind_is_not_available_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(NotAvailableError, match="not available yet"):
-        load_spec(_write(tmp_path, "sweep:\n  kind: rl\n"))
-    with pytest.raises(NotAvailableError, match="not available yet"):
-        preset("rl")
-    assert main(["--sweep", "rl"]) == 2
-    assert "sweep kind 'rl' is not available yet" in capsys.readouterr().err
+def test_rl_kind_is_a_built_in_sweep() -> None:
+    """``--sweep rl`` (details and its validation errors: tests/test_rl_sweep.py)."""
+    spec = load_requested_spec(build_parser().parse_args(["--sweep", "rl"]))
+    assert spec.kind == "rl" and spec.rl is not None and len(spec.rl.seeds) >= 2
+    assert spec.search.metric == "gap_closed" and spec.resources.cpus_per_trial == 1.0
 
 
 def test_cli_reports_bad_file_without_starting_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

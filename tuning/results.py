@@ -14,6 +14,9 @@ atomically (:func:`mmray.io.atomic_write`: temporary file in the same directory,
 * ``report.md``; ``best_policy/`` - the best trial's policy as an mmray checkpoint whose
   provenance holds the trial's ``sim`` (its :class:`~mmray.params.SimConfig`); the report prints
   the ``mmray backtest --policy DIR ...`` command that reproduces the best row.
+
+An ``rl`` sweep's artefacts (per-trial and per-configuration tables, its best agent) are written by
+:func:`mmray.tuning.rl_sweep.write_artefacts`, which :func:`write_artefacts` hands them to.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class TrialRecord:
     trial_id: str
     path: str
     tune_status: str = "TERMINATED"
+    #: the trial's latest Tune checkpoint (``ray.tune.Checkpoint``; an ``rl`` trial's holds its best agent)
+    checkpoint: Any = None
 
 
 def records_from_result_grid(result_grid: Any) -> list[TrialRecord]:
@@ -82,7 +87,7 @@ def records_from_result_grid(result_grid: Any) -> list[TrialRecord]:
         status = str(getattr(trial, "status", "TERMINATED"))
         # a trial that never reported has no config in its Result: take the Trial's own
         config = dict(r.config or getattr(trial, "config", None) or {})
-        out.append(TrialRecord(config, metrics, error, trial_id, path, status))
+        out.append(TrialRecord(config, metrics, error, trial_id, path, status, getattr(r, "checkpoint", None)))
     return out
 
 
@@ -303,6 +308,10 @@ def picks(spec: SweepSpec, df: pd.DataFrame) -> list[Pick]:
     Otherwise the best :func:`rank_column` value among the ``ok`` trials of each group of
     :func:`group_columns` (one group without any).
     """
+    if spec.kind == "rl":  # the best configuration by its mean over seeds, its best agent
+        from mmray.tuning.rl_sweep import picks as rl_picks
+
+        return rl_picks(spec, df)
     ok = df[df["status"] == "ok"]
     if ok.empty:
         return []
@@ -411,6 +420,12 @@ def reproducibility(spec: SweepSpec) -> tuple[bool, str]:
     sweep reacts to results: Optuna's suggestions and ASHA's stop decisions do. Grid and random
     search without ASHA do not (random search draws its points from the seed up front).
     """
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import reproducibility as rl_reproducibility
+
+        timed = rl_reproducibility(spec)
+        if timed is not None:
+            return timed
     s = spec.search
     reacts = [w for w, on in (("Optuna's suggestions", s.algorithm == "optuna"),
                                ("ASHA's stop decisions", s.asha is not None)) if on]
@@ -451,6 +466,10 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
 
 def summary_columns(spec: SweepSpec) -> list[str]:
     """Columns shown on the console and in the report."""
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import summary_columns as rl_columns
+
+        return rl_columns(spec)
     metric = spec.search.metric
     cols = ["trial", *spec.param_names, "status"]
     if spec.kind == "robustness":
@@ -473,6 +492,10 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def picks_heading(spec: SweepSpec) -> str:
     """What the sweep's "best" means, in one sentence (the console and the report open with it)."""
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import picks_heading as rl_heading
+
+        return rl_heading(spec)
     metric, ranked = spec.search.metric, rank_column(spec)
     verb = "maximises" if spec.search.mode == "max" else "minimises"
     if spec.kind == "robustness":
@@ -491,6 +514,10 @@ def picks_heading(spec: SweepSpec) -> str:
 
 def pick_line(spec: SweepSpec, df: pd.DataFrame, pick: Pick) -> str:
     """One line per pick: its group, trial, parameters and ranked value (with its standard error)."""
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import pick_line as rl_pick_line
+
+        return rl_pick_line(spec, df, pick)
     row = df.iloc[pick.row]
     if spec.kind == "robustness":
         strategy = row["strategy"]
@@ -614,6 +641,10 @@ def write_artefacts(spec: SweepSpec, records: Sequence[TrialRecord], run_dir: Pa
     """
     from mmray.checkpoint import load_policy
 
+    if spec.kind == "rl":  # trials are training runs: their agents come from their Tune checkpoints
+        from mmray.tuning.rl_sweep import write_artefacts as rl_artefacts
+
+        return rl_artefacts(spec, records, run_dir, seconds, display_dir, n_expected)
     run_dir.mkdir(parents=True, exist_ok=True)
     df, ordered_records = results_table(spec, records)
     files: dict[str, Path] = {}

@@ -139,12 +139,19 @@ class RunSummary:
             table = display_table(df)[cols].to_string(index=False)
         lines = ["", f"Results ({len(df)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                  + f"; {self.seconds:.1f} s)", table]
+        if spec.kind == "rl" and len(df):  # and the configurations: the metric's mean and SE over their seeds
+            from mmray.tuning.rl_sweep import config_columns, config_table
+
+            with pd.option_context("display.max_rows", 60, "display.width", 160, "display.max_columns", 20,
+                                   "display.float_format", "{:.4g}".format):
+                lines += ["", f"Configurations (mean and standard error of {spec.search.metric} over the seeds):",
+                          config_table(spec, df)[config_columns(spec)].to_string(index=False)]
         if self.picks:
             lines += ["", picks_heading(spec)]
             lines += [f"  {pick_line(spec, df, p)}" for p in self.picks]
         lines += ["", f"Run directory: {self.run_dir}"]
-        shown = ["results.parquet", "results.csv", "report.md", "frontier.png", "metric_vs_params.png",
-                 "robustness.png", *(pick_policy_dir(p) for p in self.picks)]
+        shown = ["results.parquet", "results.csv", "configs.csv", "report.md", "frontier.png", "metric_vs_params.png",
+                 "robustness.png", "benchmark", *(pick_policy_dir(p) for p in self.picks)]
         lines += [f"  {key:<20} {self.files[key]}" for key in shown if key in self.files]
         commands = [(p, self.pick_reproduce[p.row]) for p in self.picks if p.row in self.pick_reproduce]
         if commands:
@@ -279,7 +286,9 @@ def check_resources(spec: SweepSpec, capacity: Capacity) -> None:
     otherwise keep such trials pending forever (its warning is hidden below verbosity 2).
     """
     r = spec.resources
-    if r.mc_ray:
+    if spec.kind == "rl":
+        _check_rl_resources(spec, capacity)
+    elif r.mc_ray:
         if capacity.largest_node < 1.0 or r.mc_workers > capacity.total:
             raise SweepConfigError(
                 f"{spec.source}: sweep.resources.mc_workers={r.mc_workers} (--mc-workers) with mc_ray: each "
@@ -291,6 +300,28 @@ def check_resources(spec: SweepSpec, capacity: Capacity) -> None:
             f"needs {r.cpus_per_trial:g} CPUs on one node, but the largest node of this Ray cluster has "
             f"{capacity.largest_node:g} ({capacity.describe()}); lower cpus_per_trial, or start Ray with more CPUs "
             "(--num-cpus)")
+
+
+def _check_rl_resources(spec: SweepSpec, capacity: Capacity) -> None:
+    """An ``rl`` trial reserves RLlib's placement group (:func:`mmray.tuning.rl_sweep.resource_bundles`): its
+    main bundle (``cpus_per_trial``) and each remote env runner's or learner's must fit on a node, all of
+    them in the cluster."""
+    from mmray.tuning.rl_sweep import resource_bundles
+
+    bundles = resource_bundles(spec)
+    cpus = [b.get("CPU", 0.0) for b in bundles]
+    if cpus[0] > capacity.largest_node:
+        raise SweepConfigError(
+            f"{spec.source}: sweep.resources.cpus_per_trial={cpus[0]:g} (--cpus-per-trial): an RL trial's process "
+            f"(RLlib's local env runner and learner) needs {cpus[0]:g} CPUs on one node, but the largest node of this "
+            f"Ray cluster has {capacity.largest_node:g} ({capacity.describe()}); lower cpus_per_trial, or start Ray "
+            "with more CPUs (--num-cpus)")
+    if max(cpus) > capacity.largest_node or sum(cpus) > capacity.total:
+        raise SweepConfigError(
+            f"{spec.source}: sweep.rl: an RL trial reserves {sum(cpus):g} CPUs in {len(bundles)} bundles (its process "
+            f"and RLlib's remote env runners and learners: {', '.join(f'{c:g}' for c in cpus)}), but this Ray cluster "
+            f"has {capacity.total:g} CPUs in all ({capacity.describe()}); lower sweep.rl.num_env_runners or use a "
+            "bigger cluster")
 
 
 def cluster_capacity() -> Capacity:
@@ -357,7 +388,7 @@ def _tuner(spec: SweepSpec, storage: str, name: str, verbose: int) -> Any:
     metric, mode = ("loss", "min") if spec.kind == "robustness" else (spec.search.metric, spec.search.mode)
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, search_alg=sweeps.search_algorithm(spec), scheduler=sweeps.scheduler(spec),
-        num_samples=spec.search.num_samples, reuse_actors=spec.resources.reuse_actors,
+        num_samples=sweeps.num_samples(spec), reuse_actors=spec.resources.reuse_actors,
     )
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -367,8 +398,8 @@ def _tuner(spec: SweepSpec, storage: str, name: str, verbose: int) -> Any:
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
-    return tune.Tuner(sweeps.trainable(spec), param_space=sweeps.param_space(spec), tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(sweeps.trainable(spec, _join(storage, name)), param_space=sweeps.param_space(spec),
+                      tune_config=tune_config, run_config=run_config)
 
 
 def _extra_callbacks() -> list[Any]:
@@ -382,9 +413,13 @@ def _reporter(spec: SweepSpec) -> Any:
 
     metric = spec.search.metric
     metrics = ["loss", "loss_se", metric] if spec.kind == "robustness" else [metric, f"{metric}_se"]
-    metrics += [m for m in ("pnl_mean", "pnl_std", "q_final_std", "n_paths_done") if m not in metrics]
-    params = [p for p in ("strategy", *spec.grid, *spec.space, "scenario")
-              if p != "scenario" or spec.robustness is not None]
+    if spec.kind == "rl":
+        metrics += [m for m in ("optimality_ratio", "gap_closed_iter", "env_steps", "wall_s") if m not in metrics]
+        params = [*spec.grid, *spec.space, "seed"]
+    else:
+        metrics += [m for m in ("pnl_mean", "pnl_std", "q_final_std", "n_paths_done") if m not in metrics]
+        params = [p for p in ("strategy", *spec.grid, *spec.space, "scenario")
+                  if p != "scenario" or spec.robustness is not None]
     return CLIReporter(parameter_columns=params, metric_columns=metrics, max_progress_rows=40,
                        max_report_frequency=15, sort_by_metric=False, max_column_length=24)
 
@@ -449,7 +484,7 @@ def resume_sweep(run_dir: str, options: RunOptions | None = None) -> RunSummary:
     options = options or RunOptions()
     run_dir, spec = prepare_resume(run_dir)
     return _execute(spec, run_dir, options, lambda: tune.Tuner.restore(
-        run_dir, trainable=sweeps.trainable(spec), resume_unfinished=True, resume_errored=True), False)
+        run_dir, trainable=sweeps.trainable(spec, run_dir), resume_unfinished=True, resume_errored=True), False)
 
 
 def prepare_resume(run_dir: str) -> tuple[str, SweepSpec]:

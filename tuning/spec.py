@@ -16,6 +16,12 @@ Swept parameter names (keys of ``grid`` and ``space``, resolved by :func:`param_
   ``solver.constraints.<name>`` sets one field of the ``constraints`` option (obligations and
   risk limits of the ``csp`` solver, e.g. ``solver.constraints.min_two_sided``), which is
   passed as :class:`mmray.solvers.constraints.Constraints`.
+
+An ``rl`` sweep (:class:`RLSpec`, :mod:`mmray.tuning.rl_sweep`) sweeps PPO hyperparameters instead
+(:data:`RL_PARAMS`: ``lr``, ``lr_end``, ``initial_log_std``, ``entropy_coeff``, ``clip_param``,
+``minibatch_size``, ``num_epochs``, ``lambda_``, ``vf_clip_param``), each configuration trained
+once per seed of :attr:`RLSpec.seeds`, in the one environment of the sweep's market, problem, sim
+and env sections.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ METRIC_MODES = {
     "q_final_std": "min", "max_drawdown": "min", "trades_mean": "max",
 }
 PERTURBABLE = ("sigma", "A", "k")
-
+#: metrics an ``rl`` sweep can optimise (the best agent of a trial, :mod:`mmray.tuning.rl_eval`): all maximised
+RL_METRIC_MODES = {"gap_closed": "max", "optimality_ratio": "max", "agent_value": "max"}
 
 
 class StrategyOptions(TypedDict, total=False):
@@ -51,6 +58,8 @@ class StrategyOptions(TypedDict, total=False):
 MARKET_FIELDS = tuple(f.name for f in fields(MarketParams))
 PROBLEM_FIELDS = tuple(f.name for f in fields(ProblemParams))
 SIM_FIELDS = tuple(f.name for f in fields(SimConfig) if f.name != "seed")
+#: the ``sim`` fields an ``rl`` sweep takes: the env's step and models (no Monte Carlo settings)
+RL_SIM_FIELDS = ("dt", "fill_model", "price_model", "q0")
 STRATEGY_OPTIONS = tuple(get_type_hints(StrategyOptions))
 
 #: the type of each swept parameter's values, read from the classes that hold them (``solver.<option>``
@@ -84,14 +93,25 @@ class SweepConfigError(ValueError):
         return cls(f"{path}: {detail}" if source is None else f"{source}: {path}: {detail}", source, path, detail)
 
 
-class NotAvailableError(RuntimeError):
-    """A requested feature (the ``rl`` sweep kind) does not exist yet."""
+class RLOptions(TypedDict, total=False):
+    """The PPO hyperparameters an ``rl`` sweep can vary (fields of
+    :class:`mmray.tuning.rl_sweep.SweepPPOConfig`: :class:`~mmray.tuning.rl.PPOTrainConfig`'s, plus
+    ``clip_param`` and ``lr_end``, the end of a linear learning-rate decay)."""
+
+    lr: float
+    lr_end: float
+    initial_log_std: float
+    entropy_coeff: float
+    clip_param: float
+    minibatch_size: int
+    num_epochs: int
+    lambda_: float
+    vf_clip_param: float
 
 
-RL_NOT_AVAILABLE = (
-    "sweep kind 'rl' is not available yet: it needs RLlib training of mmray.envs, which is a "
-    "separate issue that has not landed. Use risk-aversion, hparams or robustness."
-)
+RL_PARAM_TYPES: dict[str, Any] = get_type_hints(RLOptions)
+RL_PARAMS = tuple(RL_PARAM_TYPES)
+RL_INTEGER_PARAMS = tuple(n for n, t in RL_PARAM_TYPES.items() if t is int)
 
 
 @dataclass(frozen=True)
@@ -264,13 +284,38 @@ class SolverSpec:
 
 
 @dataclass(frozen=True)
+class RLSpec:
+    """What an ``rl`` sweep trains: RLlib PPO, each configuration once per seed (:mod:`mmray.tuning.rl_sweep`).
+
+    Attributes
+    ----------
+    train : mapping
+        Fixed fields of every trial's :class:`~mmray.tuning.rl_sweep.SweepPPOConfig` (``sweep.rl``):
+        the per-trial budget (``iterations``, ``timesteps``, ``time_budget``: at least one), network,
+        batch and evaluation settings; swept ones (``grid``/``space``) override them.
+    env : mapping
+        Fields of :class:`mmray.envs.EnvConfig` beyond the market, problem and step (``sweep.env``:
+        ``action_mode``, ``offset_low``, ``offset_high``, ``reward_scale``, ``features`` ...).
+    seeds : tuple of int
+        RLlib seeds: every configuration is trained once with each (a grid dimension of the sweep).
+    algorithm : str
+        ``ppo``.
+    """
+
+    train: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0, 1)
+    algorithm: str = "ppo"
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A complete, validated sweep.
 
     Attributes
     ----------
     kind : str
-        ``risk-aversion``, ``hparams`` or ``robustness``.
+        ``risk-aversion``, ``hparams``, ``robustness`` or ``rl``.
     name : str
         Run name prefix.
     seed : int
@@ -291,6 +336,8 @@ class SweepSpec:
         derives from its parameters.
     solver : SolverSpec
         Solver method and fixed options of the ``optimal`` strategy.
+    rl : RLSpec or None
+        What an ``rl`` sweep trains (``kind="rl"`` only; it has no strategies, solver or Monte Carlo).
     source : str
         Where the spec came from (file path or ``<builtin ...>``), for messages.
     """
@@ -310,11 +357,14 @@ class SweepSpec:
     failure: FailureSpec = field(default_factory=FailureSpec)
     common_random_numbers: bool = True
     solver: SolverSpec = field(default_factory=lambda: SolverSpec())
+    rl: RLSpec | None = None
     source: str = "<builtin>"
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        """Swept parameter names in table order (``strategy`` first)."""
+        """Swept parameter names in table order (``strategy`` first; an ``rl`` sweep: its hyperparameters)."""
+        if self.rl is not None:
+            return (*self.grid, *self.space)
         names = ["strategy", *self.grid, *self.space]
         if self.robustness is not None:
             names += [f"{n}_factor" for n, _ in self.robustness.perturb]
@@ -324,6 +374,8 @@ class SweepSpec:
         """The spec in sweep-file form (``{"sweep": {...}}``); :func:`spec_from_dict` reads it back."""
         sim = self.sim.to_dict()
         sim.pop("seed")
+        if self.rl is not None:
+            return {"sweep": self._rl_dict({k: sim[k] for k in RL_SIM_FIELDS})}
         body: dict[str, Any] = {
             "kind": self.kind, "name": self.name, "seed": self.seed,
             "common_random_numbers": self.common_random_numbers,
@@ -348,6 +400,28 @@ class SweepSpec:
             body["combine"] = self.robustness.combine
         return {"sweep": body}
 
+    def _rl_dict(self, sim: dict[str, Any]) -> dict[str, Any]:
+        """The sweep-file body of an ``rl`` sweep (no strategies, solver or Monte Carlo settings)."""
+        assert self.rl is not None
+        return {
+            "kind": self.kind, "name": self.name, "seed": self.seed, "seeds": list(self.rl.seeds),
+            "market": self.market.to_dict(), "problem": self.problem.to_dict(), "sim": sim,
+            "env": json.loads(json.dumps(dict(self.rl.env))),
+            "rl": {"algorithm": self.rl.algorithm, **json.loads(json.dumps(dict(self.rl.train)))},
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "space": {k: {"low": r.low, "high": r.high, "log": r.log, "int": r.integer} for k, r in self.space.items()},
+            "search": {
+                "algorithm": self.search.algorithm, "metric": self.search.metric, "mode": self.search.mode,
+                "num_samples": self.search.num_samples, "max_concurrent": self.search.max_concurrent,
+                "asha": None if self.search.asha is None else vars(self.search.asha).copy(),
+            },
+            "resources": {"cpus_per_trial": self.resources.cpus_per_trial, "reuse_actors": self.resources.reuse_actors},
+            "failure": {
+                "max_failures": self.failure.max_failures,
+                "inject": [{"match": dict(f.match), "times": f.times, "how": f.how} for f in self.failure.inject],
+            },
+        }
+
     def replace(self, **changes: Any) -> SweepSpec:
         """A copy with some fields changed (validated again through :func:`spec_from_dict`)."""
         from mmray.tuning.config import spec_from_dict  # the parser imports these types
@@ -357,7 +431,8 @@ class SweepSpec:
 
 
 def param_kind(name: str) -> str:
-    """Where a swept parameter goes: market | problem | sim | strategy | method | solver."""
+    """Where a swept parameter goes: market | problem | sim | strategy | method | solver (every sweep but
+    ``rl``, whose parameters are :data:`RL_PARAMS`)."""
     if name.startswith("solver.") and len(name) > len("solver."):
         return "solver"
     if name in MARKET_FIELDS:

@@ -11,6 +11,10 @@
   with ``mc_ray`` a placement group of an empty head bundle plus ``mc_workers`` 1-CPU bundles
   that the trial's nested Monte Carlo tasks run in (Tune captures child tasks in the trial's
   placement group, so they can never wait on CPUs held by other trials).
+
+An ``rl`` sweep's versions of each are in :mod:`mmray.tuning.rl_sweep` (seeds as a grid axis, Optuna
+repeated per seed, ASHA over fractions of the training budget, RLlib's placement group); the functions
+here dispatch to them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 from mmray.tuning.spec import Range, SweepSpec
 
 
-def _domain(r: Range) -> Any:
+def range_domain(r: Range) -> Any:
+    """The Tune sampler of a :class:`~mmray.tuning.spec.Range`."""
     from ray import tune
 
     if r.integer:
@@ -34,6 +39,11 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     """Tune ``param_space``: the swept parameters only (the base point travels with the trainable)."""
     from ray import tune
 
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import param_space as rl_param_space
+
+        return rl_param_space(spec)
+
     grid = spec.search.algorithm == "grid"
 
     def values(v: list[Any]) -> Any:
@@ -45,7 +55,7 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     for name, vals in spec.grid.items():
         space[name] = values(list(vals))
     for name, r in spec.space.items():
-        space[name] = _domain(r)
+        space[name] = range_domain(r)
     if spec.robustness is not None:
         space["scenario"] = tune.grid_search(spec.robustness.scenarios())
     return space
@@ -53,7 +63,12 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
 
 def n_trials(spec: SweepSpec) -> int:
     """How many trials the sweep runs when nothing stops it: the grid size (strategies x grid values
-    x robustness scenarios), or ``num_samples`` for random and Optuna search."""
+    x robustness scenarios), or ``num_samples`` for random and Optuna search; an ``rl`` sweep: configurations
+    x seeds."""
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import n_trials as rl_trials
+
+        return rl_trials(spec)
     if spec.search.algorithm != "grid":
         return spec.search.num_samples
     n = len(spec.strategies) * math.prod(len(v) for v in spec.grid.values())
@@ -65,6 +80,11 @@ def n_trials(spec: SweepSpec) -> int:
 def search_algorithm(spec: SweepSpec) -> Any:
     """Seeded search algorithm, or ``None`` for Tune's default grid generator."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import search_algorithm as rl_search
+
+        return rl_search(spec)
 
     s = spec.search
     if s.algorithm == "optuna":
@@ -82,6 +102,10 @@ def search_algorithm(spec: SweepSpec) -> Any:
 
 def scheduler(spec: SweepSpec) -> Any:
     """``ASHAScheduler`` over Monte Carlo rungs when the sweep asks for it, else ``None`` (FIFO)."""
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import scheduler as rl_scheduler
+
+        return rl_scheduler(spec)
     a = spec.search.asha
     if a is None:
         return None
@@ -92,8 +116,14 @@ def scheduler(spec: SweepSpec) -> Any:
 
 
 def trial_resources(spec: SweepSpec) -> Any:
-    """Per-trial resources: ``{"cpu": x}`` or, with ``mc_ray``, a placement group factory."""
+    """Per-trial resources: ``{"cpu": x}`` or, with ``mc_ray``, a placement group factory; an ``rl`` sweep: the
+    placement group RLlib asks for (:func:`mmray.tuning.rl_sweep.trial_resources`)."""
     from ray import tune
+
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import trial_resources as rl_resources
+
+        return rl_resources(spec)
 
     r = spec.resources
     if r.mc_ray:
@@ -101,9 +131,24 @@ def trial_resources(spec: SweepSpec) -> Any:
     return {"cpu": r.cpus_per_trial}
 
 
-def trainable(spec: SweepSpec) -> Any:
-    """The Tune trainable of ``spec`` (also what ``Tuner.restore`` needs again on resume)."""
+def num_samples(spec: SweepSpec) -> int:
+    """Tune's ``num_samples`` of the sweep (an ``rl`` sweep with Optuna counts its seeds too)."""
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import tune_num_samples
+
+        return tune_num_samples(spec)
+    return spec.search.num_samples
+
+
+def trainable(spec: SweepSpec, run_dir: str | None = None) -> Any:
+    """The Tune trainable of ``spec`` (also what ``Tuner.restore`` needs again on resume); an ``rl`` sweep's
+    carries the optimality benchmark of its env (built once, or loaded from ``<run_dir>/benchmark``)."""
     from ray import tune
+
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import trainable as rl_trainable
+
+        return rl_trainable(spec, run_dir)
 
     from mmray.tuning.trainables import run_trial
 

@@ -331,7 +331,7 @@ def _robustness_loss(
 # --------------------------------------------------------------------------- Tune side
 
 
-def _attempt() -> int:
+def attempt_number() -> int:
     """This trial's attempt number (1 outside Tune), counted with marker files.
 
     The markers live under the trial's working directory (Tune's cwd for the trial, stable
@@ -364,7 +364,8 @@ def _matches(match: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     return True
 
 
-def _inject_faults(spec: SweepSpec, params: Mapping[str, Any], attempt: int) -> None:
+def inject_faults(spec: SweepSpec, params: Mapping[str, Any], attempt: int) -> None:
+    """The ``failure.inject`` testing hook: fail (raise, or kill the worker) on a matching trial's first attempts."""
     for fault in spec.failure.inject:
         if _matches(fault.match, params) and attempt <= fault.times:
             if fault.how == "exit":
@@ -376,7 +377,7 @@ def _inject_faults(spec: SweepSpec, params: Mapping[str, Any], attempt: int) -> 
 FINAL_FILE = "mmray-final.json"
 
 
-def _restored_final() -> dict[str, Any] | None:
+def restored_final() -> dict[str, Any] | None:
     """The final metrics of this trial if Tune restored it from its completion checkpoint."""
     import json
 
@@ -421,12 +422,12 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     import ray
     from ray import tune
 
-    final = _restored_final()
+    final = restored_final()
     if final is not None:  # finished before a driver crash: nothing to recompute
         tune.report(final)
         return
-    attempt = _attempt()
-    _inject_faults(spec, config, attempt)
+    attempt = attempt_number()
+    inject_faults(spec, config, attempt)
     info = {"attempt": attempt, "node_id": ray.get_runtime_context().get_node_id()}
     result = evaluate_trial(spec, config, on_rung=lambda m: tune.report({**m, **info}))
     _report_final({**result, **info})

@@ -66,7 +66,11 @@ def check_optimal(market: MarketParams, problem: ProblemParams, method: str, sol
 
 def trial_problem(spec: SweepSpec, params: Mapping[str, Any]) -> str | None:
     """Why the trial of ``spec`` with parameters ``params`` (a Tune config) would fail before
-    simulating, or ``None`` if it would not."""
+    simulating (an ``rl`` trial: before training), or ``None`` if it would not."""
+    if spec.kind == "rl":
+        from mmray.tuning.rl_sweep import trial_problem as rl_trial_problem
+
+        return rl_trial_problem(spec, params)
     from mmray.tuning.trainables import build_policy, trial_setup
 
     try:
@@ -105,6 +109,9 @@ def check_spec(spec: SweepSpec) -> None:
     """Check a sweep's sections against each other and every trial it can run (:func:`check_trials`).
 
     Raises :class:`~mmray.tuning.spec.SweepConfigError` naming the field (``sweep.grid.gamma[2]``)."""
+    if spec.kind == "rl":
+        check_rl_spec(spec)
+        return
     try:
         spec.sim.n_steps(spec.problem.T)
     except ValueError as exc:
@@ -129,6 +136,72 @@ def check_spec(spec: SweepSpec) -> None:
     _check_users(spec)
     _check_ranges(spec)
     check_trials(spec)
+
+
+def check_rl_spec(spec: SweepSpec) -> None:
+    """An ``rl`` sweep's sections together: its env, its search, and every trial's training config
+    (:func:`check_trials`: each grid value and range bound, then every combination), built as a trial
+    builds it (:func:`mmray.tuning.rl_sweep.trial_config`), so that a value PPO or the env refuses (a
+    minibatch larger than the train batch, ``lr_end`` without a decay length) fails here, naming its field."""
+    from mmray.tuning.rl_sweep import env_config, trial_config
+
+    assert spec.rl is not None, "check_rl_spec needs an rl sweep"
+    try:
+        env_config(spec)
+    except ValueError as exc:
+        raise error(_rl_env_field(spec, str(exc)), str(exc)) from None
+    overlap = sorted(set(spec.grid) & set(spec.space))
+    if overlap:
+        raise error(f"sweep.space.{overlap[0]}", "also in sweep.grid; give a parameter in one of them")
+    for name, path in _swept(spec).items():
+        if name in spec.rl.train:
+            raise error(path, f"also fixed in sweep.rl.{name}; give it in one place")
+    search, asha = spec.search, spec.search.asha
+    if search.algorithm == "grid":
+        if spec.space:
+            raise error(f"sweep.space.{next(iter(spec.space))}",
+                        "ranges need search.algorithm random or optuna (grid search takes lists in sweep.grid)")
+        if search.num_samples != 1:
+            raise error("sweep.search.num_samples", "grid search trains each grid point once per seed: expected 1")
+    if asha is not None:
+        if asha.grace_period > asha.rungs:
+            raise error("sweep.search.asha.grace_period",
+                        f"expected at most rungs={asha.rungs}, got {asha.grace_period}")
+        if search.algorithm == "optuna":
+            raise error("sweep.search.asha", "Optuna's configurations are each trained once per seed and ranked by "
+                        "their mean (Tune's Repeater), which early stopping of single seeds would bias: use "
+                        "search.algorithm random or grid with ASHA, or remove search.asha")
+    try:  # the fixed settings, swept ones at their defaults: an error in a fixed one names it
+        trial_config(spec, {"seed": spec.rl.seeds[0]})
+    except ValueError as exc:
+        path = _rl_train_field(str(exc))
+        if path.removeprefix("sweep.rl.") not in _swept(spec):
+            raise error(path, str(exc)) from None
+    check_trials(spec)
+
+
+def _rl_env_field(spec: SweepSpec, message: str) -> str:
+    """The sweep-file field an env error names (``EnvConfig.offset_high ...`` -> ``sweep.env.offset_high``)."""
+    import re
+
+    m = re.match(r"(EnvConfig|SimConfig|ProblemParams|MarketParams)\.(\w+)(?:\.(\w+))?", message)
+    if m is None:
+        return "sweep.env"
+    cls, name, sub = m.groups()
+    if cls == "EnvConfig" and name in ("problem", "market") and sub:
+        return f"sweep.{name}.{sub}"
+    section = {"SimConfig": "sim", "ProblemParams": "problem", "MarketParams": "market"}.get(cls)
+    if section is None:
+        section = "sim" if name in ("dt", "fill_model", "price_model", "q0") else "env"
+    return f"sweep.{section}.{name}"
+
+
+def _rl_train_field(message: str) -> str:
+    """The sweep-file field a training-config error names (``PPOTrainConfig.lr ...`` -> ``sweep.rl.lr``)."""
+    import re
+
+    m = re.match(r"\w*(?:TrainConfig|PPOConfig)\.(\w+)", message)
+    return f"sweep.rl.{m.group(1)}" if m else "sweep.rl"
 
 
 def _swept(spec: SweepSpec) -> dict[str, str]:
@@ -325,11 +398,12 @@ def check_trials(spec: SweepSpec) -> None:
     if spec.robustness is not None:
         scenarios = list(spec.robustness.scenarios())
     many = len(spec.strategies) > 1
+    strategies: tuple[str | None, ...] = spec.strategies if spec.rl is None else (None,)  # rl: no strategies
 
     def problem(values: Mapping[str, Any]) -> str | None:
-        for strategy in spec.strategies:
+        for strategy in strategies:
             for scenario in scenarios:
-                params: dict[str, Any] = {"strategy": strategy, **values}
+                params: dict[str, Any] = {**values} if strategy is None else {"strategy": strategy, **values}
                 if scenario is not None:
                     params["scenario"] = scenario
                 why = trial_problem(spec, params)

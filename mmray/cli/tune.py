@@ -5,7 +5,8 @@ How to run
 ::
 
     python -m mmray.tune                          # quick risk-aversion sweep, all local CPUs
-    python -m mmray.tune --sweep robustness       # built-ins: risk-aversion, hparams, robustness
+    python -m mmray.tune --sweep robustness       # built-ins: risk-aversion, hparams, robustness, rl
+    python -m mmray.tune --sweep rl               # RLlib PPO under Tune: 4 configurations x 2 seeds, minutes
     python -m mmray.tune --config examples/sweeps/hparams_optuna.yaml
     python -m mmray.tune --smoke                  # a seconds-long version (tests, CI)
     python -m mmray.tune --resume runs/risk-aversion-20250101-120000   # continue after a crash
@@ -28,6 +29,11 @@ without ASHA; see docs/tuning.md). Ctrl-C stops the sweep, keeps what finished a
 an invalid sweep or option (nothing is started: the sweep, ``--storage`` and ``--name`` are
 checked first, and a cluster given by ``--address`` that does not answer within 20 s is an error),
 130 when interrupted.
+
+``--sweep rl`` trains RLlib PPO agents (one training run per trial; every configuration with each of
+its seeds) in a small env and reports, per configuration, the mean and standard error over its seeds
+of the best agent's ``gap_closed`` (how much of the gap between the best constant spread and the
+optimum of the env it closes), then exports the best configuration's best agent to ``best_policy/``.
 """
 
 from __future__ import annotations
@@ -40,7 +46,10 @@ from typing import Any
 
 from mmray.cli.flags import add_ray_flags, path_component
 from mmray.io import to_jsonable
-from mmray.tuning.spec import ALGORITHMS, KINDS, METRIC_MODES, NotAvailableError, SweepConfigError, SweepSpec
+from mmray.tuning.spec import ALGORITHMS, KINDS, METRIC_MODES, RL_METRIC_MODES, SweepConfigError, SweepSpec
+
+#: every metric a sweep can rank by (``rl`` sweeps: the agents' optimality figures)
+_METRICS = {**METRIC_MODES, **RL_METRIC_MODES}
 
 NAME = "tune"
 DESCRIPTION = "Ray Tune sweeps of market-making strategies (see docs/tuning.md)."
@@ -53,7 +62,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                               "option (nothing started), 130 when interrupted.")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--sweep", choices=KINDS,
-                      help="built-in sweep; rl: not available yet (default: risk-aversion)")
+                      help="built-in sweep; rl: RLlib PPO, 4 configurations x 2 seeds in a small env, a few "
+                           "minutes on 2 CPUs (default: risk-aversion)")
     what.add_argument("--config", metavar="FILE", help="YAML or JSON sweep file, see examples/sweeps/ (default: none)")
     what.add_argument("--resume", metavar="DIR",
                       help="continue the interrupted sweep in run directory DIR (default: start a new sweep)")
@@ -71,10 +81,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--mc-workers", type=int,
                    help="1-CPU bundles per trial for its Monte Carlo tasks, with --mc-ray only (default: the sweep's)")
     p.add_argument("--search", choices=ALGORITHMS, help="search algorithm, hparams sweeps (default: the sweep's)")
-    p.add_argument("--metric", choices=tuple(METRIC_MODES), help="metric to rank and optimise (default: the sweep's)")
+    p.add_argument("--metric", choices=tuple(_METRICS),
+                   help="metric to rank and optimise; rl sweeps: gap_closed, optimality_ratio or agent_value "
+                        "(default: the sweep's)")
     p.add_argument("--num-samples", type=int, help="trials for random/optuna search (default: the sweep's)")
-    p.add_argument("--asha", action="store_true", help="early stopping with ASHA over Monte Carlo rungs")
-    p.add_argument("--n-paths", type=int, help="Monte Carlo paths per trial (default: the sweep's)")
+    p.add_argument("--asha", action="store_true",
+                   help="early stopping with ASHA over Monte Carlo rungs (rl sweeps: over quarters of the training "
+                        "budget)")
+    p.add_argument("--n-paths", type=int, help="Monte Carlo paths per trial, not rl sweeps (default: the sweep's)")
     p.add_argument("--max-failures", type=int,
                    help="retries of a trial whose worker died or that raised (default: the sweep's)")
     p.add_argument("--dashboard", action="store_true", help="start Ray with its dashboard on 127.0.0.1:8265")
@@ -115,7 +129,7 @@ def _override_list(args: argparse.Namespace) -> list[tuple[str, list[tuple[str |
     add("--mc-workers", args.mc_workers, ("resources", "mc_workers", args.mc_workers))
     add("--search", args.search, ("search", "algorithm", args.search))
     if args.metric:  # each metric has one direction
-        add("--metric", args.metric, ("search", "metric", args.metric), ("search", "mode", METRIC_MODES[args.metric]))
+        add("--metric", args.metric, ("search", "metric", args.metric), ("search", "mode", _METRICS[args.metric]))
     add("--num-samples", args.num_samples, ("search", "num_samples", args.num_samples))
     add("--n-paths", args.n_paths, ("sim", "n_paths", args.n_paths))
     add("--asha", args.asha, ("search", "asha", "rungs"), show=False)  # rungs: set in _apply
@@ -131,9 +145,12 @@ def _apply(doc: dict[str, Any], fields: list[tuple[str | None, str, Any]]) -> di
     doc = copy.deepcopy(doc)
     for section, key, value in fields:
         if (section, key, value) == ("search", "asha", "rungs"):
-            # up to 4 rungs of whole Monte Carlo chunks (at least 2; fewer chunks is reported as an error)
+            # up to 4 rungs of whole Monte Carlo chunks (at least 2; fewer chunks is reported as an error); an rl
+            # sweep's trials are compared at quarters of their budget
             sim = doc.get("sim", {})
-            value = {"rungs": max(2, min(4, n_chunks(int(sim.get("n_paths", 1)), int(sim.get("chunk_size", 1)))))}
+            chunks = n_chunks(int(sim.get("n_paths", 1)), int(sim.get("chunk_size", 1))) if "n_paths" in sim else 4
+            rungs = 4 if doc.get("kind") == "rl" else chunks
+            value = {"rungs": max(2, min(4, rungs))}
         (doc if section is None else doc.setdefault(section, {}))[key] = value
     return doc
 
@@ -227,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         spec = _check(args)
-    except (SweepConfigError, NotAvailableError) as exc:
+    except SweepConfigError as exc:
         print(f"mmray tune: error: {exc}", file=sys.stderr)
         return 2
     verbose = 0 if (args.quiet or args.json) else (2 if args.verbose else 1)
@@ -251,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
             what = f"resuming {args.resume}" if args.resume else f"sweep {spec.name!r} ({spec.kind}) from {spec.source}"
             print(f"mmray tune: {what} on Ray with {ray.cluster_resources().get('CPU', 0):g} CPUs", flush=True)
         summary = resume_sweep(args.resume, options) if args.resume else run_sweep(spec, options)
-    except (SweepConfigError, NotAvailableError) as exc:
+    except SweepConfigError as exc:
         print(f"mmray tune: error: {exc}", file=sys.stderr)
         return 2
     finally:
