@@ -69,3 +69,15 @@ def saved_sim(policy: Any) -> dict[str, Any]:
         if getattr(env, k, None) is not None:
             out.setdefault(k, getattr(env, k))
     return out
+
+
+def rl_env(policy: Any) -> Any | None:
+    """The environment an RL agent was trained in: its ``env`` when that is an :class:`mmray.envs.EnvConfig`
+    (the ``mlp`` kind), else ``None``. :mod:`mmray.envs` is imported only for a policy that has an ``env``
+    (loading such a checkpoint imported it already)."""
+    env = getattr(policy, "env", None)
+    if env is None:
+        return None
+    from mmray.envs import EnvConfig
+
+    return env if isinstance(env, EnvConfig) else None
