@@ -11,7 +11,7 @@ The samples are ingested into a temporary dataset first (not timed). Then each c
 included); through Ray (one 0.5-CPU task per day shard, Ray already started; ``ray.init`` is
 timed on its own); and through Ray with each task reading its shard through Ray Data
 (``engine="ray"``: a Ray Data read inside each task). Best and median are printed: on a shared
-machine the best is the least disturbed run.
+machine the best is the least disturbed run; the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main() -> None:
         _build(args.data, ds)
         import ray
 
+        print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         t = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         print(f"ray.init (2 CPUs): {time.perf_counter() - t:.2f} s")
@@ -77,6 +78,7 @@ def main() -> None:
         print("AAPL:", {k: round(v, 4) for k, v in cal.params().items()}, "runs:",
               [(r["shard"], r["pid"], round(r["seconds"], 2)) for r in cal.runs])
         ray.shutdown()
+        print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
