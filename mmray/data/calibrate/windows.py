@@ -76,6 +76,9 @@ class _DayStats:
 
 @dataclass
 class _ShardResult:
+    """One day reduced (what :func:`~mmray.data.calibrate.sharding.calibrate_shard` returns): its fit,
+    its window fits, what pooling needs and ``run`` (which shard, where it ran, for how long, rows)."""
+
     day: Fit
     windows: list[Fit]
     stats: _DayStats
