@@ -26,7 +26,8 @@ def _fails(argv: list[str], capsys) -> str:
 
 def test_train_resume_export_backtest(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--algo", "ppo", "--iterations", "1", *TINY, "--out", str(run), "--json"]) == 0
+    assert main(["train", "--algo", "ppo", "--iterations", "1", *TINY, "--reward", "expected", "--out", str(run),
+                 "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     for key in ("optimality_ratio", "optimality_ratio_se", "gap_closed", "gap_closed_se", "agent_value",
                 "reference_value", "baseline_value", "env_steps", "wall_s", "checkpoint", "policy"):
@@ -42,6 +43,7 @@ def test_train_resume_export_backtest(tmp_path, capsys):
     assert main(["export", str(run), "--out", str(tmp_path / "agent"), "--latest", "--json"]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported["kind"] == "mlp" and exported["params"]["env"]["problem"]["T"] == 20.0
+    assert exported["params"]["env"]["reward"] == "expected"  # --reward reached the env
     policy = load_policy(tmp_path / "agent")
     assert type(policy).kind == "mlp"
     assert main(["backtest", "--policy", str(tmp_path / "agent"), "--paths", "200", "--local", "--json"]) == 0

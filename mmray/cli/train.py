@@ -24,6 +24,7 @@ from typing import Any
 
 from mmray.cli.common import fail, log, ray_session_scope
 from mmray.cli.flags import add_model_flags, model_params
+from mmray.objectives import REWARD_NOISE
 
 NAME = "train"
 DESCRIPTION = ("Train an RLlib PPO or SAC agent on the simulated market (mmray/GLFT-v0: objective-B rewards, the "
@@ -45,6 +46,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     stop.add_argument("--iterations", type=int, help="RLlib training iterations (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the run (default: %(default)s)")
     p.add_argument("--dt", type=float, default=1.0, help="the environment's time step (default: %(default)s)")
+    p.add_argument("--reward", choices=REWARD_NOISE, default="realised",
+                   help="the reward variant: realised increments of objective B, or with the zero-mean noise of "
+                        "the mid (mid_expected) and of the fills too (expected) removed; the optimum and the "
+                        "figures do not depend on it (docs/rl.md) (default: %(default)s)")
     add_model_flags(p)
     r = p.add_argument_group("resources (a laptop by default: 2 CPUs, local Ray)")
     r.add_argument("--address", help="attach to a running Ray cluster ('auto' or host:port) (default: a local Ray)")
@@ -69,7 +74,8 @@ def _config(args: argparse.Namespace) -> Any:
     from mmray.tuning.rl import CONFIGS
 
     market, problem = model_params(args, problem=EnvConfig().problem)
-    values: dict[str, Any] = {"env": EnvConfig(market=market, problem=problem, dt=args.dt), "seed": args.seed}
+    env = EnvConfig(market=market, problem=problem, dt=args.dt, reward=args.reward)
+    values: dict[str, Any] = {"env": env, "seed": args.seed}
     for flag, field in (("timesteps", "timesteps"), ("time_budget", "time_budget"), ("iterations", "iterations"),
                         ("env_runners", "num_env_runners"), ("envs_per_runner", "num_envs_per_env_runner"),
                         ("learners", "num_learners"), ("gpus_per_learner", "num_gpus_per_learner"),
