@@ -40,9 +40,11 @@ RNG_MODES = ("shared", "per_env")
 
 
 class _Episodes:
-    """``n`` paths of the simulated market in lockstep (all episodes have ``T / dt`` steps): the
-    state, the step index, the agent's observation and the objective-B reward of each step. The
-    one implementation behind both environments."""
+    """``n`` paths of the simulated market, each with its own step index: the state, the agent's
+    observation and the objective-B reward of each step. The one implementation behind both
+    environments. Every episode has ``T / dt`` steps; paths start together (``start``) or at given step
+    indices (``start(steps)``, the vector env's staggered first episodes), and a path is started afresh
+    on its own (``restart``)."""
 
     def __init__(self, config: EnvConfig, n: int) -> None:
         self.config, self.n = config, n
@@ -50,39 +52,55 @@ class _Episodes:
         self.obs_spec, self.act_spec = config.observation_spec(), config.action_spec()
         self.n_steps = config.n_steps
         self.state: PathState | None = None
-        self.j = 0
+        self.j = np.zeros(n, dtype=np.int64)
 
-    def start(self) -> np.ndarray:
-        """Start new episodes on every path; returns the first observations ``(n, d)``."""
+    def start(self, steps: np.ndarray | None = None) -> np.ndarray:
+        """Start new episodes on every path (at step ``steps[i]`` on path ``i``, 0 by default); returns
+        the first observations ``(n, d)``."""
         self.state = PathState(self.n, self.config.market.s0, self.config.q0)
-        self.j = 0
+        self.j = np.zeros(self.n, dtype=np.int64) if steps is None else np.array(steps, dtype=np.int64)
         return self.observe()
+
+    def restart(self, where: np.ndarray) -> None:
+        """Start new episodes (at step 0) on the paths selected by the boolean mask ``where``."""
+        self.state.restart(where, self.config.market.s0, self.config.q0)  # type: ignore[union-attr]
+        self.j[where] = 0
+
+    @property
+    def ended(self) -> np.ndarray:
+        """Boolean mask of the paths whose episode has reached ``T``."""
+        return self.j >= self.n_steps
 
     @property
     def done(self) -> bool:
-        return self.j >= self.n_steps
+        """Whether every path's episode has reached ``T``."""
+        return bool(self.ended.all())
 
     def observe(self) -> np.ndarray:
         p, names = self.state, self.obs_spec.features
         feats = p.features(names, self.model) if names else None
         return self.obs_spec.observe(self.j * self.config.dt, p.q, feats)
 
-    def advance(self, action: np.ndarray, rng: Any) -> np.ndarray:
+    def advance(self, action: np.ndarray, rng: Any, restarting: np.ndarray | None = None) -> np.ndarray:
         """One market step with the offsets of ``action`` (``(n, 2)``); returns the rewards ``(n,)``:
-        objective B's increment (:func:`mmray.objectives.step_reward_b`, with ``-ell(q_T)`` at the last
-        step), less the zero-mean part the config's ``reward`` variant leaves out
-        (:func:`mmray.objectives.step_noise_b`), over ``reward_scale``."""
+        objective B's increment (:func:`mmray.objectives.step_reward_b`, with ``-ell(q_T)`` on the paths
+        whose episode ends with this step), less the zero-mean part the config's ``reward`` variant leaves
+        out (:func:`mmray.objectives.step_noise_b`), over ``reward_scale``. Ended paths are an error unless
+        ``restarting`` selects them (the caller restarts them after the step and discards their reward)."""
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        if self.done:
+        ended = self.ended
+        if ended.any() and (restarting is None or np.any(ended & ~restarting)):
             raise RuntimeError("the episode is over (terminated at T): call reset()")
         bid, ask = self.act_spec.offsets(action)
         p, c = self.state, self.config
         before = p.mtm.copy()
         market_step(p, bid, ask, self.model, rng)
         self.j += 1
-        last = p.q if self.done else None
-        reward = step_reward_b(p.mtm - before, p.q, c.dt, c.market, c.problem, terminal_q=last)
+        reward = step_reward_b(p.mtm - before, p.q, c.dt, c.market, c.problem)
+        last = self.j == self.n_steps
+        if last.any():
+            reward = reward - np.where(last, c.problem.terminal(p.q), 0.0)
         if c.reward != "realised":
             reward = reward - step_noise_b(
                 c.reward, p.q, p.ds, self.model.mu_dt, bid_offset=p.bid_offset, ask_offset=p.ask_offset,
@@ -183,23 +201,35 @@ class MarketMakingVectorEnv(VectorEnv):
     call per step (same spaces per sub-env, same rewards and termination).
 
     Autoreset (``metadata["autoreset_mode"] = NEXT_STEP``, gymnasium's default and what RLlib's env
-    runner expects): every sub-env has ``T / dt`` steps, so all terminate on the same step; the
-    following ``step`` ignores its actions, starts new episodes and returns their first observations
-    with reward 0 and ``terminated = truncated = False``. Infos are empty (``{}``). Seeding: see
-    :mod:`mmray.envs.market` (``rng_mode``).
+    runner expects): the step after a sub-env's last one ignores its action, starts a new episode and
+    returns its first observation with reward 0 and ``terminated = truncated = False``. Infos are empty
+    (``{}``). Seeding: see :mod:`mmray.envs.market` (``rng_mode``).
+
+    Every episode has ``T / dt`` steps, so by default (``stagger=False``) all sub-envs start and end
+    together: a rollout fragment shorter than an episode then holds the same few time steps on every
+    sub-env, and a learner sees one window of the horizon per batch. ``stagger=True`` starts sub-env
+    ``i``'s first episode at step ``floor(i T / (dt N))`` (time ``t_i``, inventory ``q0``, PnL 0; a
+    shorter first episode), so that from then on the sub-envs cover the horizon evenly and every batch
+    holds all times; later episodes are whole. With ``stagger=False`` and the shared generator the paths
+    are those of :func:`mmray.sim.simulate_chunk` (tested); with ``stagger=True`` the sub-envs that restart
+    on a step draw the variates of that step too (discarded), so the paths differ from it.
     """
 
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}  # noqa: RUF012
 
     def __init__(self, num_envs: int = 1, config: EnvConfig | Mapping[str, Any] | None = None,
-                 rng_mode: str = "shared", render_mode: str | None = None, **overrides: Any) -> None:
+                 rng_mode: str = "shared", render_mode: str | None = None, stagger: bool = False,
+                 **overrides: Any) -> None:
         if render_mode is not None:
             raise ValueError(f"MarketMakingVectorEnv has no render modes, got render_mode={render_mode!r}")
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if rng_mode not in RNG_MODES:
             raise ValueError(f"rng_mode must be one of {RNG_MODES}, got {rng_mode!r}")
+        if not isinstance(stagger, bool | np.bool_):
+            raise ValueError(f"stagger must be True or False, got {stagger!r}")
         self.num_envs = int(num_envs)
+        self.stagger = bool(stagger)
         self.render_mode = render_mode
         self.rng_mode = rng_mode
         self.config = make_config(config, **overrides)
@@ -209,8 +239,8 @@ class MarketMakingVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._per_path: PerPathGenerators | None = None
-        self._autoreset = False
         self._zeros = np.zeros(self.num_envs, dtype=bool)
+        self._autoreset = self._zeros.copy()
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None,
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -220,8 +250,9 @@ class MarketMakingVectorEnv(VectorEnv):
             super().reset(seed=None if seed is None else int(seed))
         elif seed is not None or self._per_path is None:
             self._per_path = PerPathGenerators([np.random.default_rng(s) for s in self._seeds(seed)])
-        self._autoreset = False
-        return self._episodes.start(), {}
+        self._autoreset = self._zeros.copy()
+        steps = (np.arange(self.num_envs) * self.config.n_steps) // self.num_envs if self.stagger else None
+        return self._episodes.start(steps), {}
 
     @property
     def state(self) -> PathState | None:
@@ -241,15 +272,19 @@ class MarketMakingVectorEnv(VectorEnv):
         return seeds
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if self._autoreset:  # NEXT_STEP: the step after the last one starts new episodes
-            self._autoreset = False
+        restarting = self._autoreset
+        if restarting.all():  # NEXT_STEP: the step after the last one starts new episodes
+            self._autoreset = self._zeros.copy()
             return self._episodes.start(), np.zeros(self.num_envs), self._zeros.copy(), self._zeros.copy(), {}
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs, 2):
             raise ValueError(f"actions must have shape ({self.num_envs}, 2), got {actions.shape}")
         rng = self.np_random if self.rng_mode == "shared" else self._per_path
-        rewards = self._episodes.advance(actions, rng)
-        done = self._episodes.done
-        self._autoreset = done
-        terminated = np.full(self.num_envs, done)
-        return self._episodes.observe(), rewards, terminated, self._zeros.copy(), {}
+        some = bool(restarting.any())  # staggered episodes: some sub-envs restart while the others step
+        rewards = self._episodes.advance(actions, rng, restarting if some else None)
+        if some:
+            self._episodes.restart(restarting)
+            rewards[restarting] = 0.0
+        terminated = self._episodes.ended
+        self._autoreset = terminated
+        return self._episodes.observe(), rewards, terminated.copy(), self._zeros.copy(), {}

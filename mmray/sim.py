@@ -182,6 +182,13 @@ class PathState:
     def n(self) -> int:
         return int(self.s.size)
 
+    def restart(self, where: np.ndarray, s0: float, q0: float) -> None:
+        """Start the paths selected by ``where`` (a boolean mask or indices) afresh: mid ``s0``,
+        inventory ``q0``, everything else as a new :class:`PathState` has it."""
+        fresh = PathState(1, s0, q0)
+        for name, value in vars(fresh).items():
+            getattr(self, name)[where] = value[0]
+
     def draw_fill_variates(self, rng: np.random.Generator) -> None:
         """Draw the next step's fill variates: ``n`` exponentials for the bids, then ``n`` for the asks."""
         rng.standard_exponential(out=self.e_bid)

@@ -444,3 +444,38 @@ def test_the_control_variate_rewards_keep_the_expected_return_and_cut_the_varian
         for variant in ("mid_expected", "expected"):
             d = returns[variant] - returns["realised"]
             assert abs(d.mean()) < 4 * d.std(ddof=1) / np.sqrt(n), variant
+
+
+def test_staggered_vector_env_spreads_first_episodes_over_the_horizon_and_keeps_the_accounting():
+    """stagger=True: sub-env i starts at step floor(i n / N); each ends once within the first n steps,
+    restarts on the next step (reward 0, time T) while the others step on, and from then on every episode
+    is whole. Oracle for the accounting of restarted paths: each finished episode's rewards x scale equal
+    objective B's value of the path state (W - penalty int q^2 dt - ell(q_T)) read at its last step."""
+    c = EnvConfig(**SMALL)
+    n, steps = 6, c.n_steps
+    env = MarketMakingVectorEnv(n, c, stagger=True)
+    obs, _ = env.reset(seed=5)
+    j0 = (np.arange(n) * steps) // n
+    np.testing.assert_allclose(obs[:, 0], 1.0 - j0 / steps, rtol=0, atol=1e-6)
+    act = np.tile(c.action_spec().action_of(3.0, 3.0), (n, 1))
+    total, ends, restarts = np.zeros(n), [[] for _ in range(n)], np.zeros(n, dtype=int)
+    restarting = np.zeros(n, dtype=bool)
+    for k in range(2 * steps + 1):
+        obs, r, term, trunc, _ = env.step(act)
+        assert not trunc.any()
+        assert np.all(r[restarting] == 0.0) and np.all(obs[restarting, 0] == 1.0)  # new episodes at t = 0
+        restarts += restarting
+        total[restarting] = 0.0
+        total += r
+        p = env.state
+        for i in np.flatnonzero(term):
+            value = p.mtm[i] - 0.5 * c.problem.gamma * c.market.sigma**2 * p.q2[i] * c.dt - c.problem.terminal(p.q[i])
+            assert total[i] * c.reward_scale == pytest.approx(value, rel=0, abs=1e-9)
+            ends[i].append(k + 1)
+        restarting = term
+    for i in range(n):  # the first episode ends after steps - j0 steps, the next ones after n + 1 more each
+        assert ends[i][0] == steps - j0[i]
+        assert np.all(np.diff(ends[i]) == steps + 1)
+    assert restarts.min() >= 1
+    with pytest.raises(ValueError, match="stagger must be True or False"):
+        MarketMakingVectorEnv(2, c, stagger="yes")
