@@ -1,120 +1,163 @@
-"""The data loaders' numba kernels agree with their plain-numpy twins; the fast CSV path reads
-what pyarrow reads (declined lines included) and words errors the same way."""
+"""The LOBSTER kernel (parse + convert in one pass) agrees with its plain twin (the same source run by
+the interpreter); the fast line grammar declines what it does not parse, and declined lines are read
+as pyarrow reads them, with errors naming the line."""
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from numba import njit
 
-from mmray.data import DataError
-from mmray.data._csv import Source, prefetch, stream_numeric
-from mmray.data._levels import book_columns, book_columns_numpy
-from mmray.data._parse import parse_block, parse_block_numpy
-from mmray.data.lobster import DUMMY
+import mmray.data.lobster as lobster
+from mmray.data import EVENT_SCHEMA, DataError
+from mmray.data._csv import LineBlocks, prefetch
+from mmray.data._lobster import lobster_pass, lobster_pass_plain
+from mmray.data._parse import parse_line
 
 FIX = Path(__file__).parent / "fixtures" / "data" / "lobster"
 AAPL = "AAPL_2012-06-21_34200000_57600000_{}_1.csv"
 AMZN_ZIP = FIX / "LOBSTER_SampleFile_AMZN_2012-06-21_5.zip"
-AMZN_BOOK = "AMZN_2012-06-21_34200000_57600000_orderbook_5.csv"
+
+# the plain twin's int64 overflows (silently wrapping when compiled) on lines with too many digits,
+# which both decline
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
 LINES = [
     b"1,2\n-3,40\n", b"1.5,2\n", b"1,2\n3\n", b"1,2\n\n", b"1,-\n", b"0.000000001,5\n", b"007,-0\n", b"1,2,3\n",
     b"5.,1\n", b"-.5,1\n", b"1e3,1\n", b"99999999999999999999,1\n", b"12345.123456789,1\n", b"123456789,1\n",
     b"1234567890,1\n", b"1,2\r\n", b"1,2\n1.2.3,4\n", b"1,2.\n", b"1,--2\n", b"1,2-\n", b"1,999999999999999999\n",
     b"1,9999999999999999999\n", b"+1,2\n", b" 1,2\n", b"1.1234567891,2\n", b"nan,1\n", b"1,2\n3,4\nx,5\n6,7\n",
-    b"1,2\n3,4", b"",
+    b"/,1\n", b":,1\n",
 ]
 
 
-def _both(text: bytes, scales: list[int]) -> tuple:
+def _lines(parse, text: bytes, scales: list[int]) -> tuple[list[list[int]], int]:
+    """Parse lines until one is declined: the rows and the offset where parsing stopped."""
     buf = np.frombuffer(text, np.uint8)
-    results = []
-    for kernel in (parse_block, parse_block_numpy):
-        out = np.zeros((text.count(b"\n"), len(scales)), np.int64)
-        rows, stop = kernel(buf, len(scales), np.array(scales, np.int64), out)
-        results.append((rows, stop, out[:rows].tolist()))
-    return tuple(results)
+    out, rows, i = np.zeros(len(scales), np.int64), [], 0
+    while i < buf.size:
+        end = parse(buf, i, len(scales), np.array(scales, np.int64), out)
+        if end < 0:
+            break
+        rows.append(out.tolist())
+        i = end
+    return rows, i
+
+
+_parse_compiled = njit(lambda buf, i, n, scales, out: parse_line(buf, i, n, scales, out))
 
 
 @pytest.mark.parametrize("text", LINES)
-def test_parse_kernel_equals_numpy_twin(text):
-    compiled, twin = _both(text, [9, 0])
-    assert compiled == twin
+def test_line_grammar_compiled_equals_plain(text):
+    assert _lines(_parse_compiled, text, [9, 0]) == _lines(parse_line, text, [9, 0])
 
 
-def test_parse_kernel_on_samples():
-    for name, scales in ((AAPL.format("message"), [9, 0, 0, 0, 0, 0]), (AAPL.format("orderbook"), [0] * 4)):
-        text = (FIX / name).read_bytes()
-        compiled, twin = _both(text, scales)
-        assert compiled == twin and compiled[0] == text.count(b"\n") == 300
-    assert compiled[2][0] == [5859400, 200, 5853300, 18]
-    assert _both(b"34200.004241176,1,16113575,18,5853300,1\n", [9, 0, 0, 0, 0, 0])[0][2] == [
+def test_line_grammar_values():
+    assert _lines(parse_line, b"34200.004241176,1,16113575,18,5853300,1\n", [9, 0, 0, 0, 0, 0])[0] == [
         [34200004241176, 1, 16113575, 18, 5853300, 1]]
+    assert _lines(parse_line, b"1,2\n-3,40\n007,-0\n0.000000001,5\n", [9, 0]) == (
+        [[1_000_000_000, 2], [-3_000_000_000, 40], [7_000_000_000, 0], [1, 5]], 31)
+    for declined in (b"1.5,2\n", b"1,2\r\n", b"1e3,1\n", b"+1,2\n", b"1,2,3\n", b"\n", b"99999999999999999999,1\n",
+                     b"1.1234567891,2\n"):
+        assert _lines(parse_line, declined, [9, 0] if declined != b"1.5,2\n" else [0, 0]) == ([], 0)
 
 
-def _book_rows(tmp_path: Path) -> np.ndarray:
+def _read(monkeypatch, kernel, path, **kw) -> pa.Table:
+    monkeypatch.setattr(lobster, "_PASS", kernel)
+    return pa.Table.from_batches(list(lobster.read_lobster(path, **kw)), schema=EVENT_SCHEMA)
+
+
+def _pair(tmp_path: Path, msg: bytes, book: bytes, name: str = AAPL) -> Path:
+    (tmp_path / name.format("message")).write_bytes(msg)
+    (tmp_path / name.format("orderbook")).write_bytes(book)
+    return tmp_path / name.format("message")
+
+
+@pytest.mark.parametrize("kw", [{}, {"block_size": 97, "batch_rows": 7}])
+def test_lobster_kernel_equals_plain_twin(monkeypatch, tmp_path, kw):
+    for path in (FIX / AAPL.format("message"), AMZN_ZIP):
+        compiled = _read(monkeypatch, lobster_pass, path, **kw)
+        plain = _read(monkeypatch, lobster_pass_plain, path, **kw)
+        assert compiled.equals(plain) and compiled.num_rows == 300
+    # halts, empty levels (level 5: shorter lists) and declined lines, both kernels
     with zipfile.ZipFile(AMZN_ZIP) as zf:
-        zf.extract(AMZN_BOOK, tmp_path)
-    return np.loadtxt(tmp_path / AMZN_BOOK, delimiter=",", dtype=np.int64, max_rows=400)
+        msg = zf.read("AMZN_2012-06-21_34200000_57600000_message_5.csv").splitlines()[:50]
+        book = zf.read("AMZN_2012-06-21_34200000_57600000_orderbook_5.csv").splitlines()[:50]
+    msg[10], book[10] = msg[9].split(b",")[0] + b",7,0,0,-1,-1", book[9]
+    book[20] = b",".join([*book[20].split(b",")[:16], b"9999999999", b"0", b"-9999999999", b"0"])
+    msg[30] = b"+" + msg[30]  # declined: read by pyarrow
+    book[31] += b"\r"
+    path = _pair(tmp_path, b"\n".join(msg) + b"\n", b"\n".join(book) + b"\n",
+                 "AMZN_2012-06-21_34200000_57600000_{}_5.csv")
+    compiled = _read(monkeypatch, lobster_pass, path, block_size=256, batch_rows=16)
+    assert compiled.equals(_read(monkeypatch, lobster_pass_plain, path, block_size=256, batch_rows=16))
+    assert compiled["kind"][10].as_py() == "halt" and compiled["price"][10].as_py() == -1.0
+    assert len(compiled["ask_pxs"][20].as_py()) == 4 and len(compiled["bid_pxs"][20].as_py()) == 4
+    clean = _read(monkeypatch, lobster_pass, AMZN_ZIP).slice(30, 2)
+    assert compiled.slice(30, 2).equals(clean)
 
 
-def _assert_book_equal(book: np.ndarray, level: int) -> None:
-    a, b = book_columns(book, level, DUMMY), book_columns_numpy(book, level, DUMMY)
-    for x, y in zip(a[:4], b[:4], strict=True):
-        np.testing.assert_array_equal(x, y)
-    offsets = a[3]
-    for k in range(4):
-        used = offsets[k // 2, -1]
-        np.testing.assert_array_equal(a[4][k, :used], b[4][k, :used])
-
-
-def test_book_kernel_equals_numpy_twin(tmp_path):
-    book = _book_rows(tmp_path)
-    _assert_book_equal(book, 5)
-    _assert_book_equal(book[:, :4].copy(), 1)
-    edited = book.copy()
-    edited[10, 16:18] = (DUMMY, 0)          # last ask level empty: fine
-    edited[20, 10:12] = (-DUMMY, 0)         # a bid level emptied with occupied ones below it
-    edited[30, 1] = -5                      # negative size
-    edited[40, 4] = edited[40, 0] - 100     # asks out of order
-    edited[50, :] = (DUMMY, 0, -DUMMY, 0) * 5  # an empty book
-    first_bad = book_columns(edited, 5, DUMMY)[0]
-    assert first_bad.tolist() == [30, 20, 20]
-    _assert_book_equal(edited, 5)
-
-
-def _write(tmp_path: Path, text: bytes) -> Source:
-    path = tmp_path / "x.csv"
-    path.write_bytes(text)
-    return Source(str(path))
+@pytest.mark.parametrize("kernel", [lobster_pass, lobster_pass_plain])
+@pytest.mark.parametrize(("row", "file", "edit", "what"), [
+    (7, "message", lambda line: line.rsplit(b",", 1)[0] + b",0", "direction"),
+    (12, "orderbook", lambda line: b"5859400,-1,5853300,18", "negative size in the book"),
+    (20, "message", lambda line: b",".join([line.split(b",")[0], b"9", *line.split(b",")[2:]]), "unknown type"),
+])
+def test_kernel_errors_name_file_and_line(monkeypatch, tmp_path, kernel, row, file, edit, what):
+    lines = {f: (FIX / AAPL.format(f)).read_bytes().splitlines()[:40] for f in ("message", "orderbook")}
+    lines[file][row] = edit(lines[file][row])
+    path = _pair(tmp_path, *(b"\n".join(lines[f]) + b"\n" for f in ("message", "orderbook")))
+    with pytest.raises(DataError, match=what) as err:
+        _read(monkeypatch, kernel, path, batch_rows=8, block_size=64)
+    assert err.value.line == row + 1 and err.value.path.endswith(AAPL.format(file))
 
 
 def test_declined_lines_read_as_pyarrow_reads_them(tmp_path):
-    lf = b"34200.1,1,2\n34200.123456789012,1,2\n+34200.2,3,2\n1e1,4,5\n"
-    rows = np.concatenate(list(stream_numeric(_write(tmp_path, lf), ["t", "a", "b"], [9, 0, 0], block_size=16)))
-    assert rows.tolist() == [[34200100000000, 1, 2], [34200123456789, 1, 2], [34200200000000, 3, 2],
-                             [10000000000, 4, 5]]
-    crlf = np.concatenate(list(stream_numeric(_write(tmp_path, lf.replace(b"\n", b"\r\n")), ["t", "a", "b"],
-                                              [9, 0, 0])))
-    np.testing.assert_array_equal(crlf, rows)
-    last_without_newline = np.concatenate(list(stream_numeric(_write(tmp_path, lf[:-1]), ["t", "a", "b"],
-                                                              [9, 0, 0], block_size=7)))
-    np.testing.assert_array_equal(last_without_newline, rows)
+    msg = (FIX / AAPL.format("message")).read_bytes()
+    book = (FIX / AAPL.format("orderbook")).read_bytes()
+    clean = pa.Table.from_batches(list(lobster.read_lobster(_pair(tmp_path, msg, book))))
+    lines = msg.splitlines()
+    lines[0] = b"34200.0042411760000,1,16113575,18,5853300,1"    # more decimals than ns
+    lines[1] = b"3.4200025551909e4,1,16120456,18,5859100,-1"      # an exponent
+    lines[2] = b"+34200.201743336,3,16120456,18,5859100,-1"       # a plus sign
+    edited = pa.Table.from_batches(list(lobster.read_lobster(_pair(tmp_path, b"\n".join(lines) + b"\n", book))))
+    assert edited.equals(clean)
+    # every line declined (CRLF): after 64 in a batch the rest of a block goes to pyarrow at once
+    crlf = lobster.read_lobster(_pair(tmp_path, msg.replace(b"\n", b"\r\n"), book.replace(b"\n", b"\r\n")),
+                                batch_rows=200)
+    assert pa.Table.from_batches(list(crlf)).equals(clean)
+    # a last line without its newline is still a row
+    no_newline = lobster.read_lobster(_pair(tmp_path, msg[:-1], book[:-1]), block_size=100)
+    assert pa.Table.from_batches(list(no_newline)).equals(clean)
 
 
-@pytest.mark.parametrize(("text", "line", "what"), [
-    (b"1,2\n3,4\n5\n", 3, "expected 2 comma-separated columns, got 1"),
-    (b"1,2\n\n3,4\n", 2, "empty line"),
-    (b"1,2\n3,x\n", 2, "column 2: expected a number, got 'x'"),
-    (b"1,2\nnan,3\n", 2, "column 1 \\(t\\): expected a finite number"),
+@pytest.mark.parametrize(("edit", "line", "what"), [
+    (lambda m: m.__setitem__(2, b"34200.2,3,x,18,5859100,-1"), 3, "column 3: expected a number, got 'x'"),
+    (lambda m: m.__setitem__(4, b"nan,3,1,18,5859100,-1"), 5, "column 1 \\(time\\): expected a finite number"),
+    (lambda m: m.__setitem__(6, b""), 7, "empty line"),
 ])
-def test_fast_path_errors_name_the_line(tmp_path, text, line, what):
+def test_declined_line_errors_name_the_line(tmp_path, edit, line, what):
+    msg = (FIX / AAPL.format("message")).read_bytes().splitlines()
+    edit(msg)
+    path = _pair(tmp_path, b"\n".join(msg) + b"\n", (FIX / AAPL.format("orderbook")).read_bytes())
     with pytest.raises(DataError, match=what) as err:
-        list(stream_numeric(_write(tmp_path, text), ["t", "a"], [9, 0], block_size=4))
+        list(lobster.read_lobster(path, block_size=64))
     assert err.value.line == line
+
+
+def test_line_blocks_grow_for_long_lines():
+    text = b"a" * 50 + b"\n" + b"b\n" + b"c" * 300 + b"\nd"
+    blocks = LineBlocks(io.BytesIO(text), 16)
+    got, block = [], blocks.next(0)
+    while block.size:
+        got.append(block.tobytes())
+        block = blocks.next(block.size)
+    assert b"".join(got) == text + b"\n" and all(g.endswith(b"\n") for g in got)
 
 
 def test_prefetch_keeps_order_and_errors():

@@ -3,9 +3,9 @@
 pyarrow's own conversion errors do not say which line is wrong; when one happens, the file is
 scanned again in plain Python up to the first bad line, so the :class:`DataError` names it.
 
-All-numeric headerless files (LOBSTER) have a faster path, :func:`stream_numeric`: blocks of
-whole lines are parsed by a compiled kernel (:mod:`mmray.data._parse`) into int64 matrices;
-a line the kernel declines goes through pyarrow's reader alone, with the same errors.
+All-numeric headerless files (LOBSTER) have a faster path (:mod:`mmray.data._lobster`): blocks of
+whole lines (:class:`LineBlocks`) are parsed by a compiled kernel; a line it declines goes
+through pyarrow's reader alone (:func:`parse_general`), with the same errors.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from mmray.data._parse import parse_block
 from mmray.data.errors import DataError
 
-__all__ = ["Source", "open_source", "prefetch", "stream_csv", "stream_numeric"]
+__all__ = ["LineBlocks", "Source", "open_source", "parse_general", "prefetch", "stream_csv"]
 
 T = TypeVar("T")
 
@@ -100,7 +99,6 @@ def stream_csv(src: Source, columns: Sequence[str], types: dict[str, pa.DataType
 
 
 _PARSE = pacsv.ParseOptions(ignore_empty_lines=False)  # keeps row k on line k (+skip_rows)
-_DECLINED_PER_BLOCK = 64  # lines the kernel declines before the rest of a block goes to pyarrow
 
 
 def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
@@ -108,70 +106,79 @@ def _convert(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
                                 true_values=["true", "True"], false_values=["false", "False"])
 
 
-def stream_numeric(src: Source, columns: Sequence[str], scales: Sequence[int], *,
-                   block_size: int = 1 << 23) -> Iterator[np.ndarray]:
-    """Stream a headerless all-numeric CSV as int64 matrices, one row per line, in file order.
+class LineBlocks:
+    """Blocks of whole lines of one file, read into one reused buffer (no allocation per block).
 
-    Column ``j`` holds fixed-point numbers with ``scales[j]`` decimals (0: integers), stored
-    as ``round(value * 10**scales[j])``. Lines in the plain layout (``-?digits[.digits]``,
-    ``\\n``-terminated) are parsed by :func:`mmray.data._parse.parse_block`; any other line is
-    read by pyarrow's CSV reader on its own (so exponents, ``\\r\\n`` or more decimals than
-    the scale still read as :func:`stream_csv` reads them), and a line neither accepts is a
-    :class:`DataError` naming it, worded as :func:`stream_csv` words it. A non-finite value in a
-    scaled column is an error naming the column.
+    ``data()`` is the current block: a uint8 view that ends with a newline (a last line without
+    one gets it), or is empty at the end of the file. ``next(used)`` drops the first `used`
+    bytes of the block and reads on, keeping a partial last line for the next block.
 
     Parameters
     ----------
-    src : Source
-        The file.
-    columns : sequence of str
-        Column names (for errors); a row with another count is an error.
-    scales : sequence of int
-        Decimals kept per column.
+    fh : binary file
+        The open file (plain, gzip or zip member).
     block_size : int
-        Bytes read per block: memory is bounded by a few blocks and their matrices.
+        Bytes read at a time; the buffer grows only for a line longer than that.
     """
-    scale = np.asarray(scales, dtype=np.int64)
-    line = 1  # 1-based line number of the next block's first line
-    carry = b""
-    with open_source(src) as fh:
-        while True:
-            chunk = fh.read(block_size)
-            data = carry + chunk if carry else chunk
-            if chunk:
-                cut = data.rfind(b"\n") + 1
-                data, carry = data[:cut], data[cut:]
-            elif data and not data.endswith(b"\n"):
-                data += b"\n"  # a last line without its newline is still a row
-            if data:
-                rows = _parse_lines(src, data, columns, scale, line)
-                line += len(rows)
-                yield rows
-            if not chunk:
-                return
+
+    def __init__(self, fh: IO[bytes], block_size: int) -> None:
+        self.fh = fh
+        self.buf = np.empty(block_size + 1, np.uint8)  # + 1: the newline a last line may need
+        self.start = self.end = self.filled = 0  # block = buf[start:end], read so far: buf[:filled]
+        self.eof = False
+
+    def data(self) -> np.ndarray:
+        """The current block (whole lines)."""
+        return self.buf[self.start:self.end]
+
+    def next(self, used: int) -> np.ndarray:
+        """Drop `used` bytes of the current block and return the next block (empty at the end)."""
+        self.start += used
+        if self.start < self.end:
+            return self.data()
+        rest = self.filled - self.end  # a partial line after the block
+        self.buf[:rest] = self.buf[self.end:self.filled]
+        self.start = self.end = 0
+        self.filled = rest
+        while not self.eof:
+            room = len(self.buf) - 1 - self.filled
+            if room < len(self.buf) // 4:  # a line longer than the block: grow
+                grown = np.empty(2 * len(self.buf), np.uint8)
+                grown[:self.filled] = self.buf[:self.filled]
+                self.buf = grown
+                continue
+            got = self.fh.readinto(memoryview(self.buf)[self.filled:self.filled + room])
+            if not got:
+                self.eof = True
+                break
+            self.filled += got
+            tail = self.buf[self.filled - got:self.filled]
+            newlines = np.flatnonzero(tail == 10)
+            if newlines.size:
+                self.end = self.filled - got + int(newlines[-1]) + 1
+                return self.data()
+        if self.filled and self.buf[self.filled - 1] != 10:
+            self.buf[self.filled] = 10  # a last line without its newline is still a row
+            self.filled += 1
+        self.end = self.filled
+        return self.data()
+
+    def count_lines(self) -> int:
+        """Lines left from the current block on (reads the rest of the file)."""
+        n = 0
+        block = self.data()
+        while block.size:
+            n += int(np.count_nonzero(block == 10))
+            block = self.next(block.size)
+        return n
 
 
-def _parse_lines(src: Source, data: bytes, columns: Sequence[str], scale: np.ndarray, line: int) -> np.ndarray:
-    buf = np.frombuffer(data, dtype=np.uint8)
-    # a row has at least two bytes per column ("0," ... "0\n"): a bound that is cheaper than
-    # counting newlines; np.empty only commits the pages the rows are written to
-    out = np.empty((len(data) // (2 * len(columns)) + 1, len(columns)), dtype=np.int64)
-    row = pos = declined = 0
-    while pos < len(data):
-        done, stop = parse_block(buf[pos:], len(columns), scale, out[row:])
-        row, pos = row + done, pos + stop
-        if pos == len(data):
-            break
-        declined += 1  # the line at `pos`, or the rest of the block after many declined lines
-        end = len(data) if declined > _DECLINED_PER_BLOCK else data.index(b"\n", pos) + 1
-        general = _general(src, data[pos:end], columns, scale, line + row)
-        out[row:row + len(general)] = general
-        row, pos = row + len(general), end
-    return out[:row]
+def parse_general(src: Source, data: bytes, columns: Sequence[str], scale: np.ndarray, line: int) -> np.ndarray:
+    """Lines of a headerless numeric CSV read by pyarrow as :func:`stream_csv` reads them, as an
+    int64 matrix with ``scale[j]`` decimals kept in column ``j`` (for lines a fast kernel declined).
 
-
-def _general(src: Source, data: bytes, columns: Sequence[str], scale: np.ndarray, line: int) -> np.ndarray:
-    """Lines the kernel declined, read by pyarrow as :func:`stream_csv` reads them."""
+    `line` is the 1-based line number of the first line (errors name the bad line).
+    """
     types = {c: pa.float64() if s else pa.int64() for c, s in zip(columns, scale, strict=True)}
     try:
         table = pacsv.read_csv(pa.py_buffer(data), read_options=pacsv.ReadOptions(column_names=list(columns)),

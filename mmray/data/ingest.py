@@ -43,7 +43,13 @@ _NS_PER_DAY = 86_400 * 10**9
 PARTITIONING = ds.partitioning(pa.schema([("venue", pa.string()), ("symbol", pa.string()), ("date", pa.string())]),
                                flavor="hive")
 _FILE_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("venue", "symbol")])
-_DICTIONARY_COLUMNS = ["kind", "side"]
+# Parquet settings, chosen by the encoding cost measured per column (docs/data.md, "Throughput"):
+# dictionary pages only where values repeat by design (trying them on every float column costs
+# more time than the files save); min/max statistics only on the clocks and sequence numbers,
+# the columns a reader filters row groups on (on the level lists and prices they cost encoding
+# time and prune nothing); values handed to the encoder 64 Ki at a time, not 1 Ki.
+_WRITER_OPTIONS = {"use_dictionary": ["kind", "side"], "write_statistics": ["ts", "ts_local", "seq"],
+                   "write_batch_size": 1 << 16}
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _META = "_mmray"
 
@@ -113,10 +119,7 @@ class _Writer:
             return
         if key not in self.files:
             (self.root / key).mkdir(parents=True)
-            # dictionary pages only where values repeat by design: trying them on every float
-            # column costs more time than the files save
-            self.files[key] = pq.ParquetWriter(self.root / key / "part-0.parquet", _FILE_SCHEMA,
-                                               use_dictionary=_DICTIONARY_COLUMNS)
+            self.files[key] = pq.ParquetWriter(self.root / key / "part-0.parquet", _FILE_SCHEMA, **_WRITER_OPTIONS)
         self.files[key].write_table(pa.Table.from_batches(batches, _FILE_SCHEMA), row_group_size=self.rows_per_group)
 
     def close(self) -> None:

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mmray.data._csv import Source, prefetch, stream_numeric
-from mmray.data._levels import book_columns
+from mmray.data import _lobster as _K
+from mmray.data._csv import LineBlocks, Source, open_source, parse_general
 from mmray.data.errors import DataError
-from mmray.data.schema import EventValidator, event_batch, kind_codes, levels_array
+from mmray.data.schema import EventValidator, event_batch, kind_codes
 
 __all__ = ["VENUE", "LobsterFiles", "LobsterName", "find_pairs", "parse_name", "read_lobster"]
 
@@ -39,10 +39,8 @@ _MESSAGE_SCALES = (9, 0, 0, 0, 0, 0)  # time is read as ns after midnight, the r
 _KIND_OF_TYPE = np.array([-1, *kind_codes(["add", "cancel", "delete", "execute", "execute_hidden", "cross", "halt"])],
                          dtype=np.int8)
 _SIDE_SIGN = np.array([0, 1, 1, 1, -1, -1, 0, 0], dtype=np.int8)
-# what book_columns' first_bad entries mean, in the order they are reported
-_BOOK_PROBLEMS = ("negative size in the book; expected >= 0",
-                  "an occupied level after an empty (dummy) one; expected empty levels last",
-                  "book levels out of order; expected asks rising and bids falling")
+#: The kernel the reader runs (tests swap in :func:`mmray.data._lobster.lobster_pass_plain`).
+_PASS = _K.lobster_pass
 
 
 @dataclass(frozen=True)
@@ -121,8 +119,8 @@ def find_pairs(paths: Iterable[str | os.PathLike[str]]) -> list[LobsterFiles]:
     return pairs
 
 
-def read_lobster(files: LobsterFiles | str | os.PathLike[str], *,
-                 block_size: int = 1 << 21) -> Iterator[pa.RecordBatch]:
+def read_lobster(files: LobsterFiles | str | os.PathLike[str], *, block_size: int = 1 << 20,
+                 batch_rows: int = 1 << 16) -> Iterator[pa.RecordBatch]:
     """Stream one LOBSTER day as :data:`~mmray.data.schema.EVENT_SCHEMA` record batches.
 
     Parameters
@@ -131,8 +129,10 @@ def read_lobster(files: LobsterFiles | str | os.PathLike[str], *,
         A pair from :func:`find_pairs`, or a message file path (its orderbook file is found by
         name next to it) or a zip archive holding one pair.
     block_size : int
-        Bytes of message file parsed per block (the orderbook file: `block_size` × level);
-        memory stays bounded by a few blocks.
+        Bytes of each file read at a time (into one reused buffer per file).
+    batch_rows : int
+        Rows per record batch. Memory is bounded by the two read buffers and the few batches
+        alive at a time, whatever the file size.
 
     Yields
     ------
@@ -159,19 +159,9 @@ def read_lobster(files: LobsterFiles | str | os.PathLike[str], *,
         if len(pairs) != 1:
             raise DataError(os.fspath(files), None, f"expected one message/orderbook pair, found {len(pairs)}")
         files = pairs[0]
-    level = files.name.level
-    book_cols = [f"{s}{i}" for i in range(1, level + 1) for s in ("ap", "as", "bp", "bs")]
-    messages = stream_numeric(files.message, _MESSAGE, _MESSAGE_SCALES, block_size=block_size)
-    # the orderbook file (the larger) is read and parsed on another core, one block ahead
-    books = prefetch(stream_numeric(files.orderbook, book_cols, (0,) * len(book_cols), block_size=block_size * level))
-    clock = _Clock(files.name.date)
-    validator = EventValidator(files.message.label, monotonic="ts", book_path=files.orderbook.label)
-    first_line = 1
-    for msg, book in _lockstep(messages, books, files):
-        batch = _convert(msg, book, level, clock, files, first_line, files.name.ticker)
-        validator.check(batch, np.arange(first_line, first_line + batch.num_rows))
-        first_line += batch.num_rows
-        yield batch
+    with open_source(files.message) as fm, open_source(files.orderbook) as fb:
+        yield from _Reader(files, LineBlocks(fm, block_size), LineBlocks(fb, block_size * files.name.level),
+                           batch_rows).batches()
 
 
 class _Clock:
@@ -184,81 +174,158 @@ class _Clock:
         self.offsets = {midnight.utcoffset(), end.utcoffset()}
         self.date = date
 
-    def to_utc(self, ns_after_midnight: np.ndarray) -> np.ndarray:
-        local = self.midnight_naive_ns + ns_after_midnight
+    @property
+    def shift(self) -> int:
+        """What to add to ns after midnight: the UTC time when the day has one offset, else the
+        naive local time (then :meth:`localize` converts it)."""
         if len(self.offsets) == 1:
-            return local - int(next(iter(self.offsets)).total_seconds()) * 10**9
-        idx = pd.DatetimeIndex(local.astype("datetime64[ns]")).tz_localize(NEW_YORK, ambiguous="NaT",
-                                                                           nonexistent="NaT")
-        return idx.tz_convert("UTC").asi8  # NaT (inside the DST hour) fails validation downstream
+            return self.midnight_naive_ns - int(next(iter(self.offsets)).total_seconds()) * 10**9
+        return self.midnight_naive_ns
+
+    def localize(self, ts: np.ndarray) -> None:
+        """Naive local ns (shifted by :attr:`shift`) → UTC ns in place, on a day with two offsets."""
+        if len(self.offsets) == 1:
+            return
+        idx = pd.DatetimeIndex(ts.astype("datetime64[ns]")).tz_localize(NEW_YORK, ambiguous="NaT",
+                                                                        nonexistent="NaT")
+        ts[:] = idx.tz_convert("UTC").asi8  # NaT (inside the DST hour) fails validation downstream
 
 
-def _lockstep(messages: Iterator[np.ndarray], books: Iterator[np.ndarray],
-              files: LobsterFiles) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Equal-length row blocks of the two streams; a row-count mismatch is an error at the end."""
-    msg_rows = book_rows = 0
-    pending = None  # leftover orderbook rows
-    for msg in messages:
-        need = len(msg)
-        parts = []
-        while need:
-            if pending is None or len(pending) == 0:
-                pending = next(books, None)
-                if pending is None:
+_MESSAGE_SCALE = np.asarray(_MESSAGE_SCALES, dtype=np.int64)
+_DECLINED_PER_BATCH = 64  # lines declined in a batch before a whole block goes to pyarrow at once
+
+
+class _Reader:
+    """Drives :func:`mmray.data._lobster.lobster_pass` over the two files' blocks."""
+
+    def __init__(self, files: LobsterFiles, messages: LineBlocks, books: LineBlocks, batch_rows: int) -> None:
+        self.files, self.messages, self.books = files, messages, books
+        self.level = level = files.name.level
+        self.batch_rows = batch_rows
+        self.clock = _Clock(files.name.date)
+        self.book_cols = [f"{s}{i}" for i in range(1, level + 1) for s in ("ap", "as", "bp", "bs")]
+        self.book_scale = np.zeros(4 * level, np.int64)
+        self.validator = EventValidator(files.message.label, monotonic="ts", book_path=files.orderbook.label)
+        self.pos = np.zeros(_K.POS_SLOTS, np.int64)
+        self.mrow, self.brow = np.zeros(len(_MESSAGE), np.int64), np.zeros(4 * level, np.int64)
+        self.mpre, self.bpre = np.zeros((0, len(_MESSAGE)), np.int64), np.zeros((0, 4 * level), np.int64)
+        self.lines = [1, 1]  # 1-based line of the next line of each file's block (after mpre/bpre)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        first_line = 1  # line (in both files) of the batch's first row
+        mbuf, bbuf = self.messages.next(0), self.books.next(0)
+        pos = self.pos
+        while True:
+            cols = _K.Columns(self.batch_rows, self.level)
+            bad = np.full(len(_K.CHECKS), -1, np.int64)
+            declined = 0
+            pos[_K.P_ROWS] = 0
+            ended = False
+            while True:
+                status = _PASS(mbuf, bbuf, self.mpre, self.bpre, pos, self.level, DUMMY, self.clock.shift,
+                               _KIND_OF_TYPE, _SIDE_SIGN, _MESSAGE_SCALE, self.book_scale, self.mrow, self.brow, bad,
+                               *cols.arrays())
+                if status == _K.FULL:
                     break
-            take = min(need, len(pending))
-            parts.append(pending[:take])
-            pending = pending[take:]
-            need -= take
-        got = sum(len(p) for p in parts)
-        if got < len(msg):
-            msg_rows += len(msg) + sum(len(b) for b in messages)
-            book_rows += got
-            raise DataError(files.orderbook.label, book_rows + 1, "orderbook file ends early: it has "
-                            f"{book_rows} rows, the message file {msg_rows}; expected equal row counts")
-        msg_rows += len(msg)
-        book_rows += got
-        yield msg, (np.concatenate(parts) if len(parts) > 1 else parts[0])
-    extra = (len(pending) if pending is not None else 0) + sum(len(b) for b in books)
-    if extra:
-        raise DataError(files.message.label, msg_rows + 1, f"message file ends early: it has {msg_rows} rows, "
-                        f"the orderbook file {book_rows + extra}; expected equal row counts")
+                if status == _K.NEED_MESSAGE:
+                    self.lines[0] += _lines_in(mbuf, pos[_K.P_MSG])
+                    mbuf, pos[_K.P_MSG] = self.messages.next(int(pos[_K.P_MSG])), 0
+                    if not mbuf.size:
+                        self._check_books_end(first_line + int(pos[_K.P_ROWS]), bbuf)
+                        ended = True
+                        break
+                elif status == _K.NEED_BOOK:
+                    self.lines[1] += _lines_in(bbuf, pos[_K.P_BOOK])
+                    bbuf, pos[_K.P_BOOK] = self.books.next(int(pos[_K.P_BOOK])), 0
+                    if not bbuf.size:
+                        self._books_ended(first_line + int(pos[_K.P_ROWS]), mbuf)
+                else:
+                    declined += 1
+                    if status == _K.DECLINED_MESSAGE:
+                        mbuf, self.mpre = self._general(0, mbuf, declined)
+                    else:
+                        bbuf, self.bpre = self._general(1, bbuf, declined)
+            n = int(pos[_K.P_ROWS])
+            if n:
+                yield self._batch(cols, n, bad, first_line)
+                first_line += n
+            if ended:
+                return
+
+    def _general(self, which: int, buf: np.ndarray, declined: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read the declined line at the block's position (or, after many, the rest of the block)
+        with pyarrow; returns the block as left and the rows parsed."""
+        slot = _K.P_MSG if which == 0 else _K.P_BOOK
+        start = int(self.pos[slot])
+        rest = buf[start:]
+        end = rest.size if declined > _DECLINED_PER_BATCH else int(np.argmax(rest == 10)) + 1
+        src = self.files.message if which == 0 else self.files.orderbook
+        columns, scale = (_MESSAGE, _MESSAGE_SCALE) if which == 0 else (self.book_cols, self.book_scale)
+        lines_before = _lines_in(buf, start)
+        rows = parse_general(src, rest[:end].tobytes(), columns, scale, self.lines[which] + lines_before)
+        self.lines[which] += lines_before + len(rows)
+        # the block from here on starts after the lines just read
+        left = buf[start + end:]
+        self.pos[slot] = 0
+        self.pos[_K.P_MPRE if which == 0 else _K.P_BPRE] = 0
+        if which == 0:
+            self.messages.start += start + end
+        else:
+            self.books.start += start + end
+        return left, rows
+
+    def _books_ended(self, book_rows_plus_one: int, mbuf: np.ndarray) -> None:
+        """The orderbook file ended while the message file has a row for it: an error."""
+        book_rows = book_rows_plus_one - 1
+        msg_left = self.mpre.shape[0] - int(self.pos[_K.P_MPRE])
+        self.messages.start += int(self.pos[_K.P_MSG])
+        msg_rows = book_rows + 1 + msg_left + self.messages.count_lines()
+        raise DataError(self.files.orderbook.label, book_rows + 1, "orderbook file ends early: it has "
+                        f"{book_rows} rows, the message file {msg_rows}; expected equal row counts")
+
+    def _check_books_end(self, next_row_line: int, bbuf: np.ndarray) -> None:
+        """The message file ended: the orderbook file must end too."""
+        msg_rows = next_row_line - 1
+        extra = self.bpre.shape[0] - int(self.pos[_K.P_BPRE])
+        self.books.start += int(self.pos[_K.P_BOOK])
+        extra += self.books.count_lines()
+        if extra:
+            raise DataError(self.files.message.label, msg_rows + 1, f"message file ends early: it has {msg_rows} "
+                            f"rows, the orderbook file {msg_rows + extra}; expected equal row counts")
+
+    def _batch(self, cols: _K.Columns, n: int, bad: np.ndarray, first_line: int) -> pa.RecordBatch:
+        for k in range(len(_K.CHECKS)):
+            if bad[k] >= 0:
+                which, what = _K.CHECKS[k]
+                src = self.files.message if which == "message" else self.files.orderbook
+                raise DataError(src.label, first_line + int(bad[k]), what)
+        self.clock.localize(cols.ts[:n])
+        b = cols.buffers
+        f64 = pa.float64()
+
+        def arr(name: str, typ: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+            bits = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+            return pa.Array.from_buffers(typ, n, [bits, b[name]])
+
+        ok = cols.ok[:, :n]
+        columns = {
+            "ts": arr("ts", pa.int64()), "venue": VENUE, "symbol": self.files.name.ticker,
+            "kind": cols.kind[:n], "side": arr("side", pa.int8()), "price": arr("price", f64),
+            "size": arr("size", f64), "order_id": arr("order_id", pa.int64(), ok[0]),
+            "bid_px": arr("bid_px", f64, ok[1]), "bid_sz": arr("bid_sz", f64),
+            "ask_px": arr("ask_px", f64, ok[2]), "ask_sz": arr("ask_sz", f64),
+        }
+        if self.level > 1:
+            for side, name in enumerate(("bid", "ask")):
+                offsets = pa.Array.from_buffers(pa.int32(), n + 1, [None, b[f"{name}_offsets"]])
+                used = int(cols.offsets[side][n])
+                for what in ("pxs", "szs"):
+                    values = pa.Array.from_buffers(f64, used, [None, b[f"{name}_{what}"]])
+                    columns[f"{name}_{what}"] = pa.ListArray.from_arrays(offsets, values)
+        batch = event_batch(n, columns)
+        self.validator.check(batch, np.arange(first_line, first_line + n))
+        return batch
 
 
-def _fail(files: LobsterFiles, first_line: int, bad: np.ndarray, what: str) -> None:
-    hit = np.flatnonzero(bad)
-    if hit.size:
-        raise DataError(files.message.label, first_line + int(hit[0]), what)
-
-
-def _convert(msg: np.ndarray, book: np.ndarray, level: int, clock: _Clock, files: LobsterFiles,
-             first_line: int, symbol: str) -> pa.RecordBatch:
-    """One event batch from message rows (time in ns after midnight) and their orderbook rows."""
-    t, typ, oid, size, px, direction = msg.T
-    n = len(t)
-    _fail(files, first_line, t < 0, "column 1 (time): expected finite seconds after midnight")
-    _fail(files, first_line, (typ < 1) | (typ > 7), "column 2 (event type): unknown type; expected 1-7")
-    _fail(files, first_line, size < 0, "column 4 (size): negative size; expected >= 0")
-    _fail(files, first_line, (direction != 1) & (direction != -1), "column 6 (direction): expected -1 or 1")
-    halt = typ == 7
-    _fail(files, first_line, halt & ((px < -1) | (px > 1)), "type-7 halt: price must be -1 (halt), 0 (quoting "
-          "resumes) or 1 (trading resumes)")
-    _fail(files, first_line, ~halt & (np.abs(px) >= DUMMY), "column 5 (price): dummy price in a message")
-    first_bad, top, empty, offsets, values = book_columns(book, level, DUMMY)
-    for row, what in zip(first_bad, _BOOK_PROBLEMS, strict=True):
-        if row >= 0:
-            raise DataError(files.orderbook.label, first_line + int(row), what)
-    columns = {
-        "ts": clock.to_utc(t), "venue": VENUE, "symbol": symbol, "kind": _KIND_OF_TYPE[typ],
-        "side": (_SIDE_SIGN[typ] * direction).astype(np.int8),
-        "price": np.where(halt, px, px / 1e4), "size": size.astype(np.float64),
-        "order_id": pa.array(oid, mask=oid == 0),
-        "bid_px": pa.array(top[0], mask=empty[0]), "bid_sz": top[1],
-        "ask_px": pa.array(top[2], mask=empty[1]), "ask_sz": top[3],
-    }
-    if level > 1:
-        for side, name in enumerate(("bid", "ask")):
-            used = offsets[side, -1]
-            columns[f"{name}_pxs"] = levels_array(offsets[side], values[2 * side, :used])
-            columns[f"{name}_szs"] = levels_array(offsets[side], values[2 * side + 1, :used])
-    return event_batch(n, columns)
+def _lines_in(buf: np.ndarray, end: int) -> int:
+    return int(np.count_nonzero(buf[:end] == 10))
