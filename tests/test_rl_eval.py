@@ -4,6 +4,7 @@ own backward recursion and against Monte Carlo; the reference optimum's grid ref
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -194,6 +195,13 @@ def test_save_and_load_round_trip(bench, tmp_path):
     variant = SMALL.replace(reward="expected", reward_scale=1.0)
     assert OptimalityBenchmark.load(tmp_path / "bench", variant).env == variant
     assert same_problem(SMALL, variant) and not same_problem(SMALL, SMALL.replace(q0=1.0))
+    assert same_problem(SMALL, SMALL.replace(features=("mid_return",)))  # features: the agent's, not the benchmark's
+    # a saved value that the saved policy does not score is refused (stale or edited)
+    doc = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    doc["baseline_value"] += 0.01
+    (tmp_path / "bench" / "benchmark.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"saved baseline value .* is not what the baseline scores"):
+        OptimalityBenchmark.load(tmp_path / "bench", SMALL)
 
 
 def test_discrete_env_reference_is_pi_on_its_action_grid():

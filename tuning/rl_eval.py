@@ -104,8 +104,9 @@ class PropagatedValue:
 
 def same_problem(a: EnvConfig, b: EnvConfig) -> bool:
     """Whether two env configs have the same optimality benchmark: equal but for the reward's variant
-    and scale (``reward``, ``reward_scale``), which change no policy's objective value."""
-    return a.replace(reward=b.reward, reward_scale=b.reward_scale) == b
+    and scale (``reward``, ``reward_scale``), which change no policy's objective value, and the observed
+    features (an agent's own; the reference, the baseline and the exact policy read none)."""
+    return a.replace(reward=b.reward, reward_scale=b.reward_scale, features=b.features) == b
 
 
 def exact_refusal(policy: Policy, env: EnvConfig) -> str | None:
@@ -477,6 +478,12 @@ class OptimalityBenchmark:
                                     half_spread=doc["baseline_half_spread"],
                                     provenance={"strategy": "constant", "role": "best constant half-spread"})
         exact = exact_policy(saved_env)
+        for name, policy, key in (("reference", reference, "reference_value"), ("baseline", baseline, "baseline_value"),
+                                  ("exact policy", exact, "exact_policy_value")):
+            value = exact_value(policy, saved_env).value  # milliseconds: forward propagation
+            if not math.isclose(value, float(doc[key]), rel_tol=1e-9, abs_tol=1e-9):
+                raise ValueError(f"{directory}: the saved {name} value {doc[key]} is not what the {name} scores "
+                                 f"({value:.12g}): a stale or edited benchmark; build it again")
         return cls(saved_env, reference, float(doc["reference_value"]), doc["reference_info"], baseline,
                    float(doc["baseline_value"]), exact, float(doc["exact_policy_value"]), float(doc["seconds"]))
 
