@@ -136,7 +136,7 @@ def _rl_smoke(doc: dict[str, Any]) -> dict[str, Any]:
         r["high"] = min(r["high"], batch)
         r["low"] = min(r["low"], r["high"] - 1)
         rl.pop("minibatch_size")
-    doc["seeds"] = doc["seeds"][:2]
+    doc["seeds"] = doc["seeds"][:2] if isinstance(doc["seeds"], list) else min(doc["seeds"], 2)
     doc["grid"] = {k: _thin(v, 2) for k, v in doc["grid"].items()}
     doc["search"]["num_samples"] = min(doc["search"]["num_samples"], 2)
     doc["search"]["asha"] = None

@@ -605,7 +605,8 @@ def _export(spec: SweepSpec, df: pd.DataFrame, records: Sequence[Any], run_dir: 
         "sweep": {"name": spec.name, "kind": spec.kind, "source": spec.source, "seed": spec.seed,
                   "metric": metric, "mode": spec.search.mode, "ranked_by": f"config_{metric}_mean",
                   "group": {}},
-        "config": {k: v for k, v in rec.config.items() if k != TRIAL_INDEX}, "seed": int(row["seed"]),
+        # the Tune config (the swept hyperparameters); "config" stays the PPO config the agent was trained with
+        "params": {k: v for k, v in rec.config.items() if k != TRIAL_INDEX}, "seed": int(row["seed"]),
         "trial": int(row["trial"]), "configuration": int(row["config"]),
         "metrics": {c: _clean(row[c]) for c in (*TRIAL_COLUMNS, f"config_{metric}_mean", f"config_{metric}_se",
                                                  "config_n") if c in row},

@@ -300,12 +300,16 @@ class RLSpec:
         RLlib seeds: every configuration is trained once with each (a grid dimension of the sweep).
     algorithm : str
         ``ppo``.
+    seeds_from_sweep_seed : bool
+        The seeds were given as a count (``seeds: 3``: the sweep's ``seed``, ``seed + 1``, ...), so a new
+        sweep seed (``--seed``) moves them; ``False`` for an explicit list.
     """
 
     train: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1)
     algorithm: str = "ppo"
+    seeds_from_sweep_seed: bool = True
 
 
 @dataclass(frozen=True)
@@ -402,12 +406,15 @@ class SweepSpec:
 
     def _rl_dict(self, sim: dict[str, Any]) -> dict[str, Any]:
         """The sweep-file body of an ``rl`` sweep (no strategies, solver or Monte Carlo settings)."""
-        assert self.rl is not None
+        rl = self.rl
+        if rl is None:
+            raise ValueError(f"{self.kind} sweep: no rl section")
+        seeds: int | list[int] = len(rl.seeds) if rl.seeds_from_sweep_seed else list(rl.seeds)
         return {
-            "kind": self.kind, "name": self.name, "seed": self.seed, "seeds": list(self.rl.seeds),
+            "kind": self.kind, "name": self.name, "seed": self.seed, "seeds": seeds,
             "market": self.market.to_dict(), "problem": self.problem.to_dict(), "sim": sim,
-            "env": json.loads(json.dumps(dict(self.rl.env))),
-            "rl": {"algorithm": self.rl.algorithm, **json.loads(json.dumps(dict(self.rl.train)))},
+            "env": json.loads(json.dumps(dict(rl.env))),
+            "rl": {"algorithm": rl.algorithm, **json.loads(json.dumps(dict(rl.train)))},
             "grid": {k: list(v) for k, v in self.grid.items()},
             "space": {k: {"low": r.low, "high": r.high, "log": r.log, "int": r.integer} for k, r in self.space.items()},
             "search": {
