@@ -75,6 +75,12 @@ class EnvConfig:
         mean given the quotes). The last two are control variates: every policy's expected return,
         hence the optimum and the optimality figures, is the same as with ``"realised"``, at a fraction
         of the variance (see docs/rl.md).
+    reward_offset : float
+        Subtracted from every step's reward before scaling (currency per step; default 0). Every
+        episode has ``T / dt`` steps, so every policy's return moves by the same ``n_steps x offset``: the
+        optimum and the figures are unchanged. With the per-step mean of a reasonable policy (e.g. the best
+        constant spread's value over ``n_steps``) the returns-to-go are centred near 0 and the critic fits
+        the inventory-dependent part instead of a trend of order the whole value (see docs/rl.md).
     features : tuple of str
         Extra observations, names from :data:`mmray.features.SIM_FEATURES`, in this order after time
         and inventory: ``mid_return`` (last mid change over ``sigma sqrt(dt)``),
@@ -94,6 +100,7 @@ class EnvConfig:
     offset_step: float = 0.1
     reward_scale: float = 10.0
     reward: str = "realised"
+    reward_offset: float = 0.0
     features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -112,7 +119,7 @@ class EnvConfig:
             raise CheckError("EnvConfig.problem.q_max", None, "an inventory bound (the observation scales q by it)")
         for name in ("dt", "reward_scale", "offset_step"):
             object.__setattr__(self, name, real(f"EnvConfig.{name}", getattr(self, name), gt=0))
-        for name in ("offset_low", "q0"):
+        for name in ("offset_low", "q0", "reward_offset"):
             object.__setattr__(self, name, real(f"EnvConfig.{name}", getattr(self, name)))
         object.__setattr__(self, "offset_high", real("EnvConfig.offset_high", self.offset_high, gt=self.offset_low))
         choice("EnvConfig.fill_model", self.fill_model, FILL_MODELS)

@@ -105,6 +105,8 @@ class _Episodes:
             reward = reward - step_noise_b(
                 c.reward, p.q, p.ds, self.model.mu_dt, bid_offset=p.bid_offset, ask_offset=p.ask_offset,
                 bid_filled=p.bid_filled, ask_filled=p.ask_filled, market=c.market, dt=c.dt, fill_model=c.fill_model)
+        if c.reward_offset:
+            reward = reward - c.reward_offset
         return reward / c.reward_scale
 
 

@@ -479,3 +479,18 @@ def test_staggered_vector_env_spreads_first_episodes_over_the_horizon_and_keeps_
     assert restarts.min() >= 1
     with pytest.raises(ValueError, match="stagger must be True or False"):
         MarketMakingVectorEnv(2, c, stagger="yes")
+
+
+def test_reward_offset_moves_every_return_by_the_same_amount():
+    """Oracle: arithmetic. Same seed and actions, offset c: every step's reward is lower by c / scale,
+    every episode's return by n_steps c / scale (so no policy's ranking changes)."""
+    c = EnvConfig(**SMALL)
+    act = np.tile(c.action_spec().action_of(2.5, 3.5), (4, 1))
+    totals = []
+    for offset in (0.0, 1.75):
+        env = MarketMakingVectorEnv(4, c.replace(reward_offset=offset))
+        env.reset(seed=11)
+        totals.append(sum(env.step(act)[1] for _ in range(c.n_steps)))
+    np.testing.assert_allclose(totals[0] - totals[1], c.n_steps * 1.75 / c.reward_scale, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"EnvConfig\.reward_offset must be a finite number"):
+        EnvConfig(reward_offset=float("nan"))

@@ -103,10 +103,12 @@ class PropagatedValue:
 
 
 def same_problem(a: EnvConfig, b: EnvConfig) -> bool:
-    """Whether two env configs have the same optimality benchmark: equal but for the reward's variant
-    and scale (``reward``, ``reward_scale``), which change no policy's objective value, and the observed
+    """Whether two env configs have the same optimality benchmark: equal but for the reward's variant,
+    scale and offset (``reward``, ``reward_scale``, ``reward_offset``), which change no policy's objective
+    value (the offset moves every return by the same amount), and the observed
     features (an agent's own; the reference, the baseline and the exact policy read none)."""
-    return a.replace(reward=b.reward, reward_scale=b.reward_scale, features=b.features) == b
+    return a.replace(reward=b.reward, reward_scale=b.reward_scale, reward_offset=b.reward_offset,
+                     features=b.features) == b
 
 
 def exact_refusal(policy: Policy, env: EnvConfig) -> str | None:
