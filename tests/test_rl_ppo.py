@@ -178,6 +178,33 @@ def test_the_env_clips_raw_actions_as_rllib_unsquashes():
         np.testing.assert_allclose(ours, rllib, rtol=0, atol=1e-5)
 
 
+def _first_sample(algo_config):
+    algo = algo_config.build_algo()
+    try:
+        episodes = algo.env_runner.sample()
+        return [(e.get_observations(), e.get_actions(), e.get_rewards(), e.get_extra_model_outputs("action_logp"))
+                for e in episodes]
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("action_mode", ["continuous", "discrete"])
+def test_the_batched_module_to_env_pipeline_samples_as_rllibs_default(ray_session, action_mode):
+    """The runners' module-to-env pipeline (GetActions, TensorToNumpy; batched_module_to_env) gives the same
+    episodes (observations, actions, rewards, log-probabilities) as RLlib's default one for the same seed."""
+    config = TINY.replace(env=ENV.replace(action_mode=action_mode), num_envs_per_env_runner=4,
+                          rollout_fragment_length=70, minibatch_size=128)
+    ours = config.algorithm_config()
+    default = config.algorithm_config().env_runners(add_default_connectors_to_module_to_env_pipeline=True,
+                                                    module_to_env_connector=None)
+    assert ours.add_default_connectors_to_module_to_env_pipeline is False
+    a, b = _first_sample(ours), _first_sample(default)
+    assert len(a) == len(b) == 8  # 4 sub-envs: a finished episode (60 steps) and the next one's first 10
+    for x, y in zip(a, b, strict=True):
+        for u, v in zip(x, y, strict=True):
+            np.testing.assert_array_equal(u, v)
+
+
 def test_configs_round_trip_through_json():
     for config in (TINY, TINY.replace(lr_schedule=((0, 1e-3), (10_000, 1e-4))), SACTrainConfig(env=ENV, timesteps=10)):
         assert config_from_json(json.loads(json.dumps(config_to_json(config)))) == config
