@@ -129,6 +129,7 @@ def _edit(lines, i, fn):
     (lambda L, i: _edit(L, i, lambda o: o["data"]["a"].append(["99999.0", "-1.0"])), "negative size"),
     (lambda L, i: _edit(L, i, lambda o: o["data"]["b"].append(["99999.0", "1.0"])), "crossed book"),
     (lambda L, i: _edit(L, i, lambda o: o["data"]["b"].append(["abc", "1.0"])), "malformed message"),
+    (lambda L, i: _edit(L, i, lambda o: o["data"].__setitem__("u", "u7")), "expected integer ids and times"),
     (lambda L, i: _edit(L, i, lambda o: o["data"]["b"].append(["61000.0", "NaN"])), "size is NaN"),
     (lambda L, i: _edit(L, i, lambda o: o["data"].__setitem__("s", "ETHUSDT")), "symbol ETHUSDT"),
 ])

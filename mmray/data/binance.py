@@ -220,9 +220,9 @@ class _Capture:
 
     def _parse(self, lines: list[bytes], lat: list) -> _Block:
         """Records and values of `lines` (one Python pass per line), up to the first bad line."""
-        recs: list[tuple] = []
+        recs: list = []  # flat: REC_COLUMNS values per record (np.array converts a flat list twice as fast)
         vals: list = []
-        add, extend, flat, loads = recs.append, vals.extend, chain.from_iterable, orjson.loads
+        add, extend, flat, loads = recs.extend, vals.extend, chain.from_iterable, orjson.loads
         line, last_local = self.line, self.last_local
         market, symbol = self.market, self.stats.symbol
         resolutions = self.stats.receive_resolution
@@ -328,15 +328,18 @@ class _Capture:
     def _malformed(self, exc: Exception, line: int) -> DataError:
         return self.fail(f"malformed message: {type(exc).__name__} {exc}; expected Binance's fields", line)
 
-    def _arrays(self, recs: list[tuple], vals: list, error: DataError | None, lat: list) -> _Block:
-        """The block's records and values as arrays; a value that is not a number (or an id that
-        is not an integer) ends the block at its line with a 'malformed message' error."""
+    def _arrays(self, recs: list, vals: list, error: DataError | None, lat: list) -> _Block:
+        """The block's records (flat) and values as arrays; a value that is not a number (or an id
+        that is not an integer) ends the block at its line with a 'malformed message' error."""
+        width = K.REC_COLUMNS
         try:
-            rec = np.array(recs, dtype=np.int64).reshape(-1, K.REC_COLUMNS)
+            rec = np.array(recs, dtype=np.int64).reshape(-1, width)
         except (*_BAD_FIELD, OverflowError):
-            bad = next(k for k, r in enumerate(recs) if not all(type(x) in (int, bool) for x in r))
-            rec = np.array(recs[:bad], dtype=np.int64).reshape(-1, K.REC_COLUMNS)
-            error = self._malformed(TypeError(f"expected integer ids and times, got {recs[bad]}"), recs[bad][1])
+            bad = next(k for k in range(len(recs) // width)
+                       if not all(type(x) in (int, bool) for x in recs[k * width:(k + 1) * width]))
+            record = tuple(recs[bad * width:(bad + 1) * width])
+            rec = np.array(recs[:bad * width], dtype=np.int64).reshape(-1, width)
+            error = self._malformed(TypeError(f"expected integer ids and times, got {record}"), record[1])
         kind, nlev = rec[:, K.REC_KIND], rec[:, K.REC_NB] + rec[:, K.REC_NA]
         count = np.where(kind <= K.R_SNAPSHOT, 2 * nlev, np.where(kind == K.R_TICKER, 4, 2 * (kind == K.R_TRADE)))
         voff = np.cumsum(count) - count
@@ -349,7 +352,7 @@ class _Capture:
             used = int(voff[bad])
             rec, voff, kind = rec[:bad], voff[:bad], kind[:bad]
             values = np.fromiter(map(float, vals[:used]), np.float64, used)
-            error = self._malformed(exc, int(recs[bad][1]))
+            error = self._malformed(exc, int(recs[bad * width + 1]))
         e_ms = rec[:, K.REC_TS]
         timed = (e_ms != -1) & (kind != K.R_SNAPSHOT)
         rec[:, K.REC_TS] = np.where(e_ms == -1, K.NO_TS, e_ms * 1_000_000)
