@@ -61,7 +61,7 @@ from mmray.envs.mlp import ACTIVATIONS, MLPPolicy
 from mmray.io import atomic_write_json
 
 from .rl_curves import CURVES_CSV, CURVES_PNG, FIGURE_KEYS, QUOTES_PNG, plot_curves, plot_quotes, read_csv, write_csv
-from .rl_eval import DEFAULT_PATHS, METHODS, OptimalityBenchmark, OptimalityFigures, ReferenceSpec
+from .rl_eval import DEFAULT_PATHS, METHODS, OptimalityBenchmark, OptimalityFigures, ReferenceSpec, same_problem
 
 RL_CONFIG_FILE = "rl_config.json"
 RLLIB_DIR = "rllib_checkpoint"
@@ -138,6 +138,15 @@ class TrainConfig:
         Monte Carlo paths and seed (the same for every evaluation: common random numbers).
     checkpoint_every : int
         Save the RLlib checkpoint every this many iterations (and at the end).
+    centre_rewards : bool
+        Subtract the best constant spread's value per step (the run's benchmark: ``baseline_value /
+        n_steps``) from every reward, as the env's ``reward_offset``, unless the env sets its own offset.
+        Every episode has ``n_steps`` steps, so this moves every return by the same amount and changes
+        neither the optimum nor the figures; it centres the returns-to-go near 0, so that the critic fits
+        the inventory-dependent part of the value instead of a trend of order the whole value (112 at the
+        default env and reward scale, where inventory control is worth 2). Default True; measured on the
+        default env (PPO, seed 0, reward ``"expected"``): best gap closed 0.926 in 3.3 M steps, against 0.683
+        before a collapse without it (docs/rl.md).
     torch_threads : int or None
         torch's intra-op threads in the driver process, where the learner and the env runner live with
         ``num_learners=0`` and ``num_env_runners=0`` (restored after the run); ``None`` leaves torch's
@@ -165,6 +174,7 @@ class TrainConfig:
     eval_paths: int = DEFAULT_PATHS
     eval_seed: int = 0
     checkpoint_every: int = 10
+    centre_rewards: bool = True
     torch_threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -194,6 +204,7 @@ class TrainConfig:
         if self.gamma > 1:
             raise CheckError(f"{name}.gamma", self.gamma, "a discount in (0, 1]")
         choice(f"{name}.eval_method", self.eval_method, METHODS)
+        object.__setattr__(self, "centre_rewards", flag(f"{name}.centre_rewards", self.centre_rewards))
 
     @property
     def env_id(self) -> str:
@@ -752,6 +763,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, *, r
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / RL_CONFIG_FILE, config_to_json(config))
     benchmark = _benchmark(config, run_dir, benchmark, reference, say)
+    config = centred(config, benchmark)
     ensure_ray(log_to_driver=False)
     logging.getLogger("ray.rllib").setLevel(logging.ERROR)
     session = _Session(config, run_dir, benchmark, say, resuming)
@@ -763,6 +775,15 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, *, r
     say(f"done ({res.stop_reason}): best gap closed {f.gap_closed:.4f}{se}, optimality ratio {f.optimality_ratio:.5f} "
         f"at iteration {res.best_iteration} of {res.iterations}; policy {res.policy}")
     return res
+
+
+def centred(config: TrainConfig, benchmark: OptimalityBenchmark) -> TrainConfig:
+    """``config`` with the env's ``reward_offset`` set to the benchmark's best-constant value per step when
+    ``centre_rewards`` is on and the env has no offset of its own (else ``config`` itself); the same on
+    every session of a run (the benchmark is saved with it), so a resumed run sees the same rewards."""
+    if not config.centre_rewards or config.env.reward_offset != 0:
+        return config
+    return config.replace(env=config.env.replace(reward_offset=benchmark.baseline_value / config.env.n_steps))
 
 
 def _benchmark(config: TrainConfig, run_dir: Path, benchmark: OptimalityBenchmark | None,
@@ -777,7 +798,7 @@ def _benchmark(config: TrainConfig, run_dir: Path, benchmark: OptimalityBenchmar
         say(f"  reference {benchmark.reference_value:.3f}  exact policy {benchmark.exact_value:.3f}  "
             f"best constant {benchmark.baseline_value:.3f} (h = {benchmark.baseline_half_spread:.3f})  "
             f"[{benchmark.seconds:.1f} s]")
-    elif benchmark.env != config.env:
+    elif not same_problem(benchmark.env, config.env):
         raise ValueError("the benchmark given was built for another env than the config's")
     if not (saved / "benchmark.json").is_file():
         benchmark.save(saved)
