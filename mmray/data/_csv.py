@@ -152,10 +152,9 @@ class LineBlocks:
                 self.eof = True
                 break
             self.filled += got
-            tail = self.buf[self.filled - got:self.filled]
-            newlines = np.flatnonzero(tail == 10)
-            if newlines.size:
-                self.end = self.filled - got + int(newlines[-1]) + 1
+            last = _last_newline(self.buf, self.filled - got, self.filled)
+            if last >= 0:
+                self.end = last + 1
                 return self.data()
         if self.filled and self.buf[self.filled - 1] != 10:
             self.buf[self.filled] = 10  # a last line without its newline is still a row
@@ -171,6 +170,20 @@ class LineBlocks:
             n += int(np.count_nonzero(block == 10))
             block = self.next(block.size)
         return n
+
+
+def _last_newline(buf: np.ndarray, start: int, stop: int) -> int:
+    """Offset of the last newline in ``buf[start:stop]``, or -1 (searched from the end in
+    growing windows: lines are short, so the first window almost always has one)."""
+    window = 4096
+    hi = stop
+    while hi > start:
+        lo = max(start, hi - window)
+        hits = np.flatnonzero(buf[lo:hi] == 10)
+        if hits.size:
+            return lo + int(hits[-1])
+        hi, window = lo, 4 * window
+    return -1
 
 
 def parse_general(src: Source, data: bytes, columns: Sequence[str], scale: np.ndarray, line: int) -> np.ndarray:

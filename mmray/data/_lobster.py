@@ -30,9 +30,10 @@ __all__ = ["CHECKS", "Columns", "lobster_pass", "lobster_pass_plain"]
 
 # statuses
 NEED_MESSAGE, NEED_BOOK, FULL, DECLINED_MESSAGE, DECLINED_BOOK = range(5)
-# pos slots: byte offsets into the blocks, rows used of mpre/bpre, rows filled, lines parsed ahead
-P_MSG, P_BOOK, P_MPRE, P_BPRE, P_ROWS, P_HAVE = range(6)
-POS_SLOTS = 6
+# pos slots: byte offsets into the blocks, rows used of mpre/bpre, rows filled, lines parsed ahead,
+# 1-based line number of each file's next line (the kernel counts the lines it parses)
+P_MSG, P_BOOK, P_MPRE, P_BPRE, P_ROWS, P_HAVE, P_MLINE, P_BLINE = range(8)
+POS_SLOTS = 8
 HAVE_MESSAGE, HAVE_BOOK = 1, 2  # P_HAVE bits: mrow / brow hold the next row's parsed line
 MESSAGE_COLUMNS = 6
 #: What each check means, in the order they are reported (index = the check's slot in ``bad``).
@@ -156,6 +157,7 @@ def _lobster_pass(mbuf: np.ndarray, bbuf: np.ndarray, mpre: np.ndarray, bpre: np
                     status = DECLINED_MESSAGE
                     break
                 pos[P_MSG] = end
+                pos[P_MLINE] += 1
             have |= HAVE_MESSAGE
         if not have & HAVE_BOOK:
             if pos[P_BPRE] < bpre.shape[0]:
@@ -171,6 +173,7 @@ def _lobster_pass(mbuf: np.ndarray, bbuf: np.ndarray, mpre: np.ndarray, bpre: np
                     status = DECLINED_BOOK
                     break
                 pos[P_BOOK] = end
+                pos[P_BLINE] += 1
             have |= HAVE_BOOK
         # the message: time, type, order id, size, price, direction
         t, typ, o, sz, px, d = mrow[0], mrow[1], mrow[2], mrow[3], mrow[4], mrow[5]

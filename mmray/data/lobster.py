@@ -207,9 +207,9 @@ class _Reader:
         self.book_scale = np.zeros(4 * level, np.int64)
         self.validator = EventValidator(files.message.label, monotonic="ts", book_path=files.orderbook.label)
         self.pos = np.zeros(_K.POS_SLOTS, np.int64)
+        self.pos[_K.P_MLINE] = self.pos[_K.P_BLINE] = 1
         self.mrow, self.brow = np.zeros(len(_MESSAGE), np.int64), np.zeros(4 * level, np.int64)
         self.mpre, self.bpre = np.zeros((0, len(_MESSAGE)), np.int64), np.zeros((0, 4 * level), np.int64)
-        self.lines = [1, 1]  # 1-based line of the next line of each file's block (after mpre/bpre)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         first_line = 1  # line (in both files) of the batch's first row
@@ -228,17 +228,15 @@ class _Reader:
                 if status == _K.FULL:
                     break
                 if status == _K.NEED_MESSAGE:
-                    self.lines[0] += _lines_in(mbuf, pos[_K.P_MSG])
                     mbuf, pos[_K.P_MSG] = self.messages.next(int(pos[_K.P_MSG])), 0
                     if not mbuf.size:
-                        self._check_books_end(first_line + int(pos[_K.P_ROWS]), bbuf)
+                        self._check_books_end(first_line + int(pos[_K.P_ROWS]))
                         ended = True
                         break
                 elif status == _K.NEED_BOOK:
-                    self.lines[1] += _lines_in(bbuf, pos[_K.P_BOOK])
                     bbuf, pos[_K.P_BOOK] = self.books.next(int(pos[_K.P_BOOK])), 0
                     if not bbuf.size:
-                        self._books_ended(first_line + int(pos[_K.P_ROWS]), mbuf)
+                        self._books_ended(first_line + int(pos[_K.P_ROWS]))
                 else:
                     declined += 1
                     if status == _K.DECLINED_MESSAGE:
@@ -261,9 +259,9 @@ class _Reader:
         end = rest.size if declined > _DECLINED_PER_BATCH else int(np.argmax(rest == 10)) + 1
         src = self.files.message if which == 0 else self.files.orderbook
         columns, scale = (_MESSAGE, _MESSAGE_SCALE) if which == 0 else (self.book_cols, self.book_scale)
-        lines_before = _lines_in(buf, start)
-        rows = parse_general(src, rest[:end].tobytes(), columns, scale, self.lines[which] + lines_before)
-        self.lines[which] += lines_before + len(rows)
+        line = _K.P_MLINE if which == 0 else _K.P_BLINE
+        rows = parse_general(src, rest[:end].tobytes(), columns, scale, int(self.pos[line]))
+        self.pos[line] += len(rows)
         # the block from here on starts after the lines just read
         left = buf[start + end:]
         self.pos[slot] = 0
@@ -274,18 +272,18 @@ class _Reader:
             self.books.start += start + end
         return left, rows
 
-    def _books_ended(self, book_rows_plus_one: int, mbuf: np.ndarray) -> None:
-        """The orderbook file ended while the message file has a row for it: an error."""
-        book_rows = book_rows_plus_one - 1
+    def _books_ended(self, line: int) -> None:
+        """The orderbook file ended at `line` while the message file has a row for it: an error."""
+        book_rows = line - 1
         msg_left = self.mpre.shape[0] - int(self.pos[_K.P_MPRE])
         self.messages.start += int(self.pos[_K.P_MSG])
         msg_rows = book_rows + 1 + msg_left + self.messages.count_lines()
         raise DataError(self.files.orderbook.label, book_rows + 1, "orderbook file ends early: it has "
                         f"{book_rows} rows, the message file {msg_rows}; expected equal row counts")
 
-    def _check_books_end(self, next_row_line: int, bbuf: np.ndarray) -> None:
-        """The message file ended: the orderbook file must end too."""
-        msg_rows = next_row_line - 1
+    def _check_books_end(self, line: int) -> None:
+        """The message file ended before `line`: the orderbook file must end there too."""
+        msg_rows = line - 1
         extra = self.bpre.shape[0] - int(self.pos[_K.P_BPRE])
         self.books.start += int(self.pos[_K.P_BOOK])
         extra += self.books.count_lines()
@@ -325,7 +323,3 @@ class _Reader:
         batch = event_batch(n, columns)
         self.validator.check(batch, np.arange(first_line, first_line + n))
         return batch
-
-
-def _lines_in(buf: np.ndarray, end: int) -> int:
-    return int(np.count_nonzero(buf[:end] == 10))
