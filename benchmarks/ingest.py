@@ -3,7 +3,8 @@
 How to run::
 
     python benchmarks/ingest.py                 # the samples in ../shared/data (or --data DIR)
-    python benchmarks/ingest.py --scale 0       # skip the peak-memory part
+    python benchmarks/ingest.py --scales        # skip the peak-memory part
+    python benchmarks/ingest.py --only memory --scales 10 20 50
     pip install -e .[bench]                     # hftbacktest 2.4.4, the Binance baseline
 
 Each measurement alternates the mmray side and its baseline for ``--repeat`` rounds and keeps each
@@ -19,9 +20,11 @@ threads). On a busy machine, run it two or three times and quote the median. Fig
   (``hftbacktest.data.utils.binancefutures.convert``) on the same files; both read every input
   line, so the ratio is one of times (the converter keeps no bookTicker rows and checks no
   sequence, mmray keeps both);
-* with ``--scale N`` (default 10): peak RSS of a child process ingesting the AAPL sample and an
-  N-times longer synthetic copy (times compressed so they keep increasing), measured from the
-  child's RSS after its imports (Linux: the peak is reset through ``/proc/self/clear_refs``).
+* with ``--scales N ...`` (default 10 20): peak RSS of a child process ingesting the AAPL sample
+  and N-times longer synthetic copies (times compressed so they keep increasing), measured from
+  the child's RSS after its imports and a warm-up ingest of the sample's first 2,000 rows, which
+  loads the compiled kernels (numba's cache, about 50 MB, once per process whatever the size;
+  Linux: the peak is then reset through ``/proc/self/clear_refs``).
 """
 
 from __future__ import annotations
@@ -155,32 +158,50 @@ def status(field):
     with open('/proc/self/status') as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
 
+def pair(msg):
+    return [msg, msg.replace('_message_', '_orderbook_')]
+
+msg, warm, out = sys.argv[1:4]
 imports = status('VmRSS')
+ingest('lobster', pair(warm), out + '-warm', progress=False)  # loads the compiled kernels
+base = status('VmRSS')
 with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')  # reset the peak (VmHWM) to the current RSS: what follows is the ingest's own
-r = ingest('lobster', [sys.argv[1], sys.argv[1].replace('_message_', '_orderbook_')], sys.argv[2], progress=False)
-print(r['rows'], imports, status('VmHWM'))
+r = ingest('lobster', pair(msg), out, progress=False)
+print(r['rows'], imports, base, status('VmHWM'))
 """
 
 
-def peak_rss(data: Path, scale: int) -> None:
-    for n in (1, scale):
-        with tempfile.TemporaryDirectory() as tmp:
-            msg = synthetic_lobster(data, n, Path(tmp))
-            size = (msg.stat().st_size + Path(str(msg).replace("_message_", "_orderbook_")).stat().st_size) / 2**20
-            out = subprocess.run([sys.executable, "-c", _CHILD, str(msg), os.path.join(tmp, "ds")],
-                                 capture_output=True, text=True, check=True).stdout.split()
-            rows, base_kb, peak_kb = (int(x) for x in out)
-            print(f"peak RSS ingesting {rows:,} LOBSTER rows ({n}x the AAPL sample, {size:.0f} MB of CSV): "
-                  f"{peak_kb / 1024:.0f} MB, {(peak_kb - base_kb) / 1024:.0f} MB above the {base_kb / 1024:.0f} MB "
-                  "after imports")
+def _head(data: Path, rows: int, tmp: Path) -> Path:
+    """The AAPL sample's first `rows` rows as a pair of files in `tmp`."""
+    name = LOBSTER[0]
+    for what in ("message", "orderbook"):
+        with open(data / "lobster" / name.format(what), "rb") as f:
+            (tmp / name.format(what)).write_bytes(b"".join(line for _, line in zip(range(rows), f, strict=False)))
+    return tmp / name.format("message")
+
+
+def peak_rss(data: Path, scales: list[int]) -> None:
+    with tempfile.TemporaryDirectory() as warm_dir:
+        warm = _head(data, 2000, Path(warm_dir))
+        for n in (1, *scales):
+            with tempfile.TemporaryDirectory() as tmp:
+                msg = synthetic_lobster(data, n, Path(tmp))
+                size = (msg.stat().st_size + Path(str(msg).replace("_message_", "_orderbook_")).stat().st_size) / 2**20
+                out = subprocess.run([sys.executable, "-c", _CHILD, str(msg), str(warm), os.path.join(tmp, "ds")],
+                                     capture_output=True, text=True, check=True).stdout.split()
+                rows, imports_kb, base_kb, peak_kb = (int(x) for x in out)
+                print(f"peak RSS ingesting {rows:,} LOBSTER rows ({n}x the AAPL sample, {size:.0f} MB of CSV): "
+                      f"{(peak_kb - base_kb) / 1024:.0f} MB above the {base_kb / 1024:.0f} MB before it "
+                      f"({imports_kb / 1024:.0f} MB after imports, + the compiled kernels' load)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the sample data directory")
     ap.add_argument("--repeat", type=int, default=7, help="rounds per measurement (best times are compared)")
-    ap.add_argument("--scale", type=int, default=10, help="peak memory at this many times the sample (0: skip)")
+    ap.add_argument("--scales", type=int, nargs="*", default=[10, 20],
+                    help="peak memory at 1x and these many times the sample (none: skip)")
     ap.add_argument("--only", choices=("lobster", "binance", "memory"), help="run one part")
     args = ap.parse_args()
     print(f"pyarrow {pa.__version__}, pandas {pd.__version__}, {os.cpu_count()} CPUs")
@@ -188,8 +209,8 @@ def main() -> None:
         lobster(args.data, args.repeat)
     if args.only in (None, "binance"):
         binance(args.data, max(1, args.repeat // 2))
-    if args.only in (None, "memory") and args.scale:
-        peak_rss(args.data, args.scale)
+    if args.only in (None, "memory") and args.scales:
+        peak_rss(args.data, args.scales)
 
 
 if __name__ == "__main__":

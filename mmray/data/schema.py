@@ -90,8 +90,8 @@ def _column(name: str, value: Any, n: int) -> pa.Array:
         if isinstance(value, int | np.integer):
             value = np.full(n, value, dtype=np.int8)
         return pa.DictionaryArray.from_arrays(pa.array(np.asarray(value, dtype=np.int8)), _KIND_DICTIONARY)
-    if isinstance(value, str):  # a constant: one dictionary entry, expanded in C++
-        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value])).cast(pa.string())
+    if isinstance(value, str):  # a constant, repeated in C++
+        return pa.repeat(pa.scalar(value, field.type), n)
     if isinstance(value, pa.Array | pa.ChunkedArray):
         return value.cast(field.type) if value.type != field.type else value
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
