@@ -189,14 +189,17 @@ def _first_sample(algo_config):
 
 
 @pytest.mark.parametrize("action_mode", ["continuous", "discrete"])
-def test_the_batched_module_to_env_pipeline_samples_as_rllibs_default(ray_session, action_mode):
-    """The runners' module-to-env pipeline (GetActions, TensorToNumpy; batched_module_to_env) gives the same
-    episodes (observations, actions, rewards, log-probabilities) as RLlib's default one for the same seed."""
+def test_the_batched_connector_pipelines_sample_as_rllibs_defaults(ray_session, action_mode):
+    """The runners' connector pipelines (mmray.tuning.rl_connectors: RLlib's defaults without the per-sub-env
+    steps) give the same episodes (observations, actions, rewards, log-probabilities) as RLlib's default
+    pipelines for the same seed."""
     config = TINY.replace(env=ENV.replace(action_mode=action_mode), num_envs_per_env_runner=4,
                           rollout_fragment_length=70, minibatch_size=128)
     ours = config.algorithm_config()
-    default = config.algorithm_config().env_runners(add_default_connectors_to_module_to_env_pipeline=True,
-                                                    module_to_env_connector=None)
+    default = config.algorithm_config().env_runners(
+        add_default_connectors_to_env_to_module_pipeline=True, env_to_module_connector=None,
+        add_default_connectors_to_module_to_env_pipeline=True, module_to_env_connector=None)
+    assert ours.add_default_connectors_to_env_to_module_pipeline is False
     assert ours.add_default_connectors_to_module_to_env_pipeline is False
     a, b = _first_sample(ours), _first_sample(default)
     assert len(a) == len(b) == 8  # 4 sub-envs: a finished episode (60 steps) and the next one's first 10

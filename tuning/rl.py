@@ -22,7 +22,8 @@ and export of the trained agent to the ``mlp`` kind.
 Env runners step the native vector env (``gym_env_vectorize_mode=VECTOR_ENTRY_POINT``) and name the
 env ``"mmray.envs:mmray/GLFT-v0"`` so that a remote runner imports (and so registers) ``mmray.envs``
 itself. They send the env the sampled actions as they are (``normalize_actions=False, clip_actions=False``):
-the env clips to its ``[-1, 1]`` box itself, which is what RLlib's unsquashing would do on that box.
+the env clips to its ``[-1, 1]`` box itself, which is what RLlib's unsquashing would do on that box. Their
+connector pipelines are RLlib's defaults without the per-sub-env Python steps (:mod:`mmray.tuning.rl_connectors`).
 Importing this module imports neither Ray nor torch; :func:`train` and :func:`export_policy` do.
 
 Run directory (``out``)::
@@ -77,23 +78,6 @@ STOP_FIELDS = ("iterations", "timesteps", "time_budget")
 RUN_FIELDS = (*STOP_FIELDS, "eval_every", "eval_method", "eval_paths", "eval_seed", "checkpoint_every",
               "torch_threads")
 """Fields that may change when a run is resumed (the rest must equal the saved config)."""
-
-
-def batched_module_to_env(env: Any = None, spaces: Any = None) -> list[Any]:
-    """The env runners' module-to-env connector pipeline: RLlib's ``GetActions`` (sample the actions and
-    their log-probabilities from the module's distribution inputs) and ``TensorToNumpy``, nothing else.
-
-    RLlib's default pipeline (``add_default_connectors_to_module_to_env_pipeline``) adds, for this
-    single-agent, stateless module on a native vector env: ``UnBatchToIndividualItems`` (splits every
-    column into one item per sub-env, in Python), ``RemoveSingleTsTimeRankFromBatch`` (nothing without a
-    recurrent state), ``NormalizeAndClipActions`` (off, see :meth:`TrainConfig._common`) and
-    ``ListifyDataForVectorEnv`` (joins the items again: the actions back into one array, the other columns
-    into lists indexed by sub-env). The env runner reads the actions as that array and every other
-    column by sub-env index, which the batched arrays give alike; the unbatch-rebatch round trip was ~20%
-    of ``sample()``'s time (py-spy). ``env`` and ``spaces`` are RLlib's arguments (unused)."""
-    from ray.rllib.connectors.module_to_env import GetActions, TensorToNumpy
-
-    return [GetActions(), TensorToNumpy()]
 
 
 def _optional(label: str, value: Any, check: Callable[..., Any], **bounds: Any) -> Any:
@@ -253,6 +237,8 @@ class TrainConfig:
     def _common(self, algo_config: Any) -> Any:
         import gymnasium as gym
 
+        from .rl_connectors import batched_env_to_module, batched_module_to_env
+
         return (
             algo_config
             # The env maps any action to its offsets, clipping to the [-1, 1] box itself (ActionSpec.offsets), so
@@ -263,6 +249,8 @@ class TrainConfig:
             .env_runners(num_env_runners=self.num_env_runners, num_envs_per_env_runner=self.num_envs_per_env_runner,
                          rollout_fragment_length=self.rollout_fragment_length,
                          gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT,
+                         env_to_module_connector=batched_env_to_module,
+                         add_default_connectors_to_env_to_module_pipeline=False,
                          module_to_env_connector=batched_module_to_env,
                          add_default_connectors_to_module_to_env_pipeline=False)
             .learners(num_learners=self.num_learners, num_gpus_per_learner=self.num_gpus_per_learner)
