@@ -15,6 +15,7 @@ from mmray.envs import EnvConfig, MLPPolicy
 from mmray.tuning.rl import (
     PPOTrainConfig,
     SACTrainConfig,
+    centred,
     config_from_json,
     config_to_json,
     export_policy,
@@ -68,7 +69,8 @@ def test_train_writes_checkpoints_curves_and_the_best_exported_policy(run, bench
     assert res.iterations == 3 and len(res.history) == 3 and res.env_steps == 3 * TINY.train_batch_size
     assert res.stop_reason == "iterations 3" and res.wall_s > 0
     policy = load_policy(res.policy)
-    assert isinstance(policy, MLPPolicy) and policy.env == ENV and policy.layer_sizes == (2, 16, 16, 2)
+    assert isinstance(policy, MLPPolicy) and policy.layer_sizes == (2, 16, 16, 2)
+    assert policy.env == centred(TINY, bench).env  # the env it trained in: rewards centred by default
     doc = json.loads((res.policy / "policy.json").read_text())
     assert doc["provenance"]["algorithm"] == "PPO (RLlib)" and doc["provenance"]["seed"] == 3
     assert doc["provenance"]["iteration"] == res.best_iteration
