@@ -184,6 +184,21 @@ def test_rl_spec_round_trips_and_builds_each_trial(tmp_path: Path) -> None:
     assert decay.lr_schedule == ((0, 1e-3), (960, 1e-4)) and decay.algorithm_config().clip_param == 0.15
 
 
+def test_trials_that_cannot_be_placed_are_refused_naming_the_field(tmp_path: Path) -> None:
+    from mmray.tuning.runner import Capacity, check_resources
+
+    spec = load_spec(_write(tmp_path, TINY))
+    check_resources(spec, Capacity((2.0,)))
+    with pytest.raises(SweepConfigError, match=r"sweep.resources.cpus_per_trial=3 \(--cpus-per-trial\): an RL "
+                       "trial's process"):
+        check_resources(spec.replace(resources=replace(spec.resources, cpus_per_trial=3.0)), Capacity((2.0,)))
+    remote = load_spec(_write(tmp_path, TINY.replace("num_epochs: 1}", "num_epochs: 1, num_env_runners: 2}"),
+                              "remote.yaml"))
+    with pytest.raises(SweepConfigError, match=r"sweep.rl: an RL trial reserves 3 CPUs in 3 bundles"):
+        check_resources(remote, Capacity((2.0,)))
+    check_resources(remote, Capacity((2.0, 2.0)))
+
+
 def test_asha_compares_trials_at_fractions_of_their_budget(tmp_path: Path) -> None:
     text = TINY.replace("num_samples: 2}", "num_samples: 2, asha: {rungs: 4, grace_period: 1}}")
     sched = scheduler(load_spec(_write(tmp_path, text)))

@@ -403,7 +403,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, benchmark: Any) -> None:
     try:
         reporter = _Reporter(spec, train_config, run_dir, info)
         result = train(train_config, run_dir, benchmark=benchmark, progress=reporter.line)
-        row = {"iteration": result.iterations, "env_steps": result.env_steps, "wall_s": result.wall_s}
+        row = {**reporter.last, "iteration": result.iterations, "env_steps": result.env_steps, "wall_s": result.wall_s}
         reporter.best = {**result.figures.to_dict(), "eval_method": result.figures.method,
                          "iteration": result.best_iteration}
         metrics = {**reporter.metrics(row, final=True), DONE_KEY: 1}
@@ -686,8 +686,9 @@ def write_artefacts(spec: SweepSpec, records: Sequence[Any], run_dir: Path, seco
     files["configs.parquet"] = atomic_write(run_dir / CONFIGS_FILES[0], lambda p: configs.to_parquet(p, index=False))
     files["configs.csv"] = atomic_write(run_dir / CONFIGS_FILES[1], lambda p: configs.to_csv(p, index=False))
     files["trials.json"] = write_manifest(spec, df, ordered, run_dir)
-    if (run_dir / BENCHMARK_DIR).is_dir():
-        files[BENCHMARK_DIR] = run_dir / BENCHMARK_DIR
+    if not (run_dir / BENCHMARK_DIR).is_dir():  # a remote run directory: the benchmark is uploaded with the rest
+        sweep_benchmark(spec, str(run_dir))
+    files[BENCHMARK_DIR] = run_dir / BENCHMARK_DIR
     found = picks(spec, df)
     reproduce: dict[int, list[str]] = {}
     shown = display_dir or str(run_dir)
