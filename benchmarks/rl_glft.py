@@ -5,7 +5,7 @@ How to run::
     python benchmarks/rl_glft.py                                # PPO and SAC, 30 min each, seeds 0 1 2
     python benchmarks/rl_glft.py --algo ppo --seeds 0 --budget 600
     python benchmarks/rl_glft.py --params inventory             # the harder set: gamma 5x (inventory risk dominates)
-    python benchmarks/rl_glft.py --reward expected              # the control-variate reward (same optimum)
+    python benchmarks/rl_glft.py --reward realised              # the realised reward (default: expected, same optimum)
     python benchmarks/rl_glft.py --smoke                        # a tiny env, 2 iterations each (seconds)
 
 Each run is :func:`mmray.tuning.rl.train` with a ``time_budget`` (Ray on ``--cpus`` CPUs, 2 by default),
@@ -36,7 +36,7 @@ from mmray.envs import EnvConfig
 from mmray.io import to_jsonable
 from mmray.objectives import REWARD_NOISE
 from mmray.params import ProblemParams
-from mmray.tuning.rl import PPOTrainConfig, SACTrainConfig, TrainConfig, train
+from mmray.tuning.rl import TRAINING_REWARD, PPOTrainConfig, SACTrainConfig, TrainConfig, train
 from mmray.tuning.rl_curves import MILESTONES, milestones
 from mmray.tuning.rl_eval import OptimalityBenchmark, ReferenceSpec
 
@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget", type=float, default=1800.0, help="seconds of training per run")
     parser.add_argument("--params", choices=sorted(PARAMS), default="default")
-    parser.add_argument("--reward", choices=REWARD_NOISE, default="realised",
-                        help="the env's reward variant (EnvConfig.reward; the figures do not depend on it)")
+    parser.add_argument("--reward", choices=REWARD_NOISE, default=TRAINING_REWARD,
+                        help="the env's reward variant (EnvConfig.reward; the figures do not depend on it; "
+                             "default: %(default)s, training's)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use")
     parser.add_argument("--out", default="runs/rl_glft", help="directory for the runs and summary.json")
     parser.add_argument("--smoke", action="store_true", help="a tiny env and 2 iterations per run")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.smoke:
         env = env.replace(problem=env.problem.replace(T=30.0, q_max=5), dt=0.5)
     problem_dir = Path(args.out) / (args.params + ("-smoke" if args.smoke else ""))
-    out = problem_dir if args.reward == "realised" else problem_dir / f"reward-{args.reward}"
+    out = problem_dir / f"reward-{args.reward}"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     spec = ReferenceSpec()

@@ -36,7 +36,8 @@ def test_env_throughput_smoke(tmp_path):
 def test_rl_glft_smoke(tmp_path):
     text = _run("benchmarks/rl_glft.py", "--smoke", "--seeds", "0", "--out", str(tmp_path))
     assert "reference (pi)" in text and "best constant" in text
-    summary = json.loads((tmp_path / "default-smoke" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "default-smoke" / "reward-expected" / "summary.json").read_text())
+    assert summary["reward"] == "expected" and summary["env"]["reward"] == "expected"  # training's default
     assert [(r["algorithm"], r["seed"]) for r in summary["runs"]] == [("ppo", 0), ("sac", 0)]
     for run in summary["runs"]:
         assert run["method"] == "exact" and run["env_steps"] > 0 and set(run["milestones"]) == {"0.5", "0.8", "0.9",

@@ -80,6 +80,17 @@ RUN_FIELDS = (*STOP_FIELDS, "eval_every", "eval_method", "eval_paths", "eval_see
 """Fields that may change when a run is resumed (the rest must equal the saved config)."""
 
 
+TRAINING_REWARD = "expected"
+"""The reward variant RL runs train on by default (:attr:`mmray.envs.EnvConfig.reward`): the zero-mean
+noise of the mid and of the fills removed. Measured on the default env (PPO, seed 0, rewards centred):
+best gap closed 0.945 in 5.2 M steps, against 0.016 after 2.1 M steps with the realised reward (docs/rl.md)."""
+
+
+def training_env(**fields: Any) -> EnvConfig:
+    """An :class:`EnvConfig` with ``fields``, training's reward variant (:data:`TRAINING_REWARD`) unless given."""
+    return EnvConfig(**{"reward": TRAINING_REWARD, **fields})
+
+
 def _optional(label: str, value: Any, check: Callable[..., Any], **bounds: Any) -> Any:
     return None if value is None else check(label, value, **bounds)
 
@@ -91,7 +102,9 @@ class TrainConfig:
     Parameters
     ----------
     env : EnvConfig or dict
-        The environment (default :class:`EnvConfig`: GLFT parameters, objective B, dt = 1, rewards / 10).
+        The environment (default :func:`training_env`: :class:`EnvConfig`'s GLFT parameters, objective B,
+        dt = 1, rewards / 10, with the control-variate reward ``"expected"``, which leaves every policy's
+        expected return and so the optimum and the figures unchanged; see docs/rl.md).
     iterations, timesteps, time_budget : int, int, float or None
         Stop after this many ``algo.train()`` calls, env steps sampled, or seconds of wall time (from the
         algorithm's build, evaluations included; summed over resumed sessions), whichever comes first.
@@ -140,7 +153,7 @@ class TrainConfig:
 
     algorithm: ClassVar[str] = ""
 
-    env: EnvConfig = field(default_factory=EnvConfig)
+    env: EnvConfig = field(default_factory=lambda: training_env())
     iterations: int | None = None
     timesteps: int | None = None
     time_budget: float | None = None

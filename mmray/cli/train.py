@@ -46,10 +46,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     stop.add_argument("--iterations", type=int, help="RLlib training iterations (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the run (default: %(default)s)")
     p.add_argument("--dt", type=float, default=1.0, help="the environment's time step (default: %(default)s)")
-    p.add_argument("--reward", choices=REWARD_NOISE, default="realised",
+    p.add_argument("--reward", choices=REWARD_NOISE,
                    help="the reward variant: realised increments of objective B, or with the zero-mean noise of "
                         "the mid (mid_expected) and of the fills too (expected) removed; the optimum and the "
-                        "figures do not depend on it (docs/rl.md) (default: %(default)s)")
+                        "figures do not depend on it (docs/rl.md) (default: expected, training's)")
     add_model_flags(p)
     r = p.add_argument_group("resources (a laptop by default: 2 CPUs, local Ray)")
     r.add_argument("--address", help="attach to a running Ray cluster ('auto' or host:port) (default: a local Ray)")
@@ -71,10 +71,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> Any:
     from mmray.envs.config import EnvConfig
-    from mmray.tuning.rl import CONFIGS
+    from mmray.tuning.rl import CONFIGS, training_env
 
     market, problem = model_params(args, problem=EnvConfig().problem)
-    env = EnvConfig(market=market, problem=problem, dt=args.dt, reward=args.reward)
+    env = training_env(market=market, problem=problem, dt=args.dt, **({"reward": args.reward} if args.reward else {}))
     values: dict[str, Any] = {"env": env, "seed": args.seed}
     for flag, field in (("timesteps", "timesteps"), ("time_budget", "time_budget"), ("iterations", "iterations"),
                         ("env_runners", "num_env_runners"), ("envs_per_runner", "num_envs_per_env_runner"),
