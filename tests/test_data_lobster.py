@@ -144,3 +144,12 @@ def test_winter_date_is_utc_minus_5(tmp_path):
     path = _pair(tmp_path, ["34200.5,1,1,1,5853300,1"], ["5859100,18,5853300,18"], name)
     utc = dt.datetime(2012, 12, 21, 14, 30, tzinfo=dt.UTC)
     assert _read(path)["ts"][0].as_py() == int(utc.timestamp()) * 10**9 + 500_000_000
+
+
+def test_dst_change_day_converts_each_row(tmp_path):
+    name = "AAPL_2012-03-11_0_86400000_{}_1.csv"  # clocks go from 02:00 EST to 03:00 EDT
+    path = _pair(tmp_path, ["3600.5,1,1,1,5853300,1", "10800.25,1,1,1,5853300,1"], ["5859100,18,5853300,18"] * 2,
+                 name)
+    day = dt.datetime(2012, 3, 11, tzinfo=dt.UTC)
+    expected = [(day + dt.timedelta(hours=6, seconds=0.5)), (day + dt.timedelta(hours=7, seconds=0.25))]
+    assert _read(path)["ts"].to_pylist() == [int(t.timestamp() * 1e3) * 10**6 for t in expected]
