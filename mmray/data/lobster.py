@@ -229,8 +229,7 @@ class _Reader:
                     break
                 if status == _K.NEED_MESSAGE:
                     mbuf, pos[_K.P_MSG] = self.messages.next(int(pos[_K.P_MSG])), 0
-                    if not mbuf.size:
-                        self._check_books_end(first_line + int(pos[_K.P_ROWS]))
+                    if not mbuf.size:  # checked after the last batch, whose rows may fail first
                         ended = True
                         break
                 elif status == _K.NEED_BOOK:
@@ -248,6 +247,7 @@ class _Reader:
                 yield self._batch(cols, n, bad, first_line)
                 first_line += n
             if ended:
+                self._check_books_end(first_line)
                 return
 
     def _general(self, which: int, buf: np.ndarray, declined: int) -> tuple[np.ndarray, np.ndarray]:
