@@ -72,7 +72,20 @@ Batch = Callable[[], int]
 def rates(batches: dict[str, Batch], seconds: float, repeats: int) -> dict[str, float]:
     """Env steps/s of each batch: one untimed call each (first-call costs), then ``repeats`` rounds in which
     each batch in turn runs for about ``seconds`` (interleaved, so that the machine's load hits all alike);
-    the best round of each."""
+    the best round of each.
+
+    Parameters
+    ----------
+    batches : dict of str to callable
+        Label -> a batch of work returning the env steps it did.
+    seconds, repeats : float, int
+        Length of a timed run and number of rounds.
+
+    Returns
+    -------
+    dict of str to float
+        Label -> the best round's env steps/s.
+    """
     for batch in batches.values():
         batch()
     best = dict.fromkeys(batches, 0.0)
@@ -145,7 +158,22 @@ def mbt_gym_env(config: EnvConfig, trajectories: int, seed: int = 1) -> Any:
     ``ell(q_T)`` at the end), actions normalised to [-1, 1] over depths ``[0, offset_high]`` as ours.
     mbt_gym draws an arrival with probability ``A dt`` and then a fill with probability ``exp(-k delta)``
     per side and step (ours: probability ``1 - exp(-A exp(-k delta) dt)``); the same model to first order
-    in ``A dt``, and the same arithmetic per step. Raises ImportError when mbt_gym (or gym) is absent."""
+    in ``A dt``, and the same arithmetic per step.
+
+    Parameters
+    ----------
+    config : EnvConfig
+        Our env's configuration (``offset_low`` must be 0 and ``A dt <= 1``, else ``ValueError``).
+    trajectories : int
+        mbt_gym's ``num_trajectories`` (paths stepped together).
+    seed : int
+        Seed of mbt_gym's processes (mid, arrivals, fills: ``seed``, ``seed + 1``, ``seed + 2``).
+
+    Returns
+    -------
+    mbt_gym.gym.TradingEnvironment.TradingEnvironment
+        Raises ``ImportError`` when mbt_gym (or gym) is absent.
+    """
     from mbt_gym.gym.ModelDynamics import LimitOrderModelDynamics
     from mbt_gym.gym.TradingEnvironment import TradingEnvironment
     from mbt_gym.rewards.RewardFunctions import RunningInventoryPenalty
@@ -200,7 +228,18 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any], dict[str, dict[str, A
     :class:`PPOTrainConfig` field overrides, ``{section: {key: value}}`` for ``AlgorithmConfig.section(**kw)``
     with ``KEY = SECTION.NAME``, ``SECTION`` in :data:`SECTIONS`). Values are JSON (``true``, ``0.5``,
     ``"x"``) or else strings; ``env_runners.gym_env_vectorize_mode`` takes a ``gymnasium.VectorizeMode`` name.
-    Raises ``ValueError`` naming the bad part."""
+    Raises ``ValueError`` naming the bad part.
+
+    Parameters
+    ----------
+    text : str
+        One ``--ppo`` argument.
+
+    Returns
+    -------
+    tuple
+        ``(label, {field: value}, {section: {key: value}})``.
+    """
     from dataclasses import fields
 
     from mmray.tuning.rl import PPOTrainConfig
