@@ -67,7 +67,7 @@ FIGURES = ("gap_closed", "gap_closed_se", "optimality_ratio", "optimality_ratio_
            "reference_value", "baseline_value", "exact_policy_value")
 #: per-trial columns of the results table after the parameters, ``seed`` and ``status``
 TRIAL_COLUMNS = (*FIGURES, "eval_method", "best_iteration", "iterations", "env_steps", "wall_s")
-#: the file of a trial's last report in its final checkpoint (``mmray.tuning.trainables.FINAL_FILE``)
+#: set (to 1) in a trial's last report only: the trial trained its whole budget (its status is then ``ok``)
 DONE_KEY = "rl_done"
 CONFIGS_FILES = ("configs.parquet", "configs.csv")
 BENCHMARK_DIR = "benchmark"
