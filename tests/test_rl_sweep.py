@@ -111,6 +111,7 @@ def test_configurations_table_holds_the_mean_and_se_over_seeds(swept: tuple[Path
         assert c["gap_closed_se"] == pytest.approx(g.std(ddof=1) / math.sqrt(2))
         assert c["best_gap_closed"] == pytest.approx(g.max())
     assert (df["config_gap_closed_mean"] == df["config"].map(configs.set_index("config")["gap_closed_mean"])).all()
+    assert (run / "configs.png").stat().st_size > 0 and "![configs](configs.png)" in (run / "report.md").read_text()
 
 
 @pytest.mark.ray

@@ -616,6 +616,44 @@ def _export(spec: SweepSpec, df: pd.DataFrame, records: Sequence[Any], run_dir: 
     return save_policy(policy, target, provenance=provenance)
 
 
+def plot_configs(spec: SweepSpec, df: pd.DataFrame, configs: pd.DataFrame, path: Path) -> Path | None:
+    """``configs.png``: each configuration's seeds (dots: each trial's best agent; hollow: stopped by ASHA) and
+    their mean ± standard error, with the best constant spread (0), the optimum (1) and, for ``gap_closed``,
+    the continuous exact policy as lines. ``None`` when no trial reported the metric."""
+    from matplotlib.figure import Figure
+
+    metric = spec.search.metric
+    reported = df[df["status"].isin(["ok", "stopped"]) & df[metric].notna()]
+    if reported.empty:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.2 * len(configs) + 3), 4.5), layout="constrained")
+    ax = fig.subplots()
+    for i, c in enumerate(configs["config"]):
+        rows = reported[reported["config"] == c]
+        for status, face in (("ok", "tab:blue"), ("stopped", "none")):
+            pts = rows[rows["status"] == status][metric]
+            ax.scatter(np.full(len(pts), i) + 0.08, pts, s=18, facecolors=face, edgecolors="tab:blue", zorder=3)
+        mean, se = configs[f"{metric}_mean"].iat[i], configs[f"{metric}_se"].iat[i]
+        if pd.notna(mean):
+            ax.errorbar(i - 0.08, mean, yerr=0.0 if pd.isna(se) else se, fmt="s", color="k", capsize=4, zorder=4)
+    if metric == "gap_closed":
+        row = reported.iloc[0]
+        exact = (row["exact_policy_value"] - row["baseline_value"]) / (row["reference_value"] - row["baseline_value"])
+        for y, label, style in ((1.0, "optimum of the env", "-"), (exact, "continuous exact policy", "--"),
+                                (0.0, "best constant spread", ":")):
+            ax.axhline(y, color="gray", linestyle=style, linewidth=1, label=label)
+        ax.legend(loc="lower right", fontsize=8)
+    names = list(spec.param_names)
+    labels = [f"{int(c)}\n" + "\n".join(f"{n}={configs[n].iat[i]:.3g}" for n in names if pd.notna(configs[n].iat[i]))
+              for i, c in enumerate(configs["config"])]
+    ax.set_xticks(range(len(configs)), labels, fontsize=7)
+    ax.set_xlabel("configuration")
+    ax.set_ylabel(f"{metric} of each seed's best agent; mean ± SE")
+    ax.set_title(f"{spec.name}: {metric} by configuration ({len(spec.rl.seeds) if spec.rl else 0} seeds each)",
+                 fontsize=10)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+
+
 def write_report(spec: SweepSpec, df: pd.DataFrame, configs: pd.DataFrame, run_dir: Path, found: Sequence[Any],
                  reproduce: Mapping[int, Sequence[str]], seconds: float | None, display_dir: str | None,
                  n_expected: int | None) -> Path:
@@ -658,6 +696,8 @@ def write_report(spec: SweepSpec, df: pd.DataFrame, configs: pd.DataFrame, run_d
               "(`configs.csv`), best first.", "", markdown_table(shown.head(30), config_columns(spec)), "",
               "## Trials", "", f"Full table: `results.csv` / `results.parquet` ({len(df)} rows).", "",
               markdown_table(df.head(60), summary_columns(spec)), ""]
+    if (run_dir / "configs.png").is_file():
+        lines += ["![configs](configs.png)", ""]
     errors = df[df["status"] == "error"]
     if not errors.empty:
         lines += ["## Errors", ""] + [f"- trial {int(r['trial'])} (config {int(r['config'])}, seed {int(r['seed'])}): "
@@ -686,6 +726,9 @@ def write_artefacts(spec: SweepSpec, records: Sequence[Any], run_dir: Path, seco
     files["configs.parquet"] = atomic_write(run_dir / CONFIGS_FILES[0], lambda p: configs.to_parquet(p, index=False))
     files["configs.csv"] = atomic_write(run_dir / CONFIGS_FILES[1], lambda p: configs.to_csv(p, index=False))
     files["trials.json"] = write_manifest(spec, df, ordered, run_dir)
+    figure = plot_configs(spec, df, configs, run_dir / "configs.png")
+    if figure is not None:
+        files["configs.png"] = figure
     if not (run_dir / BENCHMARK_DIR).is_dir():  # a remote run directory: the benchmark is uploaded with the rest
         sweep_benchmark(spec, str(run_dir))
     files[BENCHMARK_DIR] = run_dir / BENCHMARK_DIR

@@ -151,7 +151,7 @@ class RunSummary:
             lines += [f"  {pick_line(spec, df, p)}" for p in self.picks]
         lines += ["", f"Run directory: {self.run_dir}"]
         shown = ["results.parquet", "results.csv", "configs.csv", "report.md", "frontier.png", "metric_vs_params.png",
-                 "robustness.png", "benchmark", *(pick_policy_dir(p) for p in self.picks)]
+                 "robustness.png", "configs.png", "benchmark", *(pick_policy_dir(p) for p in self.picks)]
         lines += [f"  {key:<20} {self.files[key]}" for key in shown if key in self.files]
         commands = [(p, self.pick_reproduce[p.row]) for p in self.picks if p.row in self.pick_reproduce]
         if commands:
