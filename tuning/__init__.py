@@ -12,5 +12,6 @@ Modules (importing this package does not import Ray):
 * :mod:`mmray.tuning.trainables` - what a trial does (plain function) and the Tune trainable;
 * :mod:`mmray.tuning.sweeps` - param spaces, search algorithms, ASHA, trial resources;
 * :mod:`mmray.tuning.results` - results table, report, best-policy export (figures: :mod:`mmray.plots`);
-* :mod:`mmray.tuning.runner` - Ray start-up, resource checks, ``Tuner`` / ``Tuner.restore``, run directories.
+* :mod:`mmray.tuning.runner` - Ray start-up, resource checks, ``Tuner`` / ``Tuner.restore``, run directories;
+* :mod:`mmray.tuning.rl_sweep` - the ``rl`` kind: RLlib PPO training runs as trials, seeds per configuration.
 """
