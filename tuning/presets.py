@@ -52,10 +52,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "rl": {
         "kind": "rl", "name": "rl",
-        # a small env (60 steps of dt 0.5, |q| <= 5) where inventory control matters (gamma 0.2), rewards with the
-        # zero-mean noise of the fills and the mid removed (EnvConfig.reward "expected"): minutes on 2 CPUs
+        # a small env (60 steps of dt 0.5, |q| <= 5) where inventory control matters (gamma 0.2), with training's
+        # rewards (tuning.rl.TRAINING_REWARD: the zero-mean noise of the fills and the mid removed): minutes on 2 CPUs
         "market": {"sigma": 0.3, "A": 0.9, "k": 0.3}, "problem": {"gamma": 0.2, "T": 30.0, "q_max": 5},
-        "sim": {"dt": 0.5, "fill_model": "poisson"}, "env": {"reward": "expected"}, "seeds": 2,
+        "sim": {"dt": 0.5, "fill_model": "poisson"}, "seeds": 2,
         "rl": {"iterations": 30, "hidden": [32, 32], "num_envs_per_env_runner": 64, "rollout_fragment_length": 60,
                "minibatch_size": 960, "num_epochs": 5},
         "space": {"lr": {"low": 3e-4, "high": 3e-3, "log": True}, "initial_log_std": {"low": -2.0, "high": -0.5},

@@ -51,7 +51,7 @@ import pandas as pd
 from mmray.checks import CheckError, integer, real
 from mmray.envs.config import EnvConfig
 from mmray.io import atomic_write
-from mmray.tuning.rl import BEST_FILE, POLICY_DIR, RESULT_FILE, STOP_FIELDS, PPOTrainConfig
+from mmray.tuning.rl import BEST_FILE, POLICY_DIR, RESULT_FILE, STOP_FIELDS, PPOTrainConfig, training_env
 from mmray.tuning.rl_curves import CURVES_CSV, CURVES_PNG, QUOTES_PNG, read_csv
 from mmray.tuning.spec import RL_INTEGER_PARAMS, RL_PARAMS, RL_SIM_FIELDS, SweepSpec
 
@@ -125,14 +125,15 @@ class SweepPPOConfig(PPOTrainConfig):
 
 
 def env_config(spec: SweepSpec) -> EnvConfig:
-    """The environment every trial of ``spec`` trains in."""
+    """The environment every trial of ``spec`` trains in: training's reward variant
+    (:func:`mmray.tuning.rl.training_env`) unless ``sweep.env`` gives ``reward``."""
     assert spec.rl is not None, "env_config needs an rl sweep"
     sim = spec.sim
     env = dict(spec.rl.env)
     if isinstance(env.get("features"), list):
         env["features"] = tuple(env["features"])
-    return EnvConfig(market=spec.market, problem=spec.problem, dt=sim.dt, fill_model=sim.fill_model,
-                     price_model=sim.price_model, q0=sim.q0, **env)
+    return training_env(market=spec.market, problem=spec.problem, dt=sim.dt, fill_model=sim.fill_model,
+                        price_model=sim.price_model, q0=sim.q0, **env)
 
 
 def trial_seed(spec: SweepSpec, params: Mapping[str, Any]) -> int:
