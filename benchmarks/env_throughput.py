@@ -376,10 +376,12 @@ NATIVE = "native vector env (VECTOR_ENTRY_POINT)"
 SYNC = "gymnasium SYNC of single envs"
 
 
-def run_rllib(config: EnvConfig, variants: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]],
+def run_rllib(variants: list[tuple[str, dict[str, Any], dict[str, dict[str, Any]]]],
               args: argparse.Namespace) -> dict[str, Any]:
-    """RLlib PPO, sampling alone and end to end: ``PPOTrainConfig`` defaults (native vector env), gymnasium's
-    SYNC vectorisation of single envs (unless ``--no-sync``) and every ``--ppo`` variant, interleaved."""
+    """RLlib PPO, sampling alone and end to end: ``PPOTrainConfig`` defaults (native vector env, the default
+    training env: its reward variant is :data:`mmray.tuning.rl.TRAINING_REWARD`; ``T = 60`` with
+    ``--smoke``), gymnasium's SYNC vectorisation of single envs (unless ``--no-sync``) and every ``--ppo``
+    variant, interleaved."""
     import gymnasium as gym
     import ray
     import torch
@@ -390,9 +392,11 @@ def run_rllib(config: EnvConfig, variants: list[tuple[str, dict[str, Any], dict[
     if started:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.rllib").setLevel(logging.ERROR)
-    base: dict[str, Any] = {"env": config, "iterations": 1}
+    env = PPOTrainConfig().env
+    base: dict[str, Any] = {"env": env, "iterations": 1}
     if args.smoke:
-        base |= {"num_envs_per_env_runner": 32, "rollout_fragment_length": 16, "minibatch_size": 256}
+        base |= {"env": env.replace(problem=env.problem.replace(T=60.0)),
+                 "num_envs_per_env_runner": 32, "rollout_fragment_length": 16, "minibatch_size": 256}
     threads = torch.get_num_threads()
     torch.set_num_threads(PPOTrainConfig().torch_threads or threads)  # as train() does
     runs = [(NATIVE, {}, {})]
@@ -409,6 +413,7 @@ def run_rllib(config: EnvConfig, variants: list[tuple[str, dict[str, Any], dict[
     ppo = PPOTrainConfig(**base)
     print(f"RLlib PPO env steps/s (defaults: {ppo.num_envs_per_env_runner} sub-envs x {ppo.rollout_fragment_length}"
           f"-step fragments, 1 local env runner, minibatch {ppo.minibatch_size} x {ppo.num_epochs} epochs, "
+          f"reward {ppo.env.reward!r}, "
           f"torch {ppo.torch_threads} thread; Ray on 2 CPUs; median of {rounds} interleaved rounds; {uptime()})")
     print(f"  {'configuration':<44s} {'sampling':>10s} {'ratio':>6s} {'end to end':>11s} {'ratio':>6s}")
     for label, r in result.items():
@@ -480,7 +485,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{n_mbt} paths {ours_vector / mbt_vector:.2f}x (issue 9's goal: >= 2x both)")
 
     if not args.no_rllib:
-        out["rllib"] = run_rllib(config, variants, args)
+        out["rllib"] = run_rllib(variants, args)
     out["uptime_end"] = uptime()
     print(f"({out['uptime_end']} at the end)")
     if args.json:
