@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 
 from mmray import load_policy
+from mmray.io import atomic_write_json
 from mmray.tune import build_parser, load_requested_spec, main
 from mmray.tuning.config import load_spec, spec_from_dict
+from mmray.tuning.rl import RL_CONFIG_FILE, PPOTrainConfig, config_to_json, read_run_config
 from mmray.tuning.rl_sweep import (
-    SweepPPOConfig,
     budget_fraction,
     env_config,
     n_trials,
@@ -172,7 +173,7 @@ def test_rl_spec_round_trips_and_builds_each_trial(tmp_path: Path) -> None:
     assert spec_from_dict(json.loads(json.dumps(spec.to_dict())), source=spec.source) == spec
     assert n_trials(spec) == 4
     config = trial_config(spec, {"lr": 1e-3, "seed": 8})
-    assert isinstance(config, SweepPPOConfig) and (config.lr, config.seed, config.iterations) == (1e-3, 8, 2)
+    assert isinstance(config, PPOTrainConfig) and (config.lr, config.seed, config.iterations) == (1e-3, 8, 2)
     assert config.env.problem.objective == "B" and config.env.dt == 0.5 and config.num_env_runners == 0
     assert budget_fraction(config, 1, 480, 3.0) == 0.5
     # RLlib's own resource request: one bundle, the trial's process (env runner and learner live in it)
@@ -183,6 +184,9 @@ def test_rl_spec_round_trips_and_builds_each_trial(tmp_path: Path) -> None:
     # lr_end: a linear decay over lr_decay_steps (or the timesteps budget); clip_param reaches RLlib
     decay = replace(config, lr_end=1e-4, lr_decay_steps=960, clip_param=0.15)
     assert decay.lr_schedule == ((0, 1e-3), (960, 1e-4)) and decay.algorithm_config().clip_param == 0.15
+    # a trial's config is a PPOTrainConfig: its run directory reads back like any training run's (mmray export)
+    atomic_write_json(tmp_path / "run" / RL_CONFIG_FILE, config_to_json(decay))
+    assert read_run_config(tmp_path / "run") == decay
 
 
 def test_trials_that_cannot_be_placed_are_refused_naming_the_field(tmp_path: Path) -> None:
@@ -218,15 +222,15 @@ BAD = [
      "sweep.rl.minibatchsize: unknown key (did you mean 'minibatch_size'?)"),
     ("rl: {iterations: 2,", "rl: {", "sweep.rl: missing a per-trial budget: set iterations, timesteps or time_budget"),
     ("iterations: 2,", "iterations: 0,",
-     "sweep.rl.iterations: SweepPPOConfig.iterations must be an integer >= 1, got 0"),
+     "sweep.rl.iterations: PPOTrainConfig.iterations must be an integer >= 1, got 0"),
     ("rl: {iterations: 2,", "rl: {iterations: 2, seed: 3,",
      "sweep.rl.seed: set by the sweep: RLlib seeds are sweep.seeds"),
     ("num_envs_per_env_runner: 16", "num_envs_per_env_runner: 4",
      "sweep.rl.minibatch_size: PPOTrainConfig.minibatch_size must be at most the train batch"),
-    ("rl: {iterations: 2,", "rl: {iterations: 2, lr_end: 1.0e-5,", "sweep.rl.lr_end: SweepPPOConfig.lr_end must "
+    ("rl: {iterations: 2,", "rl: {iterations: 2, lr_end: 1.0e-5,", "sweep.rl.lr_end: PPOTrainConfig.lr_end must "
      "be given with a decay length: set lr_decay_steps (or a timesteps budget)"),
     ("rl: {iterations: 2,", "rl: {iterations: 2, activation: sigmoid,", "sweep.rl.activation: "
-     "SweepPPOConfig.activation must be one of"),
+     "PPOTrainConfig.activation must be one of"),
     ("seeds: 2", "seeds: 0", "sweep.seeds: expected a number of seeds (an integer >= 1) or a list of seeds, got 0"),
     ("seeds: 2", "seeds: [1, 1]", "sweep.seeds[1]: duplicate seed 1"),
     ("seeds: 2", "strategies: [optimal]", "sweep.strategies: not used by kind: rl"),
@@ -242,7 +246,7 @@ BAD = [
     ("space:", "grid: {seed: [1, 2]}\n  space:", "sweep.grid.seed: an rl sweep trains every configuration with each "
      "of sweep.seeds"),
     ("space:", "grid: {lrr: [0.1]}\n  space:", "sweep.grid.lrr: unknown parameter (did you mean 'lr'?)"),
-    ("space:", "grid: {lr_end: [1.0e-5]}\n  space:", "sweep.grid.lr_end[0]: value 1e-05: SweepPPOConfig.lr_end "
+    ("space:", "grid: {lr_end: [1.0e-5]}\n  space:", "sweep.grid.lr_end[0]: value 1e-05: PPOTrainConfig.lr_end "
      "must be given with a decay length"),
     ("space:", "grid: {minibatch_size: [120, 960]}\n  space:", "sweep.grid.minibatch_size: also fixed in "
      "sweep.rl.minibatch_size; give it in one place"),

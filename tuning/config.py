@@ -35,7 +35,7 @@ An ``rl`` sweep (:func:`_parse_rl`) has no strategies, solver or Monte Carlo set
       market: {...}; problem: {gamma: 0.05, T: 30, q_max: 5}   # objective B: the env's reward
       sim:   {dt: 0.5, fill_model: poisson}                    # the env's step and models only
       env:   {offset_high: 10, reward_scale: 10}               # EnvConfig's other fields
-      rl:    {time_budget: 20, hidden: [32, 32], minibatch_size: 480}   # SweepPPOConfig fields
+      rl:    {time_budget: 20, hidden: [32, 32], minibatch_size: 480}   # PPOTrainConfig fields
       grid / space: PPO hyperparameters (lr, lr_end, initial_log_std, entropy_coeff, clip_param, ...)
       search: {algorithm: random, metric: gap_closed, num_samples: 4, asha: {rungs: 4}}
       resources: {cpus_per_trial: 1, reuse_actors: true}
@@ -401,7 +401,8 @@ def _parse_rl(raw: dict[str, Any], name: str, seed: int, source: str) -> SweepSp
 def _rl_section(raw: dict[str, Any], seed: int) -> RLSpec:
     """``sweep.seeds``, ``sweep.env`` and ``sweep.rl`` (values typed here; the env and the training config
     are built, and their own checks run, by :func:`~mmray.tuning.validate.check_spec`)."""
-    from mmray.tuning.rl_sweep import SET_BY_SWEEP, SweepPPOConfig, env_fields
+    from mmray.tuning.rl import PPOTrainConfig
+    from mmray.tuning.rl_sweep import SET_BY_SWEEP, env_fields
 
     raw_seeds = raw.get("seeds", 2)
     if isinstance(raw_seeds, list | tuple):
@@ -422,13 +423,13 @@ def _rl_section(raw: dict[str, Any], seed: int) -> RLSpec:
     rd.keys(env, "sweep.env", env_fields())
     train = rd.mapping(raw.get("rl"), "sweep.rl")
     algorithm = rd.choice(train.pop("algorithm", "ppo"), "sweep.rl.algorithm", ("ppo",))
-    cls_fields = {f.name: f for f in fields(SweepPPOConfig) if f.name not in SET_BY_SWEEP}
+    cls_fields = {f.name: f for f in fields(PPOTrainConfig) if f.name not in SET_BY_SWEEP}
     for key, why in (("seed", "RLlib seeds are sweep.seeds"),
                      ("env", "the env is sweep.market, sweep.problem, sweep.sim and sweep.env")):
         if key in train:
             raise error(f"sweep.rl.{key}", f"set by the sweep: {why}")
     rd.keys(train, "sweep.rl", ("algorithm", *cls_fields))
-    hints = get_type_hints(SweepPPOConfig)
+    hints = get_type_hints(PPOTrainConfig)
     for key, value in list(train.items()):
         path = f"sweep.rl.{key}"
         if key == "hidden":

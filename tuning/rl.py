@@ -301,6 +301,11 @@ class PPOTrainConfig(TrainConfig):
     lr_schedule : tuple of (int, float) or None
         Piecewise-linear learning rate over env steps, ``((0, lr0), (t1, lr1), ...)`` (RLlib's schedule
         form); overrides ``lr``.
+    lr_end, lr_decay_steps : float or None, int or None
+        A linear decay from ``lr`` to ``lr_end`` over ``lr_decay_steps`` env steps (default: the
+        ``timesteps`` budget; required without one); sets ``lr_schedule`` (what a sweep varies).
+    clip_param : float
+        PPO's clip of the probability ratio (RLlib's ``clip_param``; default 0.3, RLlib's).
     lambda_ : float
         GAE lambda (0.95).
     vf_clip_param : float
@@ -331,9 +336,14 @@ class PPOTrainConfig(TrainConfig):
     entropy_coeff: float = 0.0
     initial_log_std: float | None = -1.5
     vf_share_layers: bool = False
+    clip_param: float = 0.3
+    lr_end: float | None = None
+    lr_decay_steps: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._lr_decay()
+        object.__setattr__(self, "clip_param", real("PPOTrainConfig.clip_param", self.clip_param, gt=0))
         object.__setattr__(self, "vf_share_layers", flag("PPOTrainConfig.vf_share_layers", self.vf_share_layers))
         object.__setattr__(self, "initial_log_std", _optional("PPOTrainConfig.initial_log_std", self.initial_log_std,
                                                               real))
@@ -347,6 +357,25 @@ class PPOTrainConfig(TrainConfig):
         if self.minibatch_size > self.train_batch_size:
             raise CheckError("PPOTrainConfig.minibatch_size", self.minibatch_size,
                              f"at most the train batch (runners x envs x fragment = {self.train_batch_size})")
+
+    def _lr_decay(self) -> None:
+        """``lr_end``: ``lr_schedule`` becomes the linear decay from ``lr`` over ``lr_decay_steps`` or ``timesteps``."""
+        if self.lr_decay_steps is not None:
+            object.__setattr__(self, "lr_decay_steps", integer("PPOTrainConfig.lr_decay_steps", self.lr_decay_steps,
+                                                               ge=1))
+        if self.lr_end is None:
+            return
+        end = real("PPOTrainConfig.lr_end", self.lr_end, gt=0)
+        steps = self.lr_decay_steps or self.timesteps
+        if steps is None:
+            raise CheckError("PPOTrainConfig.lr_end", end, "given with a decay length: set lr_decay_steps (or a "
+                             "timesteps budget)", sep=";")
+        schedule = ((0, real("PPOTrainConfig.lr", self.lr, gt=0)), (int(steps), end))
+        if self.lr_schedule is not None and tuple(tuple(p) for p in self.lr_schedule) != schedule:
+            raise CheckError("PPOTrainConfig.lr_end", end, "given without lr_schedule (lr_end makes the schedule)",
+                             sep=";")
+        object.__setattr__(self, "lr_end", end)
+        object.__setattr__(self, "lr_schedule", schedule)
 
     def _model_extras(self) -> dict[str, Any]:
         return {"vf_share_layers": self.vf_share_layers}
@@ -377,7 +406,7 @@ class PPOTrainConfig(TrainConfig):
         return self._common(PPOConfig()).training(
             train_batch_size_per_learner=self.train_batch_size, minibatch_size=self.minibatch_size,
             num_epochs=self.num_epochs, lr=lr, gamma=self.gamma, lambda_=self.lambda_,
-            vf_clip_param=self.vf_clip_param, entropy_coeff=self.entropy_coeff)
+            vf_clip_param=self.vf_clip_param, entropy_coeff=self.entropy_coeff, clip_param=self.clip_param)
 
 
 @dataclass(frozen=True)

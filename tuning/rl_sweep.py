@@ -25,9 +25,9 @@ directory) and shared with every trial through the object store.
   ``best_policy/`` (an mmray checkpoint that ``mmray backtest --policy`` and :func:`mmray.load_policy`
   read; the report prints the command).
 
-PPO settings beyond :class:`~mmray.tuning.rl.PPOTrainConfig`'s (:class:`SweepPPOConfig`):
-``clip_param`` (RLlib's PPO clip, default 0.3) and ``lr_end``, a linear learning-rate decay from
-``lr`` to ``lr_end`` over ``lr_decay_steps`` env steps (default: the ``timesteps`` budget).
+A trial's settings are :class:`~mmray.tuning.rl.PPOTrainConfig`'s fields (with ``clip_param`` and
+``lr_end``, a linear learning-rate decay from ``lr`` over ``lr_decay_steps`` env steps, default the
+``timesteps`` budget), so a trial's run directory reads back like any training run's.
 
 Importing this module imports neither Ray nor torch.
 """
@@ -41,14 +41,13 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mmray.checks import CheckError, integer, real
 from mmray.envs.config import EnvConfig
 from mmray.io import atomic_write
 from mmray.tuning.rl import BEST_FILE, POLICY_DIR, RESULT_FILE, STOP_FIELDS, PPOTrainConfig, training_env
@@ -60,7 +59,7 @@ TRIAL_INDEX = "__trial_index__"
 #: :class:`mmray.envs.EnvConfig` fields set by the sweep's market, problem and sim sections; the others
 #: (the agent's interface: actions, offsets, reward, features) are ``sweep.env``
 ENV_MODEL_FIELDS = ("market", "problem", *RL_SIM_FIELDS)
-#: :class:`SweepPPOConfig` fields an ``rl`` sweep sets itself (``sweep.rl`` may not)
+#: :class:`PPOTrainConfig` fields an ``rl`` sweep sets itself (``sweep.rl`` may not)
 SET_BY_SWEEP = ("env", "seed")
 #: figures of the best agent reported by every trial (:class:`mmray.tuning.rl_eval.OptimalityFigures`)
 FIGURES = ("gap_closed", "gap_closed_se", "optimality_ratio", "optimality_ratio_se", "agent_value", "agent_value_se",
@@ -76,49 +75,6 @@ BENCHMARK_DIR = "benchmark"
 def env_fields() -> tuple[str, ...]:
     """The :class:`~mmray.envs.EnvConfig` fields of ``sweep.env`` (all but the model's)."""
     return tuple(f.name for f in fields(EnvConfig) if f.name not in ENV_MODEL_FIELDS)
-
-
-@dataclass(frozen=True)
-class SweepPPOConfig(PPOTrainConfig):
-    """A trial's PPO run: :class:`~mmray.tuning.rl.PPOTrainConfig` plus two settings a sweep varies.
-
-    Parameters
-    ----------
-    clip_param : float
-        PPO's clip of the probability ratio (RLlib's ``clip_param``; default 0.3, RLlib's).
-    lr_end : float or None
-        End of a linear learning-rate decay from ``lr`` (sets ``lr_schedule``); ``None``: constant ``lr``.
-    lr_decay_steps : int or None
-        Env steps of that decay (default: the ``timesteps`` budget; required without one).
-    """
-
-    clip_param: float = 0.3
-    lr_end: float | None = None
-    lr_decay_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        name = type(self).__name__
-        object.__setattr__(self, "clip_param", real(f"{name}.clip_param", self.clip_param, gt=0))
-        if self.lr_decay_steps is not None:
-            object.__setattr__(self, "lr_decay_steps", integer(f"{name}.lr_decay_steps", self.lr_decay_steps, ge=1))
-        if self.lr_end is not None:
-            end = real(f"{name}.lr_end", self.lr_end, gt=0)
-            steps = self.lr_decay_steps or self.timesteps
-            if steps is None:
-                raise CheckError(f"{name}.lr_end", end, "given with a decay length: set lr_decay_steps (or a "
-                                 "timesteps budget)", sep=";")
-            lr = real(f"{name}.lr", self.lr, gt=0)
-            schedule = ((0, lr), (int(steps), end))
-            if self.lr_schedule is not None and tuple(tuple(p) for p in self.lr_schedule) != schedule:
-                raise CheckError(f"{name}.lr_end", end, "given without lr_schedule (lr_end makes the schedule)",
-                                 sep=";")
-            object.__setattr__(self, "lr_end", end)
-            object.__setattr__(self, "lr_schedule", schedule)
-        super().__post_init__()
-
-    def algorithm_config(self) -> Any:
-        """RLlib's ``PPOConfig`` of :class:`~mmray.tuning.rl.PPOTrainConfig` with ``clip_param``."""
-        return super().algorithm_config().training(clip_param=self.clip_param)
 
 
 # --------------------------------------------------------------------------- a trial's run
@@ -145,7 +101,7 @@ def trial_seed(spec: SweepSpec, params: Mapping[str, Any]) -> int:
 
 
 def _fixed(spec: SweepSpec) -> dict[str, Any]:
-    """``sweep.rl`` as keyword arguments of :class:`SweepPPOConfig` (lists as the tuples it takes)."""
+    """``sweep.rl`` as keyword arguments of :class:`PPOTrainConfig` (lists as the tuples it takes)."""
     assert spec.rl is not None, "_fixed needs an rl sweep"
     out = dict(spec.rl.train)
     if isinstance(out.get("hidden"), list):
@@ -155,7 +111,7 @@ def _fixed(spec: SweepSpec) -> dict[str, Any]:
     return out
 
 
-def trial_config(spec: SweepSpec, params: Mapping[str, Any], env: EnvConfig | None = None) -> SweepPPOConfig:
+def trial_config(spec: SweepSpec, params: Mapping[str, Any], env: EnvConfig | None = None) -> PPOTrainConfig:
     """The training config of the trial with ``params`` (a Tune config): ``sweep.rl``, the swept
     hyperparameters over it, the trial's seed and the sweep's env. Raises ``ValueError`` naming the field."""
     values = _fixed(spec)
@@ -163,7 +119,7 @@ def trial_config(spec: SweepSpec, params: Mapping[str, Any], env: EnvConfig | No
         if name in RL_PARAMS:
             values[name] = int(value) if name in RL_INTEGER_PARAMS and isinstance(value, float) \
                 and value.is_integer() else value
-    return SweepPPOConfig(env=env if env is not None else env_config(spec), seed=trial_seed(spec, params), **values)
+    return PPOTrainConfig(env=env if env is not None else env_config(spec), seed=trial_seed(spec, params), **values)
 
 
 def trial_problem(spec: SweepSpec, params: Mapping[str, Any]) -> str | None:

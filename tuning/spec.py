@@ -95,7 +95,7 @@ class SweepConfigError(ValueError):
 
 class RLOptions(TypedDict, total=False):
     """The PPO hyperparameters an ``rl`` sweep can vary (fields of
-    :class:`mmray.tuning.rl_sweep.SweepPPOConfig`: :class:`~mmray.tuning.rl.PPOTrainConfig`'s, plus
+    :class:`mmray.tuning.rl.PPOTrainConfig`: :class:`~mmray.tuning.rl.PPOTrainConfig`'s, plus
     ``clip_param`` and ``lr_end``, the end of a linear learning-rate decay)."""
 
     lr: float
@@ -290,7 +290,7 @@ class RLSpec:
     Attributes
     ----------
     train : mapping
-        Fixed fields of every trial's :class:`~mmray.tuning.rl_sweep.SweepPPOConfig` (``sweep.rl``):
+        Fixed fields of every trial's :class:`~mmray.tuning.rl.PPOTrainConfig` (``sweep.rl``):
         the per-trial budget (``iterations``, ``timesteps``, ``time_budget``: at least one), network,
         batch and evaluation settings; swept ones (``grid``/``space``) override them.
     env : mapping
