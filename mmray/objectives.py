@@ -97,8 +97,10 @@ def step_noise_b(
         if market is None or bid_offset is None or ask_offset is None or bid_filled is None or ask_filled is None:
             raise ValueError("the 'expected' reward needs the applied offsets, the fills and the market")
         realised = np.where(bid_filled, _income(bid_offset), 0.0) + np.where(ask_filled, _income(ask_offset), 0.0)
-        expected = expected_spread_income(bid_offset, ask_offset, market, dt, fill_model)
-        noise = noise + market.trade_size * realised - expected
+        pb = fill_probability(bid_offset, market, dt, fill_model)
+        pa = fill_probability(ask_offset, market, dt, fill_model)
+        noise = noise + market.trade_size * realised - expected_spread_income(bid_offset, ask_offset, pb, pa,
+                                                                              market.trade_size)
     return noise
 
 
@@ -106,13 +108,12 @@ def _income(offset: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(offset), offset, 0.0)  # a side not quoted earns nothing
 
 
-def expected_spread_income(bid: np.ndarray, ask: np.ndarray, market: MarketParams, dt: float,
-                           fill_model: str) -> np.ndarray:
-    """Expected spread income of one step with offsets ``bid``, ``ask`` (``inf``: not quoted):
-    ``Delta (delta_b p_b + delta_a p_a)`` (currency), ``p`` = :func:`mmray.model.fill_probability`."""
-    pb = fill_probability(bid, market, dt, fill_model)
-    pa = fill_probability(ask, market, dt, fill_model)
-    return market.trade_size * (pb * _income(bid) + pa * _income(ask))
+def expected_spread_income(bid: np.ndarray, ask: np.ndarray, pb: np.ndarray, pa: np.ndarray,
+                           trade_size: float) -> np.ndarray:
+    """Expected spread income of one step with offsets ``bid``, ``ask`` (``inf``: not quoted) filled with
+    probabilities ``pb``, ``pa`` (:func:`mmray.model.fill_probability`, which the caller also needs):
+    ``Delta (delta_b p_b + delta_a p_a)`` (currency)."""
+    return trade_size * (pb * _income(bid) + pa * _income(ask))
 
 
 def certainty_equivalent(pnl: np.ndarray, gamma: float) -> tuple[float, float]:

@@ -153,7 +153,7 @@ def exact_value(policy: Policy, env: EnvConfig) -> PropagatedValue:
         bid[no_bid], ask[no_ask] = np.inf, np.inf
         pb = fill_probability(bid, market, dt, env.fill_model)
         pa = fill_probability(ask, market, dt, env.fill_model)
-        gain = expected_spread_income(bid, ask, market, dt, env.fill_model)
+        gain = expected_spread_income(bid, ask, pb, pa, d)
         nxt = rho[j + 1] = inventory_transition(rho[j], pb * (1.0 - pa), pa * (1.0 - pb))
         income += float(rho[j] @ gain)
         penalty += float(nxt @ pen)
