@@ -25,7 +25,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -592,9 +592,17 @@ def write_report(
               markdown_table(shown.head(30), summary_columns(spec)), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    return finish_report(lines, df, run_dir, display_dir, n_expected, lambda r: str(r["strategy"]))
+
+
+def finish_report(lines: list[str], df: pd.DataFrame, run_dir: Path, display_dir: str | None,
+                  n_expected: int | None, describe: Callable[[pd.Series], str]) -> Path:
+    """Write ``report.md``: ``lines``, then the trials that failed (``describe(row)`` says which, in
+    brackets) and, for an interrupted sweep, how to continue it."""
+    lines = list(lines)
     errors = df[df["status"] == "error"]
     if not errors.empty:
-        lines += ["## Errors", ""] + [f"- trial {int(r['trial'])} ({r['strategy']}): {r['error']}"
+        lines += ["## Errors", ""] + [f"- trial {int(r['trial'])} ({describe(r)}): {r['error']}"
                                       for _, r in errors.iterrows()] + [""]
     pending = pending_trials(df, n_expected)
     if pending:

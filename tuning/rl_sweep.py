@@ -616,7 +616,7 @@ def write_report(spec: SweepSpec, df: pd.DataFrame, configs: pd.DataFrame, run_d
                  n_expected: int | None) -> Path:
     """``report.md`` of an ``rl`` sweep: the sweep, what "best" means and the best configuration with the
     command that measures its agent, the configurations (mean and SE over seeds), the trials, errors."""
-    from mmray.tuning.results import markdown_table, pending_trials
+    from mmray.tuning.results import finish_report, markdown_table
     from mmray.tuning.results import reproducibility as same_table
 
     assert spec.rl is not None, "write_report needs an rl sweep"
@@ -655,16 +655,8 @@ def write_report(spec: SweepSpec, df: pd.DataFrame, configs: pd.DataFrame, run_d
               markdown_table(df.head(60), summary_columns(spec)), ""]
     if (run_dir / "configs.png").is_file():
         lines += ["![configs](configs.png)", ""]
-    errors = df[df["status"] == "error"]
-    if not errors.empty:
-        lines += ["## Errors", ""] + [f"- trial {int(r['trial'])} (config {int(r['config'])}, seed {int(r['seed'])}): "
-                                      f"{r['error']}" for _, r in errors.iterrows()] + [""]
-    pending = pending_trials(df, n_expected)
-    if pending:
-        lines += ["## Interrupted", "", f"{pending} of {max(n_expected or 0, len(df))} trials did not finish: continue "
-                  f"the sweep with `python -m mmray.tune --resume {display_dir or run_dir}`.", ""]
-    text = "\n".join(lines)
-    return atomic_write(run_dir / "report.md", lambda p: p.write_text(text))
+    return finish_report(lines, df, run_dir, display_dir, n_expected,
+                         lambda r: f"config {int(r['config'])}, seed {int(r['seed'])}")
 
 
 def write_artefacts(spec: SweepSpec, records: Sequence[Any], run_dir: Path, seconds: float | None = None,
