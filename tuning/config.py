@@ -264,26 +264,37 @@ def _space(raw: dict[str, Any], base: _Base) -> dict[str, Range]:
         _known_param(name, path)
         if not _numeric(name):
             raise error(path, "a string parameter cannot be a range; list its values in sweep.grid")
-        r = rd.mapping(value, path)
-        rd.keys(r, path, ("low", "high", "log", "int"))
-        for key in ("low", "high"):
-            if key not in r:
-                raise error(f"{path}.{key}", "missing")
+        r = _range_fields(value, path)
         integer = rd.flag(r.get("int", name in INTEGER_PARAMS), f"{path}.int")
         if name in INTEGER_PARAMS and not integer:
             raise error(f"{path}.int", f"{name} is an integer parameter: expected true")
         read = rd.integer if integer else rd.number
         low, high = read(r["low"], f"{path}.low"), read(r["high"], f"{path}.high")
-        if not low < high:
-            raise error(path, f"expected low < high, got low={low!r}, high={high!r}")
-        log = rd.flag(r.get("log", False), f"{path}.log")
-        if log and low <= 0:
-            raise error(f"{path}.low", f"a log range needs low > 0, got {low!r}")
+        out[name] = _range(r, path, low, high, integer)
         if param_kind(name) != "solver":
             _value(name, low, f"{path}.low", base)
             _value(name, high, f"{path}.high", base)
-        out[name] = Range(float(low), float(high), log, integer)
     return out
+
+
+def _range_fields(value: Any, path: str) -> dict[str, Any]:
+    """A ``sweep.space`` entry's mapping: keys among low, high, log, int; low and high present."""
+    r = rd.mapping(value, path)
+    rd.keys(r, path, ("low", "high", "log", "int"))
+    for key in ("low", "high"):
+        if key not in r:
+            raise error(f"{path}.{key}", "missing")
+    return r
+
+
+def _range(r: dict[str, Any], path: str, low: float, high: float, integer: bool) -> Range:
+    """The :class:`Range` of a ``sweep.space`` entry whose bounds were read: low < high, and low > 0 on a log scale."""
+    if not low < high:
+        raise error(path, f"expected low < high, got low={low!r}, high={high!r}")
+    log = rd.flag(r.get("log", False), f"{path}.log")
+    if log and low <= 0:
+        raise error(f"{path}.low", f"a log range needs low > 0, got {low!r}")
+    return Range(float(low), float(high), log, integer)
 
 
 def _search(raw: dict[str, Any], kind: str, problem: ProblemParams) -> SearchSpec:
@@ -494,22 +505,13 @@ def _rl_space(raw: dict[str, Any]) -> dict[str, Range]:
     for name, value in rd.mapping(raw.get("space"), "sweep.space").items():
         path = f"sweep.space.{name}"
         _rl_param(name, path)
-        r = rd.mapping(value, path)
-        rd.keys(r, path, ("low", "high", "log", "int"))
-        for key in ("low", "high"):
-            if key not in r:
-                raise error(f"{path}.{key}", "missing")
+        r = _range_fields(value, path)
         integer = rd.flag(r.get("int", name in RL_INTEGER_PARAMS), f"{path}.int")
         if (name in RL_INTEGER_PARAMS) != integer:
             raise error(f"{path}.int", f"{name} is {'an integer' if name in RL_INTEGER_PARAMS else 'a real'} "
                         f"parameter: expected {str(name in RL_INTEGER_PARAMS).lower()}")
         low, high = (_rl_value(name, r[k], f"{path}.{k}") for k in ("low", "high"))
-        if not low < high:
-            raise error(path, f"expected low < high, got low={low!r}, high={high!r}")
-        log = rd.flag(r.get("log", False), f"{path}.log")
-        if log and low <= 0:
-            raise error(f"{path}.low", f"a log range needs low > 0, got {low!r}")
-        out[name] = Range(float(low), float(high), log, integer)
+        out[name] = _range(r, path, low, high, integer)
     return out
 
 

@@ -386,13 +386,7 @@ class SweepSpec:
             "market": self.market.to_dict(), "problem": self.problem.to_dict(), "sim": sim,
             "strategies": list(self.strategies),
             "solver": {"method": self.solver.method, "options": json.loads(json.dumps(dict(self.solver.options)))},
-            "grid": {k: list(v) for k, v in self.grid.items()},
-            "space": {k: {"low": r.low, "high": r.high, "log": r.log, "int": r.integer} for k, r in self.space.items()},
-            "search": {
-                "algorithm": self.search.algorithm, "metric": self.search.metric, "mode": self.search.mode,
-                "num_samples": self.search.num_samples, "max_concurrent": self.search.max_concurrent,
-                "asha": None if self.search.asha is None else vars(self.search.asha).copy(),
-            },
+            **self._search_dict(),
             "resources": vars(self.resources).copy(),
             "failure": {
                 "max_failures": self.failure.max_failures,
@@ -403,6 +397,19 @@ class SweepSpec:
             body["perturb"] = {n: list(f) for n, f in self.robustness.perturb}
             body["combine"] = self.robustness.combine
         return {"sweep": body}
+
+    def _search_dict(self) -> dict[str, Any]:
+        """The sweep-file sections of what varies and how it is searched: ``grid``, ``space``, ``search``."""
+        search = self.search
+        return {
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "space": {k: {"low": r.low, "high": r.high, "log": r.log, "int": r.integer} for k, r in self.space.items()},
+            "search": {
+                "algorithm": search.algorithm, "metric": search.metric, "mode": search.mode,
+                "num_samples": search.num_samples, "max_concurrent": search.max_concurrent,
+                "asha": None if search.asha is None else vars(search.asha).copy(),
+            },
+        }
 
     def _rl_dict(self, sim: dict[str, Any]) -> dict[str, Any]:
         """The sweep-file body of an ``rl`` sweep (no strategies, solver or Monte Carlo settings)."""
@@ -415,13 +422,7 @@ class SweepSpec:
             "market": self.market.to_dict(), "problem": self.problem.to_dict(), "sim": sim,
             "env": json.loads(json.dumps(dict(rl.env))),
             "rl": {"algorithm": rl.algorithm, **json.loads(json.dumps(dict(rl.train)))},
-            "grid": {k: list(v) for k, v in self.grid.items()},
-            "space": {k: {"low": r.low, "high": r.high, "log": r.log, "int": r.integer} for k, r in self.space.items()},
-            "search": {
-                "algorithm": self.search.algorithm, "metric": self.search.metric, "mode": self.search.mode,
-                "num_samples": self.search.num_samples, "max_concurrent": self.search.max_concurrent,
-                "asha": None if self.search.asha is None else vars(self.search.asha).copy(),
-            },
+            **self._search_dict(),
             "resources": {"cpus_per_trial": self.resources.cpus_per_trial, "reuse_actors": self.resources.reuse_actors},
             "failure": {
                 "max_failures": self.failure.max_failures,
