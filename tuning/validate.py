@@ -157,12 +157,7 @@ def check_rl_spec(spec: SweepSpec) -> None:
         if name in spec.rl.train:
             raise error(path, f"also fixed in sweep.rl.{name}; give it in one place")
     search, asha = spec.search, spec.search.asha
-    if search.algorithm == "grid":
-        if spec.space:
-            raise error(f"sweep.space.{next(iter(spec.space))}",
-                        "ranges need search.algorithm random or optuna (grid search takes lists in sweep.grid)")
-        if search.num_samples != 1:
-            raise error("sweep.search.num_samples", "grid search trains each grid point once per seed: expected 1")
+    _check_grid_search(spec, "trains each grid point once per seed")
     if asha is not None:
         if asha.grace_period > asha.rungs:
             raise error("sweep.search.asha.grace_period",
@@ -264,12 +259,7 @@ def _check_search(spec: SweepSpec) -> None:
     asha = search.asha
     if asha is not None and asha.grace_period > asha.rungs:
         raise error("sweep.search.asha.grace_period", f"expected at most rungs={asha.rungs}, got {asha.grace_period}")
-    if search.algorithm == "grid":
-        if spec.space:
-            raise error(f"sweep.space.{next(iter(spec.space))}",
-                        "ranges need search.algorithm random or optuna (grid search takes lists in sweep.grid)")
-        if search.num_samples != 1:
-            raise error("sweep.search.num_samples", "grid search runs each grid point once: expected 1")
+    _check_grid_search(spec, "runs each grid point once")
     if kind in ("risk-aversion", "robustness") and search.algorithm != "grid":
         raise error("sweep.search.algorithm", f"a {kind} sweep is a grid: expected grid")
     if asha is not None:
@@ -431,3 +421,14 @@ def check_trials(spec: SweepSpec) -> None:
         if found is not None:
             shown = ", ".join(f"{n}={v!r} ({p})" for (n, _), (p, v) in zip(dims, combo, strict=True))
             raise error("sweep.grid" if spec.grid else "sweep.space", f"the combination {shown} is invalid: {found}")
+
+
+def _check_grid_search(spec: SweepSpec, once: str) -> None:
+    """A grid search takes no ranges and one sample (``once``: what it does with each grid point)."""
+    if spec.search.algorithm != "grid":
+        return
+    if spec.space:
+        raise error(f"sweep.space.{next(iter(spec.space))}",
+                    "ranges need search.algorithm random or optuna (grid search takes lists in sweep.grid)")
+    if spec.search.num_samples != 1:
+        raise error("sweep.search.num_samples", f"grid search {once}: expected 1")
