@@ -154,7 +154,7 @@ class TrainConfig:
 
     algorithm: ClassVar[str] = ""
 
-    env: EnvConfig = field(default_factory=lambda: training_env())
+    env: EnvConfig = field(default_factory=training_env)
     iterations: int | None = None
     timesteps: int | None = None
     time_budget: float | None = None
