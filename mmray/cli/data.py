@@ -7,6 +7,7 @@ and the model's market parameters estimated from it.
     mmray data ingest --source binance usdm/btcusdt_20240808.gz usdm/btcusdt_20240809.gz --out data/lob
     mmray data info data/lob [--json]
     mmray data calibrate data/lob --symbol AAPL [--window 30min] [--out params.json] [--plot calibration.png]
+    mmray data info s3://bucket/lob --json      # S3 or an S3-compatible store (AWS_ENDPOINT_URL), docs/data.md
 
 The dataset is partitioned by venue/symbol/date (:mod:`mmray.data.ingest`); an ingest is all or
 nothing (a failed one leaves no partial dataset and an existing one untouched); a day already in
@@ -56,7 +57,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     inf = actions.add_parser("info", help="summarise a dataset",
                              description="Venues, symbols, days, rows by kind, time span, inferred tick, "
                                          "halts, sequence gaps and the bookTicker consistency check of a dataset.")
-    inf.add_argument("dataset", type=Path, metavar="DATASET", help="dataset directory written by `mmray data ingest`")
+    inf.add_argument("dataset", metavar="DATASET",
+                     help="dataset directory or URI (s3://BUCKET/PREFIX: docs/data.md) written by `mmray data ingest`")
     inf.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     inf.set_defaults(run=run_info)
     cal = actions.add_parser(

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as pds
@@ -40,8 +40,8 @@ import pyarrow.fs as pafs
 
 from mmray.data.errors import DataError
 
-__all__ = ["KEYS", "Shard", "ShardFilter", "assign_shards", "list_shards", "map_shards", "max_in_flight",
-           "read_events"]
+__all__ = ["KEYS", "S3_ENV", "S3_QUERY", "Shard", "ShardFilter", "assign_shards", "dataset_root", "list_shards",
+           "map_shards", "max_in_flight", "read_events", "resolve", "storage_error"]
 
 #: The partition keys, outermost first (the layout written by ``mmray.data.ingest``).
 KEYS: tuple[str, ...] = ("venue", "symbol", "date")
@@ -54,15 +54,153 @@ _SEGMENT = re.compile(r"^(venue|symbol|date)=(.+)$")
 _PART = re.compile(r"(\d+)")
 
 
-def _resolve(path: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
-    """The file system and the path inside it for a local path or a URI."""
+#: Environment variables that :func:`resolve` reads for ``s3://`` URIs, with their meaning. The
+#: credentials are not among them: the AWS SDK's own chain finds them in each process
+#: (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, the
+#: instance profile), so a file system sent to a Ray worker carries none.
+S3_ENV: dict[str, str] = {
+    "AWS_ENDPOINT_URL_S3": "endpoint of an S3-compatible store, e.g. http://minio:9000 (wins over AWS_ENDPOINT_URL)",
+    "AWS_ENDPOINT_URL": "endpoint of an S3-compatible store (default: AWS)",
+    "AWS_REGION": "region (wins over AWS_DEFAULT_REGION)",
+    "AWS_DEFAULT_REGION": "region (default: us-east-1 with an endpoint, else the bucket's own region)",
+    "MMRAY_S3_CONNECT_TIMEOUT": "seconds to wait for a connection (default 5)",
+    "MMRAY_S3_REQUEST_TIMEOUT": "seconds a request may stall (default 30)",
+    "MMRAY_S3_RETRIES": "attempts per request, the first included (default 3)",
+}
+#: Options an ``s3://`` URI may carry as its query (``s3://bucket/prefix?endpoint_override=host:9000``),
+#: pyarrow's names; they win over the environment.
+S3_QUERY = ("region", "endpoint_override", "scheme")
+_S3_DEFAULTS = {"MMRAY_S3_CONNECT_TIMEOUT": 5.0, "MMRAY_S3_REQUEST_TIMEOUT": 30.0, "MMRAY_S3_RETRIES": 3}
+
+
+def _env_number(name: str, uri: str) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return _S3_DEFAULTS[name]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    whole = name == "MMRAY_S3_RETRIES"
+    if not math.isfinite(value) or value <= 0 or (whole and value != int(value)):
+        raise DataError(uri, None, f"{name}={text!r} is not a positive {'integer' if whole else 'number'}")
+    return value
+
+
+def _s3_options(uri: str) -> tuple[str, dict[str, str]]:
+    """The bucket and the options (``region``, ``endpoint_override``, ``scheme``) of an ``s3://`` URI,
+    the URI's query first, then the environment (:data:`S3_ENV`); no network."""
+    parts = urlsplit(uri)
+    bucket = parts.hostname or ""
+    if not bucket or parts.username or parts.password:
+        raise DataError(uri, None, "expected s3://BUCKET/PREFIX (credentials go in AWS_* variables, not the URI)")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(S3_QUERY))
+    if unknown:
+        raise DataError(uri, None, f"unknown option(s) {', '.join(unknown)} in the URI (known: {', '.join(S3_QUERY)})")
+    option = {k: v[-1] for k, v in query.items()}
+    endpoint = (option.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or "").strip()
+    scheme = option.get("scheme") or "https"
+    if "://" in endpoint:
+        scheme, _, endpoint = endpoint.partition("://")
+        endpoint = endpoint.rstrip("/")
+    if scheme not in ("http", "https"):
+        raise DataError(uri, None, f"the S3 endpoint's scheme must be http or https, got {scheme!r}")
+    region = option.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+    if not region and endpoint:
+        region = "us-east-1"  # what S3-compatible stores (MinIO, Ceph, moto) answer to
+    return bucket, {"region": region, "endpoint_override": endpoint, "scheme": scheme}
+
+
+def _s3(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's :class:`~pyarrow.fs.S3FileSystem` for ``s3://bucket/prefix[?options]``.
+
+    Endpoint, region and timeouts as :data:`S3_ENV` and :data:`S3_QUERY` say; credentials left
+    to the AWS SDK's chain. Without a region or an endpoint, the bucket's region is looked up.
+    """
+    bucket, option = _s3_options(uri)
+    region = option["region"]
+    if not region:
+        try:
+            region = pafs.resolve_s3_region(bucket)
+        except OSError as exc:
+            raise DataError(uri, None, f"cannot find the region of bucket {bucket!r} (set AWS_REGION): {exc}") from None
+    fs = pafs.S3FileSystem(
+        region=region, endpoint_override=option["endpoint_override"] or None, scheme=option["scheme"],
+        connect_timeout=_env_number("MMRAY_S3_CONNECT_TIMEOUT", uri),
+        request_timeout=_env_number("MMRAY_S3_REQUEST_TIMEOUT", uri),
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=int(_env_number("MMRAY_S3_RETRIES", uri))))
+    return fs, (bucket + unquote(urlsplit(uri).path)).rstrip("/")
+
+
+def resolve(path: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """The file system and the path inside it for a local path or a URI: the one place mmray makes them.
+
+    ``s3://bucket/prefix`` gets pyarrow's :class:`~pyarrow.fs.S3FileSystem` with the endpoint,
+    region, timeouts and retries of :data:`S3_ENV` (or the URI's query, :data:`S3_QUERY`); other
+    URIs (``gs://``, ``file://``, ``hdfs://``) go to :meth:`pyarrow.fs.FileSystem.from_uri`; a
+    plain path is local. With `filesystem` given, `path` is a path inside it.
+
+    Raises
+    ------
+    DataError
+        A malformed URI or setting, naming the URI.
+    """
     text = os.fspath(path)
     if filesystem is not None:
         return filesystem, text.rstrip("/")
+    if text.startswith("s3://"):
+        return _s3(text)
     if "://" in text:
-        fs, inner = pafs.FileSystem.from_uri(text)
+        try:
+            fs, inner = pafs.FileSystem.from_uri(text)
+        except (OSError, ValueError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
+            raise DataError(text, None, f"cannot open: {exc}") from None
         return fs, inner.rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(text)
+
+
+def _where(path: str) -> str:
+    """`` at endpoint URL`` for an ``s3://`` URI with an endpoint override (for error messages), else ``""``."""
+    if not path.startswith("s3://"):
+        return ""
+    try:
+        option = _s3_options(path)[1]
+    except DataError:
+        return ""
+    return f" at endpoint {option['scheme']}://{option['endpoint_override']}" if option["endpoint_override"] else ""
+
+
+def storage_error(path: str | os.PathLike[str], exc: OSError) -> DataError:
+    """A pyarrow I/O error as a :class:`DataError` naming the dataset (and the S3 endpoint, if any)."""
+    text = os.fspath(path)
+    return DataError(text, None, f"cannot read{_where(text)}: {exc}")
+
+
+def dataset_root(path: str | os.PathLike[str],
+                 filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """:func:`resolve`, after checking that the dataset's directory (or object-store prefix) exists.
+
+    Raises
+    ------
+    DataError
+        Naming `path`: no such directory, prefix or bucket, or the store could not be reached
+        (connection refused, timeout, denied), instead of a traceback from inside pyarrow.
+    """
+    fs, base = resolve(path, filesystem)
+    text = os.fspath(path)
+    try:
+        kind = fs.get_file_info(base).type
+        if kind == pafs.FileType.NotFound and isinstance(fs, pafs.S3FileSystem) and "/" in base:
+            bucket = base.split("/", 1)[0]
+            if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise DataError(text, None, f"no such bucket {bucket!r}{_where(text)}")
+    except OSError as exc:
+        raise storage_error(text, exc) from None
+    if kind != pafs.FileType.Directory:
+        raise DataError(text, None, "no such dataset directory" + _where(text))
+    return fs, base
 
 
 def _matcher(name: str, spec: ShardFilter) -> Callable[[str], bool]:
@@ -122,7 +260,7 @@ class Shard:
         return "/".join(f"{k}={v}" for k, v in zip(KEYS, self.key, strict=True))
 
     def _fs(self) -> pafs.FileSystem:
-        return _resolve(self.root, self.filesystem)[0]
+        return resolve(self.root, self.filesystem)[0]
 
     def batches(self, columns: Sequence[str] | None = None, *, engine: str = "arrow",
                 batch_size: int = 1 << 17) -> Iterator[pa.RecordBatch]:
@@ -164,7 +302,7 @@ class Shard:
         import ray.data
         from ray.data.datasource.partitioning import Partitioning
 
-        fs, base = _resolve(self.root, self.filesystem)
+        fs, base = resolve(self.root, self.filesystem)
         partitioning = Partitioning("hive", base_dir=base, filesystem=fs) if partition_columns else None
         ds = ray.data.read_parquet(list(self.files), filesystem=fs, partitioning=partitioning)
         ds.context.execution_options.preserve_order = True
@@ -197,14 +335,15 @@ def list_shards(path: str | os.PathLike[str], *, venue: ShardFilter = None, symb
     DataError
         `path` does not exist, or holds no ``venue=/symbol=/date=`` Parquet files at all.
     """
-    fs, base = _resolve(path, filesystem)
-    info = fs.get_file_info(base)
-    if info.type != pafs.FileType.Directory:
-        raise DataError(os.fspath(path), None, "no such dataset directory")
+    fs, base = dataset_root(path, filesystem)
     keep = [_matcher(n, spec) for n, spec in zip(KEYS, (venue, symbol, date), strict=True)]
     found: dict[tuple[str, str, str], list[tuple[str, int]]] = {}
     any_partition = False
-    for f in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+    try:
+        listing = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    except OSError as exc:
+        raise storage_error(path, exc) from None
+    for f in listing:
         if f.type != pafs.FileType.File or not f.path.endswith(".parquet"):
             continue
         parts = f.path[len(base):].strip("/").split("/")[:-1]
@@ -250,7 +389,7 @@ def read_events(path: str | os.PathLike[str], *, venue: ShardFilter = None, symb
     import ray.data
     from ray.data.datasource.partitioning import Partitioning, PathPartitionFilter
 
-    fs, base = _resolve(path, filesystem)
+    fs, base = dataset_root(path, filesystem)
     keep = [_matcher(n, spec) for n, spec in zip(KEYS, (venue, symbol, date), strict=True)]
 
     def wanted(values: dict[str, str]) -> bool:
