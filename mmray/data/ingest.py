@@ -26,11 +26,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from mmray.data._csv import prefetch
 from mmray.data.binance import CaptureStats, read_capture
+from mmray.data.datasets import dataset_root, resolve, storage_error
 from mmray.data.errors import DataError
 from mmray.data.lobster import find_pairs, read_lobster
 from mmray.data.schema import EVENT_SCHEMA
@@ -55,8 +57,10 @@ _META = "_mmray"
 
 
 def open_dataset(path: str | os.PathLike[str]) -> ds.Dataset:
-    """The dataset at `path` as a :class:`pyarrow.dataset.Dataset` (partition columns as strings)."""
-    return ds.dataset(os.fspath(path), format="parquet", partitioning=PARTITIONING,
+    """The dataset at `path` (directory or URI, :func:`mmray.data.datasets.resolve`) as a
+    :class:`pyarrow.dataset.Dataset` (partition columns as strings)."""
+    fs, base = resolve(path)
+    return ds.dataset(base, filesystem=fs, format="parquet", partitioning=PARTITIONING,
                       schema=pa.unify_schemas([_FILE_SCHEMA, PARTITIONING.schema]))
 
 
@@ -245,15 +249,23 @@ def info(dataset: str | os.PathLike[str]) -> dict[str, Any]:
         per venue/symbol: smallest gap between distinct prices), ``halts`` (LOBSTER type 7),
         ``gaps`` and ``consistency`` (bookTicker vs rebuilt book) from the ingest records.
     """
-    path = Path(dataset)
-    if not (path / _META).is_dir():
-        raise DataError(path, None, "not an mmray dataset (no _mmray directory)")
+    text = os.fspath(dataset)
+    fs, base = resolve(text)
+    meta = f"{base}/{_META}"
+    try:
+        is_dataset = fs.get_file_info(meta).type == pafs.FileType.Directory
+    except OSError as exc:
+        raise storage_error(text, exc) from None
+    if not is_dataset:
+        if "://" in text:
+            dataset_root(text)  # a missing bucket or prefix, or an unreachable store, by name
+        raise DataError(text, None, "not an mmray dataset (no _mmray directory)")
     days: dict[str, dict[str, Any]] = {}
     kinds: Counter = Counter()
     prices: dict[str, set[float]] = {}
     halts: list[dict[str, Any]] = []
     cols = ["ts", "kind", "price", "bid_px", "ask_px", "venue", "symbol", "date"]
-    for b in open_dataset(path).to_batches(columns=cols):
+    for b in open_dataset(text).to_batches(columns=cols):
         if not b.num_rows:
             continue
         venue, symbol, date = (b.column(c)[0].as_py() for c in ("venue", "symbol", "date"))
@@ -270,14 +282,16 @@ def info(dataset: str | os.PathLike[str]) -> dict[str, Any]:
         prices.setdefault(f"{venue}/{symbol}", set()).update(np.unique(np.concatenate([v[priced] for v in vals])))
         for i in np.flatnonzero(pc.equal(kind, "halt").to_numpy(zero_copy_only=False)):
             halts.append({"venue": venue, "symbol": symbol, "ts": int(ts[i]), "code": b.column("price")[i].as_py()})
-    records = [json.loads(p.read_text()) for p in sorted((path / _META).glob("ingest-*.json"))]
+    names = sorted(f.path for f in fs.get_file_info(pafs.FileSelector(meta))
+                   if f.base_name.startswith("ingest-") and f.base_name.endswith(".json"))
+    records = [json.loads(fs.open_input_stream(n).read()) for n in names]
     captures = [r["capture"] for r in records if "capture" in r]
 
     def iso(ns: int) -> str:
         return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()
 
     return {
-        "path": str(path),
+        "path": text if "://" in text else str(Path(text)),
         "venues": sorted({d["venue"] for d in days.values()}),
         "symbols": {v: sorted({d["symbol"] for d in days.values() if d["venue"] == v}) for v in
                     sorted({d["venue"] for d in days.values()})},
