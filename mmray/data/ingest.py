@@ -35,13 +35,12 @@ from mmray.data.binance import CaptureStats, read_capture
 from mmray.data.datasets import dataset_root, resolve, storage_error
 from mmray.data.errors import DataError
 from mmray.data.lobster import find_pairs, read_lobster
-from mmray.data.schema import EVENT_SCHEMA
+from mmray.data.schema import EVENT_SCHEMA, NS_PER_DAY, infer_tick, utc_date
 from mmray.data.vision import read_vision
 
 __all__ = ["PARTITIONING", "SOURCES", "info", "ingest", "open_dataset"]
 
 SOURCES = ("lobster", "binance", "binance-vision")
-_NS_PER_DAY = 86_400 * 10**9
 PARTITIONING = ds.partitioning(pa.schema([("venue", pa.string()), ("symbol", pa.string()), ("date", pa.string())]),
                                flavor="hive")
 _FILE_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("venue", "symbol")])
@@ -52,7 +51,6 @@ _FILE_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("venue", "sy
 # time and prune nothing); values handed to the encoder 64 Ki at a time, not 1 Ki.
 _WRITER_OPTIONS = {"use_dictionary": ["kind", "side"], "write_statistics": ["ts", "ts_local", "seq"],
                    "write_batch_size": 1 << 16}
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _META = "_mmray"
 
 
@@ -85,13 +83,13 @@ def _partitions(batches: Iterable[pa.RecordBatch], out: Path,
     """Split batches by partition key (``venue=…/symbol=…/date=…``, the UTC date of ``ts``) into
     file-schema batches; refuse a day the dataset already holds, as soon as it shows up."""
     for b in batches:
-        days = b.column("ts").to_numpy() // _NS_PER_DAY
+        days = b.column("ts").to_numpy() // NS_PER_DAY
         venue, symbol = b.column("venue")[0].as_py(), b.column("symbol")[0].as_py()
         rows = pa.RecordBatch.from_arrays([b.column(f.name) for f in _FILE_SCHEMA], schema=_FILE_SCHEMA)
         first, last = days[0], days[-1]
         uniq = [first] if first == last and (days == first).all() else np.unique(days)
         for day in uniq:
-            name = dt.date.fromordinal(_EPOCH_ORDINAL + int(day)).isoformat()
+            name = utc_date(day)
             key = f"venue={venue}/symbol={symbol}/date={name}"
             if key not in seen and (out / key).exists():
                 raise DataError(out, None, f"{key} is already in the dataset; ingesting the same day twice is "
@@ -229,13 +227,6 @@ def _commit(stage: Path, out: Path, seen: Counter) -> None:
 _PRICED = ("add", "cancel", "delete", "execute", "depth", "snapshot", "trade", "ticker")
 
 
-def _tick(prices: np.ndarray) -> float | None:
-    u = np.unique(prices[np.isfinite(prices)])
-    d = np.diff(u)
-    d = d[d > 1e-12]
-    return float(np.round(d.min(), 8)) if d.size else None
-
-
 def info(dataset: str | os.PathLike[str]) -> dict[str, Any]:
     """Summarise a dataset: venues, symbols, days, rows by kind, span, tick, gaps, halts, checks.
 
@@ -300,7 +291,7 @@ def info(dataset: str | os.PathLike[str]) -> dict[str, Any]:
         "rows_by_kind": {k: int(v) for k, v in sorted(kinds.items())},
         "span": ({"start": iso(min(d["first_ts"] for d in days.values())),
                   "end": iso(max(d["last_ts"] for d in days.values()))} if days else None),
-        "tick": {k: _tick(np.fromiter(v, float)) for k, v in sorted(prices.items())},
+        "tick": {k: infer_tick(np.fromiter(v, float)) or None for k, v in sorted(prices.items())},
         "halts": halts,
         "gaps": [g for c in captures for g in c["gaps"]],
         "consistency": {"ticker_compared": sum(c["ticker_compared"] for c in captures),

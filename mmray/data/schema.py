@@ -9,6 +9,8 @@ The fields are documented field by field in ``docs/data.md``.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +21,8 @@ import pyarrow.compute as pc
 
 from mmray.data.errors import DataError
 
-__all__ = ["EVENT_SCHEMA", "KINDS", "LEVEL_COLUMNS", "EventValidator", "event_batch", "kind_codes", "levels_array"]
+__all__ = ["EVENT_SCHEMA", "KINDS", "LEVEL_COLUMNS", "NS_PER_DAY", "EventValidator", "event_batch", "infer_tick",
+           "kind_codes", "levels_array", "utc_date"]
 
 #: The closed set of event kinds; a row's ``kind`` is one of these (dictionary-encoded, the
 #: dictionary is always this tuple in this order so codes are stable across batches and files).
@@ -63,6 +66,35 @@ EVENT_SCHEMA = pa.schema([
 ])
 
 _FLOAT_COLUMNS = ("price", "size", "bid_px", "bid_sz", "ask_px", "ask_sz")
+
+#: Nanoseconds in a day: ``ts // NS_PER_DAY`` is the UTC day number of an event time (days since 1970-01-01).
+NS_PER_DAY = 86_400 * 10**9
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+def utc_date(day: int) -> str:
+    """``YYYY-MM-DD`` of UTC day number `day` (``ts // NS_PER_DAY``): how a dataset's ``date``
+    partition names the day of its rows' ``ts``."""
+    return dt.date.fromordinal(_EPOCH_ORDINAL + int(day)).isoformat()
+
+
+def infer_tick(prices: np.ndarray) -> float:
+    """The price grid step of `prices`: the smallest gap between distinct finite prices, if every
+    price lies on that grid; else 0 (also when fewer than two distinct prices).
+
+    Gaps below 1e-12 of the largest price are float noise, not ticks; the gap is rounded to 8
+    significant digits (differences of float prices carry ~1e-12 relative error).
+    """
+    u = np.unique(prices[np.isfinite(prices)])
+    if u.size < 2:
+        return 0.0
+    gaps = np.diff(u)
+    g = float(gaps[gaps > 1e-12 * max(1.0, float(np.abs(u).max()))].min(initial=np.inf))
+    if not math.isfinite(g):
+        return 0.0
+    g = float(f"{g:.8g}")
+    on_grid = np.abs(u / g - np.round(u / g)) < 1e-6
+    return g if on_grid.all() else 0.0
 
 
 def kind_codes(kinds: str | list[str]) -> np.ndarray | int:

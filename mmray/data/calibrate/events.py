@@ -14,7 +14,6 @@ the exposure (:func:`_active_seconds`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmray.data.errors import DataError
-from mmray.data.schema import KINDS, kind_codes
+from mmray.data.schema import KINDS, infer_tick, kind_codes
 
 #: Columns a shard is read with.
 _COLUMNS = ("ts", "ts_local", "kind", "side", "price", "bid_px", "ask_px")
@@ -114,7 +113,7 @@ class _Collector:
         q_ts, q_loc, q_bid, q_ask = (np.concatenate(c) for c in zip(*self._quotes[quotes], strict=True))
         order = np.lexsort((q_loc, q_ts))  # stable: ties keep their arrival order
         q_ts, q_bid, q_ask = q_ts[order], q_bid[order], q_ask[order]
-        tick = _infer_tick(np.concatenate([q_bid, q_ask]))
+        tick = infer_tick(np.concatenate([q_bid, q_ask]))
         mid, half = (q_bid + q_ask) / 2, (q_ask - q_bid) / 2
         if self._trades:
             t_ts, t_loc, t_side, t_px = (np.concatenate(c) for c in zip(*self._trades, strict=True))
@@ -126,20 +125,6 @@ class _Collector:
         return _Day(venue=venue, symbol=symbol, date=date, start=int(self.first), end=int(self.last),  # type: ignore[arg-type]
                     quotes=quotes, q_ts=q_ts, q_mid=mid, tick=tick, o_ts=o_ts, o_side=o_side, o_reach=o_reach,
                     o_half=o_half, halts=halts, rows=self.rows, prints=int(t_ts.size))
-
-
-def _infer_tick(prices: np.ndarray) -> float:
-    """The price grid step: the smallest gap between distinct quotes, if every quote is on it; else 0."""
-    u = np.unique(prices[np.isfinite(prices)])
-    if u.size < 2:
-        return 0.0
-    gaps = np.diff(u)
-    g = float(gaps[gaps > 1e-12 * max(1.0, float(np.abs(u).max()))].min(initial=np.inf))
-    if not math.isfinite(g):
-        return 0.0
-    g = float(f"{g:.8g}")  # differences of float prices carry ~1e-12 relative error
-    on_grid = np.abs(u / g - np.round(u / g)) < 1e-6
-    return g if on_grid.all() else 0.0
 
 
 def _market_orders(t_ts: np.ndarray, t_loc: np.ndarray, t_side: np.ndarray, t_px: np.ndarray,

@@ -11,7 +11,6 @@ event tables, record batches and Ray datasets are grouped by venue/symbol/day in
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from collections.abc import Iterable
@@ -20,16 +19,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mmray.data.calibrate.events import _COLUMNS, _NS, _Collector
+from mmray.data.calibrate.events import _COLUMNS, _Collector
 from mmray.data.calibrate.results import Calibration
 from mmray.data.calibrate.settings import Settings
 from mmray.data.calibrate.windows import _analyse, _one_venue_symbol, _pool, _ShardResult
 from mmray.data.datasets import Shard, _matcher, list_shards, map_shards, worker_info
 from mmray.data.errors import DataError
+from mmray.data.schema import NS_PER_DAY, utc_date
 
 __all__ = ["calibrate", "calibrate_shard"]
-
-_NS_PER_DAY = 86_400 * _NS
 
 
 def _analysed(col: _Collector, venue: str, symbol: str, date: str, s: Settings, name: str,
@@ -56,11 +54,6 @@ def calibrate_shard(shard: Shard, settings: Settings, engine: str = "arrow") -> 
     return _analysed(col, shard.venue, shard.symbol, shard.date, settings, shard.name, started)
 
 
-def _day_of(ts: int) -> str:
-    """``YYYY-MM-DD``: the UTC day of `ts` (ns), as the dataset's ``date`` partition names it."""
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=ts // _NS_PER_DAY)).isoformat()
-
-
 def _from_batches(batches: Iterable[pa.RecordBatch], s: Settings, venue: Any, symbol: Any,
                   date: Any) -> list[_ShardResult]:
     """In-process path: group rows by venue/symbol/day (``date`` column, else the UTC day of ``ts``)."""
@@ -77,8 +70,8 @@ def _from_batches(batches: Iterable[pa.RecordBatch], s: Settings, venue: Any, sy
         if "date" in names:
             dates = b.column("date").cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
         else:
-            days, inv = np.unique(ts // _NS_PER_DAY, return_inverse=True)
-            dates = np.array([_day_of(int(x) * _NS_PER_DAY) for x in days], dtype=object)[inv]
+            days, inv = np.unique(ts // NS_PER_DAY, return_inverse=True)
+            dates = np.array([utc_date(x) for x in days], dtype=object)[inv]
         ven = b.column("venue").cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
         sym = b.column("symbol").cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
         key = ven + "\x1f" + sym + "\x1f" + dates
