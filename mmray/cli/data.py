@@ -172,7 +172,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
              f"  sigma = {out['sigma']:.4g} price/sqrt(s)  {ci('sigma')}",
              f"  A     = {out['A']:.4g} fills/s         {ci('A')}",
              f"  k     = {out['k']:.4g} per price unit  {ci('k')}"
-             f"  ({out['k_per_tick']:.3g} per tick of {out['tick']:g})"]
+             + (f"  ({out['k_per_tick']:.3g} per tick of {out['tick']:g})" if out.get("k_per_tick") is not None
+                and out.get("tick") is not None else "  (no tick: continuous prices)")]
     gof = out.get("gof") or {}
     if gof.get("pvalue") is not None:
         lines.append(f"  exponential fit over reach {out['fit_range']} (price): G2 = {gof['statistic']:.4g} on "

@@ -13,9 +13,13 @@ prefix ``venue=<venue>/symbol=<symbol>/date=<YYYY-MM-DD>/part-*.parquet``. This 
 * :func:`map_shards` — ``fn(shard)`` for every shard, each call a Ray task holding a *fractional*
   CPU (default 0.5), at most as many in flight as leave room for Ray Data's own read tasks.
 
-Paths are local directories or URIs that :meth:`pyarrow.fs.FileSystem.from_uri` understands
-(``s3://bucket/prefix``, ``gs://…``, ``file:///…``); credentials come from the environment of
-each process, as for pyarrow (``AWS_*`` variables or the instance profile on a cluster).
+Paths are local directories or URIs, opened by :func:`resolve` (the one place file systems are
+made): ``s3://bucket/prefix`` gets pyarrow's ``S3FileSystem`` with the endpoint, region,
+timeouts and retries of :data:`S3_ENV` (``AWS_ENDPOINT_URL`` for MinIO and other S3-compatible
+stores); other URIs (``gs://…``, ``file:///…``) go to :meth:`pyarrow.fs.FileSystem.from_uri`.
+Credentials come from the environment of each process, as for the AWS SDK (``AWS_*`` variables,
+a profile, or the instance profile on a cluster). :func:`dataset_root` turns a missing
+directory, prefix or bucket, or an unreachable store, into a :class:`DataError` naming the URI.
 
 The fractional CPUs matter: a consumer that holds a whole CPU while it reads its shard through
 Ray Data leaves Data's read tasks nothing to run on once every CPU is held, and the job hangs
@@ -199,7 +203,8 @@ def dataset_root(path: str | os.PathLike[str],
     except OSError as exc:
         raise storage_error(text, exc) from None
     if kind != pafs.FileType.Directory:
-        raise DataError(text, None, "no such dataset directory" + _where(text))
+        what = "prefix (no objects under it)" if isinstance(fs, pafs.S3FileSystem) else "directory"
+        raise DataError(text, None, f"no such dataset {what}{_where(text)}")
     return fs, base
 
 
