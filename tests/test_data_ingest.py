@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from mmray.data import EVENT_SCHEMA, DataError
@@ -116,3 +117,78 @@ def test_streams_through_a_reader_not_the_whole_input(tmp_path):
     with pytest.raises(ValueError, match="source must be one of"):
         ingest("csv", [DEPTH], out, progress=False)
     assert not out.exists()
+
+
+def _late_error_input(tmp_path: Path) -> list[Path]:
+    """The AAPL fixture with an unknown event type on line 250 of its 300."""
+    msg, book = _aapl()
+    bad = tmp_path / "in"
+    bad.mkdir()
+    lines = msg.read_text().splitlines()
+    fields = lines[249].split(",")
+    fields[1] = "9"
+    lines[249] = ",".join(fields)
+    (bad / msg.name).write_text("\n".join(lines) + "\n")
+    shutil.copy(book, bad / book.name)
+    return [bad / msg.name, bad / book.name]
+
+
+def test_an_error_in_a_later_batch_leaves_nothing(tmp_path, monkeypatch):
+    # 64-row batches and row groups: three row groups are in the staging file when batch 4 fails
+    import mmray.data.ingest as ingest_module
+    monkeypatch.setattr(ingest_module, "read_lobster", lambda pair: read_lobster(pair, batch_rows=64))
+    flushed = []
+    flush = ingest_module._Writer._flush
+    monkeypatch.setattr(ingest_module._Writer, "_flush", lambda self, key: (flushed.append(key), flush(self, key)))
+    files = _late_error_input(tmp_path)
+    out = tmp_path / "ds"
+    with pytest.raises(DataError, match=r":250: column 2 \(event type\)"):
+        ingest("lobster", files, out, progress=False, rows_per_group=64)
+    assert len(flushed) == 3 and not out.exists() and [p.name for p in tmp_path.iterdir()] == ["in"]
+    ingest("binance-vision", [DEPTH], out, progress=False)
+    before = _tree(out)
+    with pytest.raises(DataError, match=":250:"):
+        ingest("lobster", files, out, progress=False, rows_per_group=64)
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in"]
+    ingest("lobster", _aapl(), out, progress=False, rows_per_group=64)  # the good file goes in, 5 row groups
+    part = out / "venue=nasdaq/symbol=AAPL/date=2012-06-21/part-0.parquet"
+    assert pq.ParquetFile(part).metadata.num_row_groups == 5
+
+
+@pytest.mark.parametrize("files", [_aapl(), [AMZN_ZIP]], ids=["AAPL-level-1", "AMZN-level-5"])
+def test_lobster_dataset_holds_the_loaders_rows_with_cheaper_encodings(tmp_path, files):
+    out = tmp_path / "ds"
+    ingest("lobster", files, out, progress=False)
+    back = open_dataset(out).to_table().select(EVENT_SCHEMA.names)
+    direct = pa.Table.from_batches(list(read_lobster(files[0])))
+    assert back.num_rows == direct.num_rows == 300
+    for name in EVENT_SCHEMA.names:  # row by row, the level lists included
+        assert back[name].cast(direct[name].type).to_pylist() == direct[name].to_pylist(), name
+    part = next(out.glob("venue=*/symbol=*/date=*/part-0.parquet"))
+    meta = pq.ParquetFile(part).metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    for name in ("ts", "order_id"):
+        assert "DELTA_BINARY_PACKED" in cols[name].encodings and cols[name].compression == "UNCOMPRESSED"
+    assert cols["price"].compression == "SNAPPY" and cols["bid_pxs.list.element"].compression == "SNAPPY"
+    assert cols["ts"].statistics is not None and cols["price"].statistics is None
+
+
+def test_ingest_runs_on_jemalloc_and_puts_the_pool_back(tmp_path, monkeypatch):
+    import mmray.data.ingest as ingest_module
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    try:
+        jemalloc = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("pyarrow without jemalloc")
+    before = pa.default_memory_pool().backend_name
+    seen = []
+    partitions = ingest_module._partitions
+
+    def spy(*args):
+        seen.append(pa.default_memory_pool().backend_name)
+        yield from partitions(*args)
+    monkeypatch.setattr(ingest_module, "_partitions", spy)
+    ingest("lobster", _aapl(), tmp_path / "ds", progress=False)
+    with pytest.raises(DataError):
+        ingest("lobster", _late_error_input(tmp_path), tmp_path / "ds2", progress=False)
+    assert seen == [jemalloc.backend_name] * 2 and pa.default_memory_pool().backend_name == before

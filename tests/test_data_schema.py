@@ -58,3 +58,27 @@ def test_validator_carries_time_across_batches():
     v.check(_batch(ts=[5, 6, 7]))
     with pytest.raises(DataError, match="row 0 of a batch: time going backwards"):
         v.check(_batch(ts=[6, 8, 9]))
+
+
+def test_validator_ignores_what_null_slots_hold_and_checks_sliced_batches():
+    # a NaN, a negative size or a crossed quote in a null slot is no error; in a valid slot it is
+    nan_under_null = pa.array([1.0, float("nan"), 3.0], mask=np.array([False, True, False]))
+    neg_under_null = pa.array([1.0, -5.0, 3.0], mask=np.array([False, True, False]))
+    crossed_under_null = pa.array([1.0, 9.0, 1.0], mask=np.array([False, True, False]))
+    EventValidator("x").check(_batch(price=nan_under_null, size=neg_under_null, bid_px=crossed_under_null))
+    b = _batch(price=[float("nan"), 1.0, 2.0])
+    with pytest.raises(DataError, match="row 0 of a batch: price is NaN"):
+        EventValidator("x").check(b)
+    EventValidator("x").check(b.slice(1))  # the value buffer still holds the NaN before the slice's offset
+    with pytest.raises(DataError, match="row 0 of a batch: negative size"):
+        EventValidator("x").check(_batch(size=[1.0, -1.0, 2.0]).slice(1))
+
+
+def test_infer_tick_and_utc_date():
+    from mmray.data.schema import NS_PER_DAY, infer_tick, utc_date
+    assert infer_tick(np.array([580.01, 580.02, 580.05, np.nan, 580.05])) == 0.01
+    assert infer_tick(np.array([60000.1, 60000.2, 60001.0])) == 0.1  # float differences rounded
+    assert infer_tick(np.array([1.0, 1.01, 1.015])) == 0.005
+    assert infer_tick(np.array([1.0, 1.3, 1.5])) == 0.0  # 0.2 is the smallest gap, 1.3 is off its grid
+    assert infer_tick(np.array([5.0])) == 0.0 and infer_tick(np.array([np.nan])) == 0.0
+    assert utc_date(0) == "1970-01-01" and utc_date(1_340_280_000 * 10**9 // NS_PER_DAY) == "2012-06-21"

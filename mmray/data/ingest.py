@@ -11,11 +11,13 @@ date) is refused: remove that ``date=`` directory first to replace it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,8 +51,23 @@ _FILE_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("venue", "sy
 # more time than the files save); min/max statistics only on the clocks and sequence numbers,
 # the columns a reader filters row groups on (on the level lists and prices they cost encoding
 # time and prune nothing); values handed to the encoder 64 Ki at a time, not 1 Ki.
-_WRITER_OPTIONS = {"use_dictionary": ["kind", "side"], "write_statistics": ["ts", "ts_local", "seq"],
-                   "write_batch_size": 1 << 16}
+_WRITER_OPTIONS: dict[str, Any] = {"use_dictionary": ["kind", "side"], "write_statistics": ["ts", "ts_local", "seq"],
+                                   "write_batch_size": 1 << 16, "compression": "snappy"}
+# LOBSTER: `ts` never decreases and order ids are clustered, so delta encoding (uncompressed) is
+# cheaper to write than plain + Snappy and smaller; `kind` (run-length dictionary codes) skips
+# Snappy too. On a Binance capture (`ts` of interleaved streams) delta encoding is larger and slower.
+_DELTA = ("ts", "order_id")
+
+
+def _leaf(field: pa.Field) -> str:
+    """The Parquet column path of a field (a list's values: ``name.list.element``)."""
+    return f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
+
+
+_SOURCE_WRITER_OPTIONS: dict[str, dict[str, Any]] = {
+    "lobster": {**_WRITER_OPTIONS, "column_encoding": dict.fromkeys(_DELTA, "DELTA_BINARY_PACKED"),
+                "compression": {_leaf(f): "none" if f.name in (*_DELTA, "kind") else "snappy" for f in _FILE_SCHEMA}},
+}
 _META = "_mmray"
 
 
@@ -103,8 +120,8 @@ class _Writer:
     """One Parquet file (``part-0.parquet``) per partition directory under `root`, written as
     batches arrive; rows are held back until a row group of at least `min_rows` can be written."""
 
-    def __init__(self, root: Path, rows_per_group: int) -> None:
-        self.root, self.rows_per_group = root, rows_per_group
+    def __init__(self, root: Path, rows_per_group: int, options: dict[str, Any] = _WRITER_OPTIONS) -> None:
+        self.root, self.rows_per_group, self.options = root, rows_per_group, options
         self.min_rows = min(rows_per_group, 1 << 16)
         self.files: dict[str, pq.ParquetWriter] = {}
         self.pending: dict[str, list[pa.RecordBatch]] = {}
@@ -121,7 +138,7 @@ class _Writer:
             return
         if key not in self.files:
             (self.root / key).mkdir(parents=True)
-            self.files[key] = pq.ParquetWriter(self.root / key / "part-0.parquet", _FILE_SCHEMA, **_WRITER_OPTIONS)
+            self.files[key] = pq.ParquetWriter(self.root / key / "part-0.parquet", _FILE_SCHEMA, **self.options)
         self.files[key].write_table(pa.Table.from_batches(batches, _FILE_SCHEMA), row_group_size=self.rows_per_group)
 
     def close(self) -> None:
@@ -135,6 +152,46 @@ class _Writer:
         files, self.files, self.pending = self.files, {}, {}
         for f in files.values():
             f.close()
+
+
+_POOL_LOCK = threading.Lock()
+_POOL_USERS = [0, None]  # ingests running with jemalloc as Arrow's default pool, the pool they replaced
+
+
+@contextlib.contextmanager
+def _arrow_pool() -> Iterator[None]:
+    """jemalloc as Arrow's default memory pool while ingests run (then the previous one again).
+
+    The loader allocates each batch on its thread and the writer frees it on another; Arrow's
+    default pool, mimalloc, kept much of that memory, and the RSS crept up with the file's length
+    (+35 MB at 1x, +51 MB at 10x the AAPL sample, still rising). With jemalloc it levels off
+    (+25 / +30 / +34 MB at 1x / 10x / 50x; docs/data.md, "Throughput"). This only changes the pool
+    pyarrow hands out; Arrow's C++ default stays, so the fully flat peak needs
+    ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` set before pyarrow loads (then nothing is changed
+    here; likewise when pyarrow lacks jemalloc). Buffers remember their pool, so those that
+    outlive the ingest are freed correctly.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        yield
+        return
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        yield
+        return
+    with _POOL_LOCK:
+        if _POOL_USERS[0] == 0:
+            _POOL_USERS[1] = pa.default_memory_pool()
+            pa.set_memory_pool(pool)
+        _POOL_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _POOL_LOCK:
+            _POOL_USERS[0] -= 1
+            if _POOL_USERS[0] == 0:
+                pa.set_memory_pool(_POOL_USERS[1])
+                _POOL_USERS[1] = None
 
 
 def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
@@ -182,8 +239,8 @@ def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.P
     seen: Counter = Counter()
     show = sys.stderr.isatty() if progress is None else progress
     try:
-        with tqdm(unit=" rows", unit_scale=True, disable=not show, desc=f"ingest {source}") as bar:
-            writer = _Writer(stage, rows_per_group)
+        with tqdm(unit=" rows", unit_scale=True, disable=not show, desc=f"ingest {source}") as bar, _arrow_pool():
+            writer = _Writer(stage, rows_per_group, _SOURCE_WRITER_OPTIONS.get(source, _WRITER_OPTIONS))
             try:
                 # the loader runs one batch ahead on another thread while this one writes Parquet
                 loaded = prefetch(_batches(source, files, stats, market, skip_gaps))
@@ -237,8 +294,9 @@ def info(dataset: str | os.PathLike[str]) -> dict[str, Any]:
     dict
         JSON-ready: ``venues``, ``symbols`` (per venue), ``days`` (per venue/symbol/date: rows,
         first and last ``ts``), ``rows``, ``rows_by_kind``, ``span`` (ISO UTC), ``tick`` (inferred
-        per venue/symbol: smallest gap between distinct prices), ``halts`` (LOBSTER type 7),
-        ``gaps`` and ``consistency`` (bookTicker vs rebuilt book) from the ingest records.
+        per venue/symbol by :func:`mmray.data.schema.infer_tick`; null when the prices are on no
+        grid), ``halts`` (LOBSTER type 7), ``gaps`` and ``consistency`` (bookTicker vs rebuilt
+        book) from the ingest records.
     """
     text = os.fspath(dataset)
     fs, base = resolve(text)

@@ -120,7 +120,7 @@ def find_pairs(paths: Iterable[str | os.PathLike[str]]) -> list[LobsterFiles]:
 
 
 def read_lobster(files: LobsterFiles | str | os.PathLike[str], *, block_size: int = 1 << 20,
-                 batch_rows: int = 1 << 16) -> Iterator[pa.RecordBatch]:
+                 batch_rows: int = 1 << 15) -> Iterator[pa.RecordBatch]:
     """Stream one LOBSTER day as :data:`~mmray.data.schema.EVENT_SCHEMA` record batches.
 
     Parameters

@@ -114,16 +114,32 @@ def levels_array(offsets: np.ndarray, values: np.ndarray, valid: np.ndarray | No
                                     pa.array(np.asarray(values, dtype=np.float64)), mask=mask)
 
 
+_CONSTANTS: dict[tuple[str, str | None, int], pa.Array] = {}  # all-null and repeated-string columns, reused
+
+
+def _constant(name: str, value: str | None, n: int) -> pa.Array:
+    """An all-null column (`value` None) or `value` repeated: built once per name, value and length
+    (arrays are immutable; loaders ask for the same few with every batch)."""
+    key = (name, value, n)
+    col = _CONSTANTS.get(key)
+    if col is None:
+        if len(_CONSTANTS) >= 256:
+            _CONSTANTS.clear()
+        typ = EVENT_SCHEMA.field(name).type
+        col = _CONSTANTS[key] = pa.nulls(n, typ) if value is None else pa.repeat(pa.scalar(value, typ), n)
+    return col
+
+
 def _column(name: str, value: Any, n: int) -> pa.Array:
     field = EVENT_SCHEMA.field(name)
     if value is None:
-        return pa.nulls(n, field.type)
+        return _constant(name, None, n)
     if name == "kind":
         if isinstance(value, int | np.integer):
             value = np.full(n, value, dtype=np.int8)
         return pa.DictionaryArray.from_arrays(pa.array(np.asarray(value, dtype=np.int8)), _KIND_DICTIONARY)
     if isinstance(value, str):  # a constant, repeated in C++
-        return pa.repeat(pa.scalar(value, field.type), n)
+        return _constant(name, value, n)
     if isinstance(value, pa.Array | pa.ChunkedArray):
         return value.cast(field.type) if value.type != field.type else value
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
@@ -196,23 +212,34 @@ class EventValidator:
             raise DataError(self.path, None, f"batch does not have the event schema: {batch.schema}")
         if batch.num_rows == 0:
             return
-        problems: list[tuple[np.ndarray, str]] = []  # (bad-row mask, what); book problems name book_path
+        # (bad-row mask, what); book problems name book_path. A mask is only turned into a numpy
+        # array when it has a bad row (the usual batch has none: one bitmap scan per check)
+        problems: list[tuple[np.ndarray, str]] = []
+        # each check first looks at the whole value buffer, null slots included (numpy, no
+        # allocation of Arrow arrays); only a hit there is checked again on the valid rows
+        raw = {name: _values(batch.column(name)) for name in _FLOAT_COLUMNS}
         for name in _FLOAT_COLUMNS:
-            col = batch.column(name)
-            problems.append((_flag(pc.is_nan(col)), f"{name} is NaN"))
+            if np.isnan(raw[name]).any():
+                _flag(problems, pc.is_nan(batch.column(name)), f"{name} is NaN")
         for name in ("size", "bid_sz", "ask_sz"):
-            problems.append((_flag(pc.less(batch.column(name), 0)), f"negative {name}"))
+            if (raw[name] < 0).any():
+                _flag(problems, pc.less(batch.column(name), 0), f"negative {name}")
         side = batch.column("side").to_numpy()
-        problems.append((np.abs(side) > 1, "side must be -1, 0 or +1"))
-        problems.append((_flag(pc.greater(batch.column("bid_px"), batch.column("ask_px"))),
-                         "crossed book: best bid above best ask"))
+        bad_side = np.abs(side) > 1
+        if bad_side.any():
+            problems.append((bad_side, "side must be -1, 0 or +1"))
+        if (raw["bid_px"] > raw["ask_px"]).any():
+            _flag(problems, pc.greater(batch.column("bid_px"), batch.column("ask_px")),
+                  "crossed book: best bid above best ask")
         if self.monotonic is not None:
             t = batch.column(self.monotonic).to_numpy(zero_copy_only=False)
             if t.dtype.kind == "f":  # nulls present: ignore them
                 t = np.where(np.isnan(t), -np.inf, t)
                 t = np.maximum.accumulate(t)
-            prev = np.concatenate([[self._last if self._last is not None else t[0]], t[:-1]])
-            problems.append((t < prev, f"time going backwards ({self.monotonic})"))
+            back = t[1:] < t[:-1]
+            first_back = self._last is not None and t[0] < self._last
+            if first_back or back.any():
+                problems.append((np.concatenate([[first_back], back]), f"time going backwards ({self.monotonic})"))
         first = None
         for bad, what in problems:
             hit = np.flatnonzero(bad)
@@ -233,8 +260,18 @@ class EventValidator:
         self._last = None
 
 
-def _flag(mask: pa.Array) -> np.ndarray:
-    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+def _values(col: pa.Array) -> np.ndarray:
+    """The float64 value buffer of `col` as numpy, null slots included (whatever they hold)."""
+    data = col.buffers()[1]
+    if data is None:  # all null, no value buffer
+        return np.zeros(len(col))
+    return np.frombuffer(data, np.float64, count=len(col), offset=col.offset * 8)
+
+
+def _flag(problems: list[tuple[np.ndarray, str]], mask: pa.Array, what: str) -> None:
+    """Add (`mask` as numpy, `what`) to `problems` when `mask` has a true value (nulls: false)."""
+    if pc.any(mask).as_py():
+        problems.append((pc.fill_null(mask, False).to_numpy(zero_copy_only=False), what))
 
 
 def _describe(batch: pa.RecordBatch, row: int, what: str) -> str:
