@@ -14,17 +14,20 @@ threads). On a busy machine, run it two or three times and quote the median. Fig
 
 * LOBSTER samples (AAPL level 1, AMZN level 5): rows/s of ``read_lobster`` (parse, validate,
   build event batches) and of ``ingest`` (the same plus Parquet writing), each next to
-  ``pandas.read_csv`` of the message and the orderbook file (parse only);
+  ``pandas.read_csv`` of the message and the orderbook file (parse only), and the CPU time of
+  each side and of the Parquet writing alone (the loaded batches through ingest's writer);
 * the Binance USD-M capture 2024-07-18/19: input lines/s and rows/s of ``read_capture`` (JSON,
   book rebuild, bookTicker check) and of ``ingest``, next to hftbacktest 2.4.4's own converter
   (``hftbacktest.data.utils.binancefutures.convert``) on the same files; both read every input
   line, so the ratio is one of times (the converter keeps no bookTicker rows and checks no
   sequence, mmray keeps both);
-* with ``--scales N ...`` (default 10 20): peak RSS of a child process ingesting the AAPL sample
+* with ``--scales N ...`` (default 10 50): peak RSS of a child process ingesting the AAPL sample
   and N-times longer synthetic copies (times compressed so they keep increasing), measured from
   the child's RSS after its imports and a warm-up ingest of the sample's first 2,000 rows, which
   loads the compiled kernels (numba's cache, about 50 MB, once per process whatever the size;
-  Linux: the peak is then reset through ``/proc/self/clear_refs``).
+  Linux: the peak is then reset through ``/proc/self/clear_refs``); each size with Arrow's
+  allocator as installed and with ``ARROW_DEFAULT_MEMORY_POOL=jemalloc``, and the peak of the
+  memory Arrow itself allocated.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from mmray.data import ingest as _ingest
 from mmray.data.binance import CaptureStats, read_capture
 from mmray.data.ingest import ingest
 from mmray.data.lobster import read_lobster
@@ -82,20 +87,35 @@ def _ingest_fn(source: str, files: list[Path], tmp: str) -> Callable[[], object]
     return lambda: ingest(source, files, Path(tmp) / f"ds{time.perf_counter_ns()}", progress=False)
 
 
+def _write_fn(batches: list[pa.RecordBatch], source: str, tmp: str) -> Callable[[], object]:
+    """Parquet writing alone: already-read batches through ingest's partitioning and writer."""
+    def write() -> None:
+        root = Path(tmp) / f"w{time.perf_counter_ns()}"
+        writer = _ingest._Writer(root, 1 << 20, _ingest._SOURCE_WRITER_OPTIONS.get(source, _ingest._WRITER_OPTIONS))
+        for key, batch in _ingest._partitions(batches, root, Counter()):
+            writer.write(key, batch)
+        writer.close()
+    return write
+
+
 def lobster(data: Path, repeat: int) -> None:
     for name in LOBSTER:
         msg, book = data / "lobster" / name.format("message"), data / "lobster" / name.format("orderbook")
         rows = sum(1 for _ in open(msg, "rb"))
         with tempfile.TemporaryDirectory() as tmp:
             t = paired({"read": lambda m=msg: sum(b.num_rows for b in read_lobster(m)),
+                        "write": _write_fn(list(read_lobster(msg)), "lobster", tmp),
                         "ingest": _ingest_fn("lobster", [msg, book], tmp),
                         "pandas": lambda m=msg, b=book: (pd.read_csv(m, header=None), pd.read_csv(b, header=None))},
                        repeat)
+        ms = {k: f"{t[k + ' cpu'] * 1e3:.0f}" for k in ("pandas", "read", "write", "ingest")}
         print(f"LOBSTER {name.format('*')}: {rows:,} rows\n"
               f"  read_lobster {rows / t['read'] / 1e6:.2f} M rows/s | ingest to Parquet "
               f"{rows / t['ingest'] / 1e6:.2f} M rows/s | pandas.read_csv (msg+book) "
               f"{rows / t['pandas'] / 1e6:.2f} M rows/s\n"
-              f"  read/pandas {ratio(t, 'pandas', 'read')} | ingest/pandas {ratio(t, 'pandas', 'ingest')}")
+              f"  read/pandas {ratio(t, 'pandas', 'read')} | ingest/pandas {ratio(t, 'pandas', 'ingest')}\n"
+              f"  CPU ms: pandas {ms['pandas']}, read_lobster {ms['read']}, Parquet writing alone {ms['write']}, "
+              f"ingest {ms['ingest']}")
 
 
 def _converter() -> Callable[[list[Path]], int] | None:
@@ -168,7 +188,9 @@ base = status('VmRSS')
 with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')  # reset the peak (VmHWM) to the current RSS: what follows is the ingest's own
 r = ingest('lobster', pair(msg), out, progress=False)
-print(r['rows'], imports, base, status('VmHWM'))
+import pyarrow as pa
+arrow = max(pa.default_memory_pool().max_memory(), pa.jemalloc_memory_pool().max_memory())
+print(r['rows'], imports, base, status('VmHWM'), arrow // 1024)
 """
 
 
@@ -181,26 +203,36 @@ def _head(data: Path, rows: int, tmp: Path) -> Path:
     return tmp / name.format("message")
 
 
+_POOLS = {"as installed": {}, "ARROW_DEFAULT_MEMORY_POOL=jemalloc": {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}}
+
+
 def peak_rss(data: Path, scales: list[int]) -> None:
+    """Peak RSS of an ingest in a child process, at 1x and `scales` times the AAPL sample; each
+    size twice: Arrow's allocator as installed (ingest hands pyarrow jemalloc while it runs, the
+    C++ default stays mimalloc) and with jemalloc as Arrow's default from the start."""
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     with tempfile.TemporaryDirectory() as warm_dir:
         warm = _head(data, 2000, Path(warm_dir))
         for n in (1, *scales):
             with tempfile.TemporaryDirectory() as tmp:
                 msg = synthetic_lobster(data, n, Path(tmp))
                 size = (msg.stat().st_size + Path(str(msg).replace("_message_", "_orderbook_")).stat().st_size) / 2**20
-                out = subprocess.run([sys.executable, "-c", _CHILD, str(msg), str(warm), os.path.join(tmp, "ds")],
-                                     capture_output=True, text=True, check=True).stdout.split()
-                rows, imports_kb, base_kb, peak_kb = (int(x) for x in out)
-                print(f"peak RSS ingesting {rows:,} LOBSTER rows ({n}x the AAPL sample, {size:.0f} MB of CSV): "
-                      f"{(peak_kb - base_kb) / 1024:.0f} MB above the {base_kb / 1024:.0f} MB before it "
-                      f"({imports_kb / 1024:.0f} MB after imports, + the compiled kernels' load)")
+                for i, (pool, extra) in enumerate(_POOLS.items()):
+                    out = subprocess.run([sys.executable, "-c", _CHILD, str(msg), str(warm),
+                                          os.path.join(tmp, f"ds{i}")], capture_output=True, text=True, check=True,
+                                         env={**env, **extra}).stdout.split()
+                    rows, imports_kb, base_kb, peak_kb, arrow_kb = (int(x) for x in out)
+                    print(f"peak RSS ingesting {rows:,} LOBSTER rows ({n}x the AAPL sample, {size:.0f} MB of CSV), "
+                          f"Arrow pool {pool}: {(peak_kb - base_kb) / 1024:.0f} MB above the {base_kb / 1024:.0f} MB "
+                          f"before it ({imports_kb / 1024:.0f} MB after imports, + the compiled kernels' load); "
+                          f"Arrow's own peak allocation {arrow_kb / 1024:.0f} MB")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the sample data directory")
     ap.add_argument("--repeat", type=int, default=7, help="rounds per measurement (best times are compared)")
-    ap.add_argument("--scales", type=int, nargs="*", default=[10, 20],
+    ap.add_argument("--scales", type=int, nargs="*", default=[10, 50],
                     help="peak memory at 1x and these many times the sample (none: skip)")
     ap.add_argument("--only", choices=("lobster", "binance", "memory"), help="run one part")
     args = ap.parse_args()

@@ -160,16 +160,16 @@ _POOL_USERS = [0, None]  # ingests running with jemalloc as Arrow's default pool
 
 @contextlib.contextmanager
 def _arrow_pool() -> Iterator[None]:
-    """jemalloc as Arrow's default memory pool while ingests run (then the previous one again).
+    """jemalloc as pyarrow's default memory pool while ingests run (then the previous one again).
 
-    The loader allocates each batch on its thread and the writer frees it on another; Arrow's
-    default pool, mimalloc, kept much of that memory, and the RSS crept up with the file's length
-    (+35 MB at 1x, +51 MB at 10x the AAPL sample, still rising). With jemalloc it levels off
-    (+25 / +30 / +34 MB at 1x / 10x / 50x; docs/data.md, "Throughput"). This only changes the pool
-    pyarrow hands out; Arrow's C++ default stays, so the fully flat peak needs
-    ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` set before pyarrow loads (then nothing is changed
-    here; likewise when pyarrow lacks jemalloc). Buffers remember their pool, so those that
-    outlive the ingest are freed correctly.
+    The loader allocates each batch on its thread and the writer frees it on another; with
+    Arrow's default pool, mimalloc, the RSS crept up with the file's length (+32 MB at 1x, +51 MB
+    at 10x the AAPL sample, still rising). With jemalloc for the batches it levels off (+23 / +31 /
+    +35 / +35 MB at 1x / 10x / 20x / 50x; docs/data.md, "Throughput"). What still grows from 1x
+    to 10x is Parquet's encoder, which allocates from Arrow's C++ default pool, fixed when pyarrow
+    loads: ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` set before that makes the peak flat (+14 / +15 /
+    +15 / +15 MB; nothing is changed here then, nor when pyarrow lacks jemalloc). Buffers remember
+    their pool, so those that outlive the ingest are freed correctly.
     """
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         yield
