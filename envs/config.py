@@ -81,6 +81,9 @@ class EnvConfig:
         optimum and the figures are unchanged. With the per-step mean of a reasonable policy (e.g. the best
         constant spread's value over ``n_steps``) the returns-to-go are centred near 0 and the critic fits
         the inventory-dependent part instead of a trend of order the whole value (see docs/rl.md).
+    inventory_scale : float or None
+        The observation's inventory column is ``q / inventory_scale`` (default ``None``: the bound ``Q``, so
+        that it lies in ``[-1, 1]``).
     features : tuple of str
         Extra observations, names from :data:`mmray.features.SIM_FEATURES`, in this order after time
         and inventory: ``mid_return`` (last mid change over ``sigma sqrt(dt)``),
@@ -101,6 +104,7 @@ class EnvConfig:
     reward_scale: float = 10.0
     reward: str = "realised"
     reward_offset: float = 0.0
+    inventory_scale: float | None = None
     features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -119,6 +123,8 @@ class EnvConfig:
             raise CheckError("EnvConfig.problem.q_max", None, "an inventory bound (the observation scales q by it)")
         for name in ("dt", "reward_scale", "offset_step"):
             object.__setattr__(self, name, real(f"EnvConfig.{name}", getattr(self, name), gt=0))
+        if self.inventory_scale is not None:
+            object.__setattr__(self, "inventory_scale", real("EnvConfig.inventory_scale", self.inventory_scale, gt=0))
         for name in ("offset_low", "q0", "reward_offset"):
             object.__setattr__(self, name, real(f"EnvConfig.{name}", getattr(self, name)))
         object.__setattr__(self, "offset_high", real("EnvConfig.offset_high", self.offset_high, gt=self.offset_low))
@@ -157,7 +163,8 @@ class EnvConfig:
 
     def observation_spec(self) -> ObservationSpec:
         scale = max(abs(self.offset_low), abs(self.offset_high))
-        return ObservationSpec(self.problem.T, float(self.problem.q_max), self.features, scale)  # type: ignore[arg-type]
+        q_scale = float(self.problem.q_max if self.inventory_scale is None else self.inventory_scale)  # type: ignore[arg-type]
+        return ObservationSpec(self.problem.T, q_scale, self.features, scale, float(self.problem.q_max))  # type: ignore[arg-type]
 
     def action_spec(self) -> ActionSpec:
         return ActionSpec(self.action_mode, self.offset_low, self.offset_high, self.offset_step)
@@ -210,7 +217,7 @@ class ObservationSpec:
     column              value                                         range
     ==================  ============================================  ================
     ``time_remaining``  ``(T - t) / T``                               ``[0, 1]``
-    ``inventory``       ``q / Q``                                     ``[-1, 1]``
+    ``inventory``       ``q / q_scale`` (``Q`` by default)            ``[-Q, Q] / q_scale``
     ``mid_return``      as given (already over ``sigma sqrt(dt)``)    ``R`` (~N(0, 1))
     ``*_offset_prev``   offset (price units) / ``offset_scale``       ``R`` (~[0, 1])
     ==================  ============================================  ================
@@ -222,6 +229,7 @@ class ObservationSpec:
     q_scale: float
     features: tuple[str, ...] = ()
     offset_scale: float = 10.0
+    q_max: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -235,7 +243,8 @@ class ObservationSpec:
         """The single-path observation space."""
         low = np.full(self.size, -np.inf, dtype=np.float32)
         high = np.full(self.size, np.inf, dtype=np.float32)
-        low[:2], high[:2] = (0.0, -1.0), (1.0, 1.0)
+        bound = 1.0 if self.q_max is None else self.q_max / self.q_scale
+        low[:2], high[:2] = (0.0, -bound), (1.0, bound)
         return spaces.Box(low, high, dtype=np.float32)
 
     def observe(self, t: float | np.ndarray, q: np.ndarray, features: Mapping[str, np.ndarray] | None = None,

@@ -28,6 +28,7 @@ VARIANTS = [
                   "price_model": "binomial", "market": MarketParams(tick=0.1)}, id="discrete+tick+AS-models"),
     pytest.param({"reward": "expected", "fill_model": "linear", "market": MarketParams(tick=0.1, drift=0.01)},
                  id="expected-reward+tick+drift"),
+    pytest.param({"inventory_scale": 2.0, "reward": "mid_expected"}, id="inventory-scale+mid-expected"),
 ]
 
 
@@ -210,6 +211,11 @@ def test_observation_and_action_mappings():
     np.testing.assert_allclose(a, [10.0, 0.5], rtol=1e-15)
     np.testing.assert_array_equal(spec.action_of(np.array([3.74, np.inf]), np.array([-1.0, 0.06])),
                                   [[37, 0], [100, 1]])
+    scaled = MarketMakingEnv(**SMALL, q0=2.0, inventory_scale=2.5)  # q / 2.5, bounds +-Q / 2.5
+    obs, _ = scaled.reset(seed=0)
+    np.testing.assert_array_equal(obs, np.array([1.0, 0.8], dtype=np.float32))
+    np.testing.assert_array_equal(scaled.observation_space.low, np.array([0.0, -2.0], dtype=np.float32))
+    np.testing.assert_array_equal(scaled.observation_space.high, np.array([1.0, 2.0], dtype=np.float32))
 
 
 @pytest.mark.parametrize(("fields", "match"), [
@@ -223,6 +229,7 @@ def test_observation_and_action_mappings():
     ({"dt": 7.0}, r"SimConfig\.dt=7\.0 must divide the horizon"),
     ({"reward_scale": 0}, r"EnvConfig\.reward_scale must be a finite number > 0"),
     ({"reward": "expectation"}, r"EnvConfig\.reward must be one of realised, mid_expected, expected"),
+    ({"inventory_scale": 0.0}, r"EnvConfig\.inventory_scale must be a finite number > 0"),
     ({"sigma": 0.3}, r"EnvConfig: unknown field\(s\) \['sigma'\]"),
 ])
 def test_bad_configs_are_refused_with_the_field_named(fields, match):

@@ -21,6 +21,7 @@ from mmray.tuning.rl import (
     export_policy,
     export_ppo,
     load_rllib_module,
+    scaled,
     train,
 )
 from mmray.tuning.rl_curves import COLUMNS, read_csv
@@ -70,7 +71,9 @@ def test_train_writes_checkpoints_curves_and_the_best_exported_policy(run, bench
     assert res.stop_reason == "iterations 3" and res.wall_s > 0
     policy = load_policy(res.policy)
     assert isinstance(policy, MLPPolicy) and policy.layer_sizes == (2, 16, 16, 2)
-    assert policy.env == centred(TINY, bench).env  # the env it trained in: rewards centred by default
+    # the env it trained in: rewards centred and the observed inventory scaled by default
+    assert policy.env == scaled(centred(TINY, bench), bench).env
+    assert policy.env.inventory_scale == pytest.approx(bench.inventory_rms(), rel=1e-15)
     doc = json.loads((res.policy / "policy.json").read_text())
     assert doc["provenance"]["algorithm"] == "PPO (RLlib)" and doc["provenance"]["seed"] == 3
     assert doc["provenance"]["iteration"] == res.best_iteration

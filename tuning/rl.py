@@ -145,6 +145,14 @@ class TrainConfig:
         default env and reward scale, where inventory control is worth 2). Default True; measured on the
         default env (PPO, seed 0, reward ``"expected"``): best gap closed 0.926 in 3.3 M steps, against 0.683
         before a collapse without it (docs/rl.md).
+    scale_inventory : bool
+        Divide the observed inventory by the reference optimum's root mean square inventory
+        (:meth:`~mmray.tuning.rl_eval.OptimalityBenchmark.inventory_rms`, 4.35 at the default env), as the
+        env's ``inventory_scale``, unless the env sets its own scale: the network then sees the inventories
+        that matter as ``O(1)`` inputs instead of ``q / Q`` (within +-0.15 most of the time at ``Q = 30``).
+        It changes what the agent observes, not the market or the figures. Default True; measured on the
+        default env (PPO, seed 1, 5 minutes): best gap closed 0.92 at scale 10 against 0.785 in 30 minutes
+        at ``Q`` (docs/rl.md).
     torch_threads : int or None
         torch's intra-op threads in the driver process, where the learner and the env runner live with
         ``num_learners=0`` and ``num_env_runners=0`` (restored after the run); ``None`` leaves torch's
@@ -173,6 +181,7 @@ class TrainConfig:
     eval_seed: int = 0
     checkpoint_every: int = 10
     centre_rewards: bool = True
+    scale_inventory: bool = True
     torch_threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -203,6 +212,7 @@ class TrainConfig:
             raise CheckError(f"{name}.gamma", self.gamma, "a discount in (0, 1]")
         choice(f"{name}.eval_method", self.eval_method, METHODS)
         object.__setattr__(self, "centre_rewards", flag(f"{name}.centre_rewards", self.centre_rewards))
+        object.__setattr__(self, "scale_inventory", flag(f"{name}.scale_inventory", self.scale_inventory))
 
     @property
     def env_id(self) -> str:
@@ -794,7 +804,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, *, r
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / RL_CONFIG_FILE, config_to_json(config))
     benchmark = _benchmark(config, run_dir, benchmark, reference, say)
-    config = centred(config, benchmark)
+    config = scaled(centred(config, benchmark), benchmark)
     ensure_ray(log_to_driver=False)
     logging.getLogger("ray.rllib").setLevel(logging.ERROR)
     session = _Session(config, run_dir, benchmark, say, resuming)
@@ -815,6 +825,15 @@ def centred(config: TrainConfig, benchmark: OptimalityBenchmark) -> TrainConfig:
     if not config.centre_rewards or config.env.reward_offset != 0:
         return config
     return config.replace(env=config.env.replace(reward_offset=benchmark.baseline_value / config.env.n_steps))
+
+
+def scaled(config: TrainConfig, benchmark: OptimalityBenchmark) -> TrainConfig:
+    """``config`` with the env's ``inventory_scale`` set to the reference optimum's root mean square inventory
+    when ``scale_inventory`` is on and the env has no scale of its own (else ``config`` itself); like
+    :func:`centred`, the same on every session of a run."""
+    if not config.scale_inventory or config.env.inventory_scale is not None:
+        return config
+    return config.replace(env=config.env.replace(inventory_scale=benchmark.inventory_rms()))
 
 
 def _benchmark(config: TrainConfig, run_dir: Path, benchmark: OptimalityBenchmark | None,
