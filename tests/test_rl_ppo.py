@@ -44,9 +44,16 @@ def run(ray_session, bench, tmp_path_factory):
     import torch
 
     lines: list[str] = []
+    hooked: list[tuple[dict, dict | None]] = []
     threads = torch.get_num_threads()
-    res = train(TINY, tmp_path_factory.mktemp("ppo") / "run", benchmark=bench, progress=lines.append)
+    res = train(TINY, tmp_path_factory.mktemp("ppo") / "run", benchmark=bench, progress=lines.append,
+                on_iteration=lambda row, best: hooked.append((row, best)))
     assert torch.get_num_threads() == threads  # torch_threads=1 during the run only
+    # the hook saw each iteration's curve row and the best agent so far, as written to the run directory
+    assert [row for row, _ in hooked] == [{k: v for k, v in r.items()} for r in res.history]
+    assert all(best is not None and best["iteration"] <= row["iteration"] for row, best in hooked)
+    assert hooked[-1][1]["iteration"] == res.best_iteration
+    assert [row["iteration"] for row, _ in hooked if row.get("best")][-1] == res.best_iteration
     return res, lines
 
 
@@ -136,7 +143,10 @@ def test_resume_continues_from_the_last_checkpoint(run, bench, tmp_path):
     res, _ = run
     run_dir = tmp_path / "copy"
     shutil.copytree(res.out, run_dir)
-    more = train(TINY.replace(iterations=5), resume=run_dir, benchmark=bench, progress=False)
+    for png in ("learning_curves.png", "quotes.png"):
+        (run_dir / png).unlink()
+    more = train(TINY.replace(iterations=5), resume=run_dir, benchmark=bench, progress=False, plots=False)
+    assert not (run_dir / "learning_curves.png").exists() and not (run_dir / "quotes.png").exists()
     assert more.iterations == 5 and [r["iteration"] for r in more.history] == [1, 2, 3, 4, 5]
     assert more.env_steps == 5 * TINY.train_batch_size  # RLlib's lifetime counter restored
     assert more.wall_s > res.wall_s and more.figures.agent_value >= res.figures.agent_value

@@ -51,7 +51,7 @@ import pandas as pd
 from mmray.envs.config import EnvConfig
 from mmray.io import atomic_write
 from mmray.tuning.rl import BEST_FILE, POLICY_DIR, RESULT_FILE, STOP_FIELDS, PPOTrainConfig, training_env
-from mmray.tuning.rl_curves import CURVES_CSV, CURVES_PNG, QUOTES_PNG, read_csv
+from mmray.tuning.rl_curves import CURVES_CSV, CURVES_PNG, QUOTES_PNG
 from mmray.tuning.spec import RL_INTEGER_PARAMS, RL_PARAMS, RL_SIM_FIELDS, SweepSpec
 
 #: the parameter Repeater (Optuna) sets in a trial's config: the index of its seed in ``RLSpec.seeds``
@@ -277,16 +277,12 @@ def trainable(spec: SweepSpec, run_dir: str | None = None) -> Any:
 
 
 class _Reporter:
-    """Reports each training iteration of :func:`~mmray.tuning.rl.train` to Tune.
-
-    ``train`` writes the iteration's row to ``learning_curves.csv`` (and a new best agent to ``policy/``)
-    before it passes its progress line on: each new row is read back and reported with the best agent's
-    figures; a row whose agent became the best carries a checkpoint of it.
-    """
+    """Reports each training iteration of :func:`~mmray.tuning.rl.train` to Tune (its ``on_iteration``
+    hook): the row with the best agent's figures; a row whose agent became the best (``train`` has
+    exported it to ``policy/`` by then) carries a checkpoint of it."""
 
     def __init__(self, spec: SweepSpec, config: PPOTrainConfig, run_dir: Path, info: dict[str, Any]) -> None:
         self.spec, self.config, self.run_dir, self.info = spec, config, run_dir, info
-        self.seen = 0
         self.best: dict[str, Any] | None = None
         self.last: dict[str, Any] = {}
 
@@ -308,21 +304,13 @@ class _Reporter:
             out["budget_rungs"] = asha.rungs * (fraction if final else min(fraction, 0.999))
         return out
 
-    def line(self, text: str) -> None:
-        """``train``'s progress callback."""
+    def iteration(self, row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        """``train``'s ``on_iteration`` hook."""
         from ray import tune
 
-        path = self.run_dir / CURVES_CSV
-        if not path.is_file():
-            return
-        rows = read_csv(path)
-        if len(rows) <= self.seen:
-            return
-        self.seen = len(rows)
-        row = rows[-1]
         improved = bool(row.get("best"))
         if improved:
-            self.best = {**row, "iteration": row["iteration"]}
+            self.best = dict(row)
         self.last = row
         if self.best is None:  # no evaluated agent yet: nothing to rank
             return
@@ -359,7 +347,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, benchmark: Any) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix=f"rl-run-{attempt}-", dir=os.getcwd()))
     try:
         reporter = _Reporter(spec, train_config, run_dir, info)
-        result = train(train_config, run_dir, benchmark=benchmark, progress=reporter.line)
+        result = train(train_config, run_dir, benchmark=benchmark, progress=False, on_iteration=reporter.iteration)
         row = {**reporter.last, "iteration": result.iterations, "env_steps": result.env_steps, "wall_s": result.wall_s}
         reporter.best = {**result.figures.to_dict(), "eval_method": result.figures.method,
                          "iteration": result.best_iteration}
