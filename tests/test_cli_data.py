@@ -105,3 +105,27 @@ def test_a_bad_parameter_file_is_one_line_naming_it(tmp_path, capsys):
     assert "MarketParams.sigma" in _fails(["solve", "--params", str(bad)], capsys)
     err = _fails(["data", "calibrate", str(tmp_path / "nowhere"), "--local"], capsys)
     assert err.startswith("mmray data calibrate: error:")
+
+
+def test_the_ingest_command_runs_on_jemalloc_unless_told_otherwise(tmp_path):
+    """A fresh ``mmray data ingest`` process makes jemalloc Arrow's default pool before pyarrow loads (flat
+    peak memory, docs/data.md); ``ARROW_DEFAULT_MEMORY_POOL`` set by the user wins."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow build has no jemalloc")
+    for setting, expected in ((None, "jemalloc"), ("system", "system")):
+        env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+        if setting:
+            env["ARROW_DEFAULT_MEMORY_POOL"] = setting
+        out = tmp_path / f"ds-{expected}"
+        done = subprocess.run([sys.executable, "-m", "mmray", "data", "ingest", "--source", "lobster", *LOBSTER,
+                               "--out", str(out), "--json"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["arrow_memory_pool"] == expected

@@ -103,7 +103,18 @@ def _emit(args: argparse.Namespace, out: dict[str, Any], lines: list[str]) -> in
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    """Run ``mmray data ingest``; returns the exit status."""
+    """Run ``mmray data ingest``; returns the exit status.
+
+    Arrow's C++ default memory pool is chosen when pyarrow loads: unless ``ARROW_DEFAULT_MEMORY_POOL`` is
+    set (or pyarrow is already loaded, when called in-process), the command makes it jemalloc, so that the
+    peak memory of an ingest does not grow with the file (docs/data.md, "Memory")."""
+    import os
+    import sys
+
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    import pyarrow as pa
+
     from mmray.data.ingest import ingest
 
     args.command = "data ingest"
@@ -111,6 +122,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         out = ingest(args.source, args.files, args.out, market=args.market, skip_gaps=args.skip_gaps)
     except (ValueError, OSError) as exc:  # DataError names file and line
         fail(args, exc)
+    out["arrow_memory_pool"] = pa.default_memory_pool().backend_name
     lines = [f"ingested {out['rows']:,} rows from {len(out['files'])} file(s) into {args.out}"]
     lines += [f"  {part}: {rows:,} rows" for part, rows in sorted(out["partitions"].items())]
     capture = out.get("capture") or {}
