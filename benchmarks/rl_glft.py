@@ -51,8 +51,9 @@ T = 600, dt = 1) and a harder one where inventory risk dominates (gamma 0.05).""
 def ppo_config(env: EnvConfig, seed: int, budget: float, smoke: bool) -> PPOTrainConfig:
     """PPO: the calibration run's settings (``PPOTrainConfig`` defaults: [64, 64] tanh, 256 envs x 128
     steps, minibatch 4096, 10 epochs, lr 3e-4, discount 1) with a separate value network
-    (``vf_share_layers=False``) and initial action std 0.22 (``initial_log_std=-1.5``), the learning rate
-    decayed linearly to 3e-5 over the first 20 M env steps
+    (``vf_share_layers=False``), initial action std 0.22 (``initial_log_std=-1.5``), entropy bonus 0.01,
+    rewards centred and the observed inventory scaled by the reference's RMS inventory (``TrainConfig``
+    defaults), the learning rate decayed linearly to 3e-5 over the first 20 M env steps
     (stability late in the run; the best agent is kept anyway)."""
     if smoke:
         return PPOTrainConfig(env=env, seed=seed, iterations=2, hidden=(16, 16), num_envs_per_env_runner=16,
