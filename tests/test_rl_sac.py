@@ -1,18 +1,21 @@
 """A tiny RLlib SAC run (new API stack, native vector env): trains, reports the optimality figures,
 checkpoints, exports the deterministic policy (the tanh-squashed mean, not RLlib's to_deterministic(),
 which returns the mean before the tanh: ray issue 51544), parity with RLlib's own squashing < 1e-5,
-and the export backtests without torch."""
+resumes, and the export backtests without torch; with each replay buffer (replay="numpy", the default,
+and "rllib")."""
 
 from __future__ import annotations
 
 import json
+import pickle
+import shutil
 
 import numpy as np
 import pytest
 
 from mmray import ProblemParams, SimConfig, backtest, load_policy
 from mmray.envs import EnvConfig, MLPPolicy
-from mmray.tuning.rl import SACTrainConfig, export_policy, load_rllib_module, train
+from mmray.tuning.rl import SACTrainConfig, export_policy, load_rllib_module, read_run_config, train
 from mmray.tuning.rl_eval import OptimalityBenchmark
 
 pytestmark = pytest.mark.ray
@@ -27,9 +30,11 @@ def bench():
     return OptimalityBenchmark.build(ENV)
 
 
-@pytest.fixture(scope="module")
-def run(ray_session, bench, tmp_path_factory):
-    return train(TINY, tmp_path_factory.mktemp("sac") / "run", benchmark=bench, progress=False)
+@pytest.fixture(scope="module", params=["numpy", "rllib"])
+def run(request, ray_session, bench, tmp_path_factory):
+    """The tiny run with each replay buffer (mmray.tuning.rl_replay's numpy one, RLlib's EpisodeReplayBuffer)."""
+    config = TINY.replace(replay=request.param)
+    return train(config, tmp_path_factory.mktemp(f"sac-{request.param}") / "run", benchmark=bench, progress=False)
 
 
 def _grid_obs():
@@ -54,6 +59,10 @@ def _rllib_actions(module, obs):
 
 def test_sac_trains_checkpoints_and_exports_a_squashed_policy(run, bench):
     assert run.iterations == 3 and run.checkpoint.is_dir() and run.best_checkpoint.is_dir()
+    replay = read_run_config(run.out).replay
+    with open(run.checkpoint / "class_and_ctor_args.pkl", "rb") as f:
+        algo_class = pickle.load(f)["class"]
+    assert algo_class.__name__ == {"numpy": "FastReplaySAC", "rllib": "SAC"}[replay]
     assert run.env_steps >= TINY.learning_starts
     policy = load_policy(run.policy)
     assert isinstance(policy, MLPPolicy) and policy.squash and policy.layer_sizes == (2, 16, 16, 2)
@@ -82,6 +91,16 @@ def test_exported_actions_equal_rllib_squashed_mean_on_a_grid(run):
     np.testing.assert_array_equal(export_policy(run.best_checkpoint, TINY).weights, policy.weights)
 
 
+def test_a_sac_run_resumes_from_its_checkpoint(run, bench, tmp_path):
+    """Resume a copy of the run for one more iteration: the buffer is not in RLlib's checkpoint (new API
+    stack), so it refills from the lifetime step count on, which RLlib's checkpoint keeps."""
+    out = tmp_path / "run"
+    shutil.copytree(run.out, out)
+    res = train(read_run_config(out).replace(iterations=4), resume=out, benchmark=bench, progress=False)
+    assert res.iterations == 4 and len(res.history) == 4 and res.env_steps > run.env_steps
+    assert [row["iteration"] for row in res.history] == [1, 2, 3, 4]
+
+
 def test_the_exported_sac_policy_backtests(run):
     policy = load_policy(run.policy)
     res = backtest(policy, ENV.market, ENV.problem, SimConfig(dt=ENV.dt, n_paths=500, seed=1))
@@ -93,6 +112,7 @@ def test_the_exported_sac_policy_backtests(run):
     ({"training_intensity": 0.0}, r"SACTrainConfig\.training_intensity must be a finite number > 0"),
     ({"n_step": 0}, r"SACTrainConfig\.n_step must be an integer >= 1"),
     ({"tau": -1.0}, r"SACTrainConfig\.tau must be a finite number > 0"),
+    ({"replay": "episodes"}, r"SACTrainConfig\.replay must be one of numpy, rllib"),
 ])
 def test_bad_sac_configs_are_refused(changes, match):
     with pytest.raises(ValueError, match=match):

@@ -430,8 +430,10 @@ class SACTrainConfig(TrainConfig):
     SAC is sample-efficient but its per-step cost in RLlib is high: every sampled step is replayed
     ``training_intensity`` times on average, and RLlib's episode replay buffer builds each replayed
     transition in Python (~0.3 ms each, profiled), which bounds SAC at a few hundred env steps/s at
-    replay ratio 4 on 2 CPUs (370 measured with the defaults, torch on 1 thread). Defaults: 64 sub-envs
-    x 4-step fragments (256 env steps per sample), batch 256, replay ratio 4 (4 updates per sample).
+    replay ratio 4 on 2 CPUs (370 measured with the defaults, torch on 1 thread). By default (``replay=
+    "numpy"``) the n-step transitions are computed once as they are sampled and replayed from numpy
+    arrays (:mod:`mmray.tuning.rl_replay`). Defaults: 64 sub-envs x 4-step fragments (256 env steps per
+    sample), batch 256, replay ratio 4 (4 updates per sample).
 
     Parameters
     ----------
@@ -452,9 +454,21 @@ class SACTrainConfig(TrainConfig):
         Target-network soft-update rate.
     initial_alpha : float
         Initial entropy weight.
+    replay : {"numpy", "rllib"}
+        The replay buffer. ``"numpy"`` (default): :class:`mmray.tuning.rl_replay.FastReplaySAC`, RLlib's
+        SAC with the n-step transitions computed when the runners' episodes are added and kept in numpy
+        arrays (:class:`~mmray.tuning.rl_replay.TransitionReplay`; FIFO, uniform sampling seeded by
+        ``seed``), the learner updated from their columns directly; ``"rllib"``: RLlib's SAC and its
+        ``EpisodeReplayBuffer``. Same loss and the same transitions except: RLlib flags only the last
+        full window of a terminated episode as terminated (its last ``n_step - 1`` transitions bootstrap
+        from the terminal observation; the numpy buffer masks them), samples the windows of an
+        unfinished episode's last ``n_step - 1`` steps (shorter; the numpy buffer waits for them to
+        complete) and evicts whole episodes (the numpy buffer: FIFO transitions). Neither buffer is saved
+        in checkpoints: a resumed run refills it.
     """
 
     algorithm: ClassVar[str] = "sac"
+    replays: ClassVar[tuple[str, ...]] = ("numpy", "rllib")
 
     num_envs_per_env_runner: int = 64
     rollout_fragment_length: int = 4
@@ -469,6 +483,7 @@ class SACTrainConfig(TrainConfig):
     n_step: int = 3
     tau: float = 0.005
     initial_alpha: float = 0.1
+    replay: str = "numpy"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -481,12 +496,19 @@ class SACTrainConfig(TrainConfig):
             object.__setattr__(self, key, integer(f"SACTrainConfig.{key}", getattr(self, key), ge=lo))
         object.__setattr__(self, "training_intensity",
                            _optional("SACTrainConfig.training_intensity", self.training_intensity, real, gt=0))
+        choice("SACTrainConfig.replay", self.replay, self.replays)
 
     def algorithm_config(self) -> Any:
         """The RLlib ``SACConfig`` of this run (new API stack, native vector env)."""
         from ray.rllib.algorithms.sac import SACConfig
 
-        return self._common(SACConfig()).training(
+        if self.replay == "numpy":
+            from .rl_replay import FastReplaySAC
+
+            algo_config = SACConfig(algo_class=FastReplaySAC)
+        else:
+            algo_config = SACConfig()
+        return self._common(algo_config).training(
             gamma=self.gamma, actor_lr=self.actor_lr, critic_lr=self.critic_lr, alpha_lr=self.alpha_lr,
             train_batch_size_per_learner=self.train_batch_size, training_intensity=self.training_intensity,
             replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": self.replay_capacity},
