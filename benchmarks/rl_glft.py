@@ -63,8 +63,9 @@ def ppo_config(env: EnvConfig, seed: int, budget: float, smoke: bool) -> PPOTrai
 
 
 def sac_config(env: EnvConfig, seed: int, budget: float, smoke: bool) -> SACTrainConfig:
-    """SAC: ``SACTrainConfig`` defaults (64 envs x 4 steps per sample, batch 256, replay ratio 4, 3-step
-    returns, discount 0.999, [64, 64] tanh), evaluated every 20 iterations (an iteration is one sample)."""
+    """SAC: ``SACTrainConfig`` defaults (256 envs x 4 steps per sample, batch 1024, replay ratio 1, initial
+    entropy weight 1e-4, 3-step returns, discount 0.999, [64, 64] tanh, the numpy replay), evaluated every
+    20 iterations (an RLlib SAC iteration is several samples: about 5,000 env steps here)."""
     if smoke:
         return SACTrainConfig(env=env, seed=seed, iterations=2, hidden=(16, 16), num_envs_per_env_runner=8,
                               rollout_fragment_length=8, train_batch_size=64, learning_starts=128,

@@ -432,8 +432,12 @@ class SACTrainConfig(TrainConfig):
     transition in Python (~0.3 ms each, profiled), which bounds SAC at a few hundred env steps/s at
     replay ratio 4 on 2 CPUs (370 measured with the defaults, torch on 1 thread). By default (``replay=
     "numpy"``) the n-step transitions are computed once as they are sampled and replayed from numpy
-    arrays (:mod:`mmray.tuning.rl_replay`). Defaults: 64 sub-envs x 4-step fragments (256 env steps per
-    sample), batch 256, replay ratio 4 (4 updates per sample).
+    arrays (:mod:`mmray.tuning.rl_replay`). Defaults: 256 sub-envs x 4-step fragments (1024 env steps per
+    sample), batch 1024, replay ratio 1 (one update per sample: RLlib's SAC update, ~30 ms, is the cost)
+    and an initial entropy weight of 1e-4: the rewards (centred, divided by ``reward_scale``) differ by
+    ~1e-3 per step between good and poor quotes, so RLlib's 0.1 made the entropy bonus dominate for
+    longer than a 30-minute run (at 1e-4: gap closed -2.4 -> -0.43 over 2.1 M steps in 8 minutes, three
+    runs sharing 2 CPUs; at 0.1, -1.57 after 1.1 M steps; docs/rl.md).
 
     Parameters
     ----------
@@ -470,19 +474,19 @@ class SACTrainConfig(TrainConfig):
     algorithm: ClassVar[str] = "sac"
     replays: ClassVar[tuple[str, ...]] = ("numpy", "rllib")
 
-    num_envs_per_env_runner: int = 64
+    num_envs_per_env_runner: int = 256
     rollout_fragment_length: int = 4
     gamma: float = 0.999
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
-    train_batch_size: int = 256
-    training_intensity: float | None = 4.0
+    train_batch_size: int = 1024
+    training_intensity: float | None = 1.0
     replay_capacity: int = 1_000_000
     learning_starts: int = 10_000
     n_step: int = 3
     tau: float = 0.005
-    initial_alpha: float = 0.1
+    initial_alpha: float = 1e-4
     replay: str = "numpy"
 
     def __post_init__(self) -> None:
