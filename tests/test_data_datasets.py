@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as pds
 import pytest
+from lob_datasets import add_simulated_days
 
-from mmray.data.calibrate import Settings, calibrate, calibrate_shard, simulate_events
+from mmray.data.calibrate import Settings, calibrate, calibrate_shard
 from mmray.data.datasets import assign_shards, list_shards, map_shards, max_in_flight, read_events
 from mmray.data.errors import DataError
-from mmray.data.ingest import PARTITIONING, ingest
+from mmray.data.ingest import ingest
 
 pytestmark = pytest.mark.ray
 
@@ -35,11 +35,7 @@ def dataset(tmp_path_factory) -> Path:
     ingest("lobster", AAPL, out, progress=False)
     ingest("lobster", [AMZN_ZIP], out, progress=False)
     ingest("binance", [USDM], out, progress=False)
-    for i, day in enumerate(SIM_DAYS):
-        t = simulate_events(0.05, 1.0, 20.0, duration=900.0, seed=i, start=f"{day}T00:00:00")
-        t = t.append_column("date", pa.array([day] * t.num_rows))
-        pds.write_dataset(t, out, format="parquet", partitioning=PARTITIONING, basename_template="part-{i}.parquet",
-                          existing_data_behavior="overwrite_or_ignore")
+    add_simulated_days(out, SIM_DAYS, duration=900.0)
     return out
 
 

@@ -22,19 +22,19 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pytest
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
 
+from lob_datasets import add_simulated_days
 from moto.server import ThreadedMotoServer
 
 from mmray.cli import main
-from mmray.data.calibrate import calibrate, simulate_events
+from mmray.data.calibrate import calibrate
 from mmray.data.datasets import assign_shards, list_shards, read_events, resolve
 from mmray.data.errors import DataError
-from mmray.data.ingest import PARTITIONING, ingest
+from mmray.data.ingest import ingest
 
 pytestmark = pytest.mark.ray
 
@@ -122,11 +122,7 @@ def local(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("events") / "lob"
     ingest("lobster", AAPL, out, progress=False)
     ingest("binance", [USDM], out, progress=False)
-    for i, day in enumerate(SIM_DAYS):
-        t = simulate_events(0.05, 1.0, 20.0, duration=600.0, seed=i, start=f"{day}T00:00:00")
-        t = t.append_column("date", pa.array([day] * t.num_rows))
-        pds.write_dataset(t, out, format="parquet", partitioning=PARTITIONING, basename_template="part-{i}.parquet",
-                          existing_data_behavior="overwrite_or_ignore")
+    add_simulated_days(out, SIM_DAYS, duration=600.0)
     return out
 
 
