@@ -429,15 +429,15 @@ class SACTrainConfig(TrainConfig):
 
     SAC is sample-efficient but its per-step cost in RLlib is high: every sampled step is replayed
     ``training_intensity`` times on average, and RLlib's episode replay buffer builds each replayed
-    transition in Python (~0.3 ms each, profiled), which bounds SAC at a few hundred env steps/s at
-    replay ratio 4 on 2 CPUs (370 measured with the defaults, torch on 1 thread). By default (``replay=
-    "numpy"``) the n-step transitions are computed once as they are sampled and replayed from numpy
-    arrays (:mod:`mmray.tuning.rl_replay`). Defaults: 256 sub-envs x 4-step fragments (1024 env steps per
-    sample), batch 1024, replay ratio 1 (one update per sample: RLlib's SAC update, ~30 ms, is the cost)
-    and an initial entropy weight of 1e-4: the rewards (centred, divided by ``reward_scale``) differ by
-    ~1e-3 per step between good and poor quotes, so RLlib's 0.1 made the entropy bonus dominate for
-    longer than a 30-minute run (at 1e-4: gap closed -2.4 -> -0.43 over 2.1 M steps in 8 minutes, three
-    runs sharing 2 CPUs; at 0.1, -1.57 after 1.1 M steps; docs/rl.md).
+    transition in Python (~0.3 ms each, profiled), which bounds SAC at a few hundred env steps/s at replay
+    ratio 4 on 2 CPUs (370 measured with the earlier defaults, 64 x 4 steps and batch 256, torch on 1
+    thread). By default (``replay="numpy"``) the n-step transitions are computed once as they are sampled
+    and replayed from numpy arrays (:mod:`mmray.tuning.rl_replay`). Defaults: 256 sub-envs x 4-step
+    fragments (1024 env steps per sample), batch 1024, replay ratio 1 (one update per sample: RLlib's SAC
+    update, ~30 ms, is the cost) and an initial entropy weight of 1e-4: the rewards (centred, divided by
+    ``reward_scale``) differ by ~1e-3 per step between good and poor quotes, so RLlib's 0.1 made the entropy
+    bonus dominate for longer than a 30-minute run (at 1e-4: gap closed -2.4 -> -0.43 over 2.1 M steps in 8
+    minutes, three runs sharing 2 CPUs; at 0.1, -1.57 after 1.1 M steps; docs/rl.md).
 
     Parameters
     ----------

@@ -44,10 +44,11 @@ Neither is saved in RLlib checkpoints (``Algorithm.get_state`` on the new API st
 ``store_buffer_in_checkpoints`` is read only by the old stack's ``__getstate__``): a resumed run starts
 with an empty buffer.
 
-Measured at the ``SACTrainConfig`` defaults on the default env (2 CPUs shared, load 5-6): 1330-1430 env
-steps/s once learning starts against 590-670 with RLlib's buffer (2.1-2.3x). What is left is RLlib's
-torch SAC update (4 per 256 sampled steps, ~77% of the time, profiled) and the env sampling (~15%); the
-replay's own adding and sampling are under 1%.
+Measured at the earlier ``SACTrainConfig`` defaults (64 sub-envs x 4 steps, batch 256, replay ratio 4) on
+the default env (2 CPUs shared, load 5-6): 1330-1430 env steps/s once learning starts against 590-670
+with RLlib's buffer (2.1-2.3x). What is left is RLlib's torch SAC update (there 4 per 256 sampled steps,
+~77% of the time, profiled) and the env sampling (~15%); the replay's own adding and sampling are under
+1%.
 """
 
 from __future__ import annotations
@@ -176,23 +177,20 @@ class TransitionReplay:
                   rewards: np.ndarray, terminated: bool = False, truncated: bool = False) -> int:
         """Add one chunk of an episode (observations ``t_started .. t_started + len``, one row more than
         ``actions`` and ``rewards``); returns the transitions stored."""
-        self._calls += 1
-        out = self._extend(episode_id, t_started, np.asarray(obs), np.asarray(actions), np.asarray(rewards),
-                           terminated, truncated)
-        self._prune()
-        return self._store([out])
+        return self._add([(episode_id, t_started, obs, actions, rewards, terminated, truncated)])
 
     def add(self, episodes: Iterable[Any]) -> int:
         """Add the ``SingleAgentEpisode`` chunks an RLlib env runner's ``sample()`` returned (numpy'd or
         not; chunks of one episode in order); returns the transitions stored."""
+        return self._add((e.id_, e.t_started, e.get_observations(), e.get_actions(), e.get_rewards(),
+                          e.is_terminated, e.is_truncated) for e in episodes if len(e))
+
+    def _add(self, chunks: Iterable[tuple[str, int, Any, Any, Any, bool, bool]]) -> int:
+        """One add call: the chunks' complete transitions stored together, stale tails pruned."""
         self._calls += 1
-        parts = []
-        for episode in episodes:
-            if len(episode) == 0:
-                continue
-            parts.append(self._extend(episode.id_, episode.t_started, np.asarray(episode.get_observations()),
-                                      np.asarray(episode.get_actions()), np.asarray(episode.get_rewards()),
-                                      episode.is_terminated, episode.is_truncated))
+        parts = [self._extend(episode_id, t_started, np.asarray(obs), np.asarray(actions), np.asarray(rewards),
+                              terminated, truncated)
+                 for episode_id, t_started, obs, actions, rewards, terminated, truncated in chunks]
         self._prune()
         return self._store(parts)
 
