@@ -167,9 +167,9 @@ def _arrow_pool() -> Iterator[None]:
     at 10x the AAPL sample, still rising). With jemalloc for the batches it levels off (+23 / +31 /
     +35 / +35 MB at 1x / 10x / 20x / 50x; docs/data.md, "Throughput"). What still grows from 1x
     to 10x is Parquet's encoder, which allocates from Arrow's C++ default pool, fixed when pyarrow
-    loads: ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` set before that makes the peak flat (+14 / +15 /
-    +15 / +15 MB; nothing is changed here then, nor when pyarrow lacks jemalloc). Buffers remember
-    their pool, so those that outlive the ingest are freed correctly.
+    loads: ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` set before that (``mmray data ingest`` does) makes
+    the peak flat (+14 / +15 / +15 / +15 MB; nothing is changed here then, nor when pyarrow lacks
+    jemalloc). Buffers remember their pool, so those that outlive the ingest are freed correctly.
     """
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         yield
