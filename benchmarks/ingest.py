@@ -83,19 +83,26 @@ def ratio(t: dict[str, float], base: str, side: str) -> str:
     return f"{t[base] / t[side]:.2f}x (CPU time {t[base + ' cpu'] / t[side + ' cpu']:.2f}x)"
 
 
-def _ingest_fn(source: str, files: list[Path], tmp: str) -> Callable[[], object]:
-    return lambda: ingest(source, files, Path(tmp) / f"ds{time.perf_counter_ns()}", progress=False)
+def _ingest_fn(source: str, files: list[Path], tmp: str, **kw: object) -> Callable[[], object]:
+    return lambda: ingest(source, files, Path(tmp) / f"ds{time.perf_counter_ns()}", progress=False, **kw)
 
 
-def _write_fn(batches: list[pa.RecordBatch], source: str, tmp: str) -> Callable[[], object]:
-    """Parquet writing alone: already-read batches through ingest's partitioning and writer."""
+def _write_fn(batches: list[pa.RecordBatch], source: str, files: list[Path], tmp: str) -> Callable[[], object]:
+    """Parquet writing alone: already-read batches through ingest's partitioning and writer (its
+    default row groups and compression)."""
+    group = _ingest.auto_rows_per_group(source, [str(f) for f in files])
+
     def write() -> None:
         root = Path(tmp) / f"w{time.perf_counter_ns()}"
-        writer = _ingest._Writer(root, 1 << 20, _ingest._SOURCE_WRITER_OPTIONS.get(source, _ingest._WRITER_OPTIONS))
+        writer = _ingest._Writer(root, group, _ingest.writer_options(source))
         for key, batch in _ingest._partitions(batches, root, Counter()):
             writer.write(key, batch)
         writer.close()
     return write
+
+
+def _parquet_mb(root: Path) -> float:
+    return sum(f.stat().st_size for f in root.rglob("*.parquet")) / 1e6
 
 
 def lobster(data: Path, repeat: int) -> None:
@@ -104,18 +111,25 @@ def lobster(data: Path, repeat: int) -> None:
         rows = sum(1 for _ in open(msg, "rb"))
         with tempfile.TemporaryDirectory() as tmp:
             t = paired({"read": lambda m=msg: sum(b.num_rows for b in read_lobster(m)),
-                        "write": _write_fn(list(read_lobster(msg)), "lobster", tmp),
+                        "write": _write_fn(list(read_lobster(msg)), "lobster", [msg, book], tmp),
                         "ingest": _ingest_fn("lobster", [msg, book], tmp),
+                        "ingest none": _ingest_fn("lobster", [msg, book], tmp, compression="none"),
                         "pandas": lambda m=msg, b=book: (pd.read_csv(m, header=None), pd.read_csv(b, header=None))},
                        repeat)
-        ms = {k: f"{t[k + ' cpu'] * 1e3:.0f}" for k in ("pandas", "read", "write", "ingest")}
+            mb = {}
+            for c in ("snappy", "none"):
+                ingest("lobster", [msg, book], Path(tmp) / c, progress=False, compression=c)
+                mb[c] = _parquet_mb(Path(tmp) / c)
+        ms = {k: f"{t[k + ' cpu'] * 1e3:.0f}" for k in ("pandas", "read", "write", "ingest", "ingest none")}
         print(f"LOBSTER {name.format('*')}: {rows:,} rows\n"
               f"  read_lobster {rows / t['read'] / 1e6:.2f} M rows/s | ingest to Parquet "
-              f"{rows / t['ingest'] / 1e6:.2f} M rows/s | pandas.read_csv (msg+book) "
+              f"{rows / t['ingest'] / 1e6:.2f} M rows/s ({mb['snappy']:.2f} MB; compression='none' "
+              f"{rows / t['ingest none'] / 1e6:.2f} M rows/s, {mb['none']:.2f} MB) | pandas.read_csv (msg+book) "
               f"{rows / t['pandas'] / 1e6:.2f} M rows/s\n"
-              f"  read/pandas {ratio(t, 'pandas', 'read')} | ingest/pandas {ratio(t, 'pandas', 'ingest')}\n"
+              f"  read/pandas {ratio(t, 'pandas', 'read')} | ingest/pandas {ratio(t, 'pandas', 'ingest')} | "
+              f"with compression='none' {ratio(t, 'pandas', 'ingest none')}\n"
               f"  CPU ms: pandas {ms['pandas']}, read_lobster {ms['read']}, Parquet writing alone {ms['write']}, "
-              f"ingest {ms['ingest']}")
+              f"ingest {ms['ingest']} (uncompressed {ms['ingest none']})")
 
 
 def _converter() -> Callable[[list[Path]], int] | None:

@@ -129,3 +129,23 @@ def test_the_ingest_command_runs_on_jemalloc_unless_told_otherwise(tmp_path):
                                "--out", str(out), "--json"], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["arrow_memory_pool"] == expected
+
+
+def test_ingest_compression_flag_and_choices_match_the_library(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from mmray.cli import data as cli_data
+    from mmray.data import binance, ingest
+
+    assert (cli_data.SOURCES, cli_data.COMPRESSIONS, cli_data.MARKETS) == (
+        ingest.SOURCES, ingest.COMPRESSIONS, binance.MARKETS)
+    out = tmp_path / "ds"
+    aapl = [f for f in LOBSTER if "AAPL" in f and f.endswith(".csv")]
+    assert main(["data", "ingest", "--source", "lobster", *aapl, "--out", str(out), "--compression", "zstd"]) == 0
+    meta = pq.ParquetFile(next(out.glob("venue=*/symbol=*/date=*/part-0.parquet"))).metadata.row_group(0)
+    codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+    assert codecs["price"] == codecs["bid_pxs.list.element"] == "ZSTD" and codecs["ts"] == "UNCOMPRESSED"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "ingest", "--source", "lobster", *aapl, "--out", str(tmp_path / "x"), "--compression", "lzma"])
+    assert exc.value.code == 2 and "--compression" in capsys.readouterr().err and not (tmp_path / "x").exists()

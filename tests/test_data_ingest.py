@@ -13,7 +13,7 @@ import pytest
 
 from mmray.data import EVENT_SCHEMA, DataError
 from mmray.data.binance import read_capture
-from mmray.data.ingest import info, ingest, open_dataset
+from mmray.data.ingest import SOURCES, auto_rows_per_group, info, ingest, open_dataset, writer_options
 from mmray.data.lobster import read_lobster
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -136,7 +136,7 @@ def _late_error_input(tmp_path: Path) -> list[Path]:
 def test_an_error_in_a_later_batch_leaves_nothing(tmp_path, monkeypatch):
     # 64-row batches and row groups: three row groups are in the staging file when batch 4 fails
     import mmray.data.ingest as ingest_module
-    monkeypatch.setattr(ingest_module, "read_lobster", lambda pair: read_lobster(pair, batch_rows=64))
+    monkeypatch.setattr(ingest_module, "read_lobster", lambda pair, batch_rows: read_lobster(pair, batch_rows=64))
     flushed = []
     flush = ingest_module._Writer._flush
     monkeypatch.setattr(ingest_module._Writer, "_flush", lambda self, key: (flushed.append(key), flush(self, key)))
@@ -155,10 +155,11 @@ def test_an_error_in_a_later_batch_leaves_nothing(tmp_path, monkeypatch):
     assert pq.ParquetFile(part).metadata.num_row_groups == 5
 
 
+@pytest.mark.parametrize("compression", ["snappy", "none"])
 @pytest.mark.parametrize("files", [_aapl(), [AMZN_ZIP]], ids=["AAPL-level-1", "AMZN-level-5"])
-def test_lobster_dataset_holds_the_loaders_rows_with_cheaper_encodings(tmp_path, files):
+def test_lobster_dataset_holds_the_loaders_rows_with_cheaper_encodings(tmp_path, files, compression):
     out = tmp_path / "ds"
-    ingest("lobster", files, out, progress=False)
+    ingest("lobster", files, out, progress=False, compression=compression)
     back = open_dataset(out).to_table().select(EVENT_SCHEMA.names)
     direct = pa.Table.from_batches(list(read_lobster(files[0])))
     assert back.num_rows == direct.num_rows == 300
@@ -169,8 +170,34 @@ def test_lobster_dataset_holds_the_loaders_rows_with_cheaper_encodings(tmp_path,
     cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
     for name in ("ts", "order_id"):
         assert "DELTA_BINARY_PACKED" in cols[name].encodings and cols[name].compression == "UNCOMPRESSED"
-    assert cols["price"].compression == "SNAPPY" and cols["bid_pxs.list.element"].compression == "SNAPPY"
+    codec = "UNCOMPRESSED" if compression == "none" else "SNAPPY"
+    assert cols["price"].compression == cols["bid_sz"].compression == cols["bid_pxs.list.element"].compression == codec
     assert cols["ts"].statistics is not None and cols["price"].statistics is None
+
+
+def test_writer_options_and_row_groups(tmp_path):
+    for source in SOURCES:
+        for compression in ("zstd", "none"):
+            codecs = writer_options(source, compression)["compression"]
+            used = set(codecs.values()) if isinstance(codecs, dict) else {codecs}
+            assert used <= {compression, "none"}, (source, compression)
+    assert writer_options("binance")["compression"] == "snappy"
+    with pytest.raises(ValueError, match="compression must be one of"):
+        ingest("lobster", _aapl(), tmp_path / "ds", progress=False, compression="lzma")
+    with pytest.raises(ValueError, match="rows_per_group must be at least 1"):
+        ingest("lobster", _aapl(), tmp_path / "ds", progress=False, rows_per_group=0)
+    assert not (tmp_path / "ds").exists()
+    # at least 8 groups per LOBSTER day, within 16-64 Ki rows: a day estimated from its message file's size
+    assert auto_rows_per_group("lobster", _aapl()) == auto_rows_per_group("lobster", [AMZN_ZIP]) == 1 << 14  # 300 rows
+    assert auto_rows_per_group("binance", [USDM]) == 1 << 16
+    msg, book = _aapl()
+    for rows, group in ((120_000, 1 << 14), (300_000, 1 << 15), (600_000, 1 << 16), (5_000_000, 1 << 16)):
+        big = tmp_path / f"{rows}" / msg.name
+        big.parent.mkdir()
+        with open(big, "wb") as f:
+            f.truncate(rows * 40)  # a sparse file: only its size is looked at
+        shutil.copy(book, big.parent / book.name)
+        assert auto_rows_per_group("lobster", [big, big.parent / book.name]) == group, rows
 
 
 def test_ingest_runs_on_jemalloc_and_puts_the_pool_back(tmp_path, monkeypatch):

@@ -27,8 +27,11 @@ from mmray.io import to_jsonable
 
 NAME = "data"
 DESCRIPTION = "Real limit-order-book data: ingest venue files into a Parquet dataset, summarise a dataset."
+# the choices of mmray.data.ingest (SOURCES, COMPRESSIONS) and mmray.data.binance, spelt here so that
+# building the parser does not load pyarrow (run_ingest picks its memory pool first); a test compares them
 SOURCES = ("lobster", "binance", "binance-vision")
 MARKETS = ("spot", "usdm", "cm")
+COMPRESSIONS = ("snappy", "zstd", "none")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -52,6 +55,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                      help="Binance market of a capture (default: inferred from the file names)")
     ing.add_argument("--skip-gaps", action="store_true",
                      help="Binance captures: record sequence gaps and go on instead of failing (default: fail)")
+    ing.add_argument("--compression", choices=COMPRESSIONS, default="snappy",
+                     help="Parquet compression (default snappy): zstd for smaller files (archives, object stores), "
+                          "none for the fastest writing and the largest files (docs/data.md, \"Files\")")
     ing.add_argument("--json", action="store_true", help="print one JSON object with what was written")
     ing.set_defaults(run=run_ingest)
     inf = actions.add_parser("info", help="summarise a dataset",
@@ -119,7 +125,8 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     args.command = "data ingest"
     try:
-        out = ingest(args.source, args.files, args.out, market=args.market, skip_gaps=args.skip_gaps)
+        out = ingest(args.source, args.files, args.out, market=args.market, skip_gaps=args.skip_gaps,
+                     compression=args.compression)
     except (ValueError, OSError) as exc:  # DataError names file and line
         fail(args, exc)
     out["arrow_memory_pool"] = pa.default_memory_pool().backend_name

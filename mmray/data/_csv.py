@@ -51,6 +51,17 @@ class Source:
         """Base name of the file (of the member for a zip member)."""
         return os.path.basename(self.member or self.path)
 
+    def size(self) -> int | None:
+        """Bytes of the file's content (a zip member's uncompressed size); ``None`` for a ``.gz``
+        file (known only once read) or one that cannot be looked at (opening it reports why)."""
+        try:
+            if self.member is not None:
+                with zipfile.ZipFile(self.path) as zf:
+                    return zf.getinfo(self.member).file_size
+            return None if self.path.endswith(".gz") else os.path.getsize(self.path)
+        except (OSError, zipfile.BadZipFile, KeyError):
+            return None
+
 
 def open_source(src: Source) -> IO[bytes]:
     """Open `src` for binary streaming reading (zip members and gzip decompressed on the fly)."""
