@@ -439,6 +439,11 @@ class SACTrainConfig(TrainConfig):
     bonus dominate for longer than a 30-minute run (at 1e-4: gap closed -2.4 -> -0.43 over 2.1 M steps in 8
     minutes, three runs sharing 2 CPUs; at 0.1, -1.57 after 1.1 M steps; docs/rl.md).
 
+    An iteration is one sampling round of the env runners (``max(1, num_env_runners) x
+    num_envs_per_env_runner x rollout_fragment_length`` env steps, 1024 at the defaults) and the updates
+    the replay ratio asks for. RLlib's SAC default, at least one second of rounds per iteration, made what
+    an iteration holds depend on the machine's speed, so two runs with the same seed differed.
+
     Parameters
     ----------
     actor_lr, critic_lr, alpha_lr : float
@@ -517,7 +522,8 @@ class SACTrainConfig(TrainConfig):
             train_batch_size_per_learner=self.train_batch_size, training_intensity=self.training_intensity,
             replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": self.replay_capacity},
             num_steps_sampled_before_learning_starts=self.learning_starts, n_step=self.n_step, tau=self.tau,
-            initial_alpha=self.initial_alpha)
+            initial_alpha=self.initial_alpha).reporting(min_time_s_per_iteration=None,
+                                                        min_sample_timesteps_per_iteration=0)
 
 
 CONFIGS: dict[str, type[TrainConfig]] = {"ppo": PPOTrainConfig, "sac": SACTrainConfig}
