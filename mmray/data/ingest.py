@@ -147,7 +147,7 @@ def _partitions(batches: Iterable[pa.RecordBatch], out: Path,
     for b in batches:
         days = b.column("ts").to_numpy() // NS_PER_DAY
         venue, symbol = b.column("venue")[0].as_py(), b.column("symbol")[0].as_py()
-        rows = pa.RecordBatch.from_arrays([b.column(f.name) for f in _FILE_SCHEMA], schema=_FILE_SCHEMA)
+        rows = b.select(_FILE_SCHEMA.names)
         first, last = days[0], days[-1]
         uniq = [first] if first == last and (days == first).all() else np.unique(days)
         for day in uniq:
@@ -295,10 +295,10 @@ def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.P
         with tqdm(unit=" rows", unit_scale=True, disable=not show, desc=f"ingest {source}") as bar, _arrow_pool():
             writer = _Writer(stage, rows_per_group, options)
             try:
-                # the loader runs up to two batches ahead on another thread while this one writes Parquet
+                # the loader (and the split into partitions) runs up to two batches ahead on another
+                # thread while this one writes Parquet, the slower of the two
                 batches = _batches(source, files, stats, market, skip_gaps, min(rows_per_group, _BATCH_ROWS))
-                loaded = prefetch(batches, depth=2)
-                for key, batch in _partitions(loaded, out, seen):
+                for key, batch in prefetch(_partitions(batches, out, seen), depth=2):
                     writer.write(key, batch)
                     bar.update(batch.num_rows)
                 writer.close()
