@@ -39,7 +39,7 @@ import orjson
 import pyarrow as pa
 
 from mmray.data import _capture as K
-from mmray.data._csv import Source, open_source
+from mmray.data._csv import Source, open_source, prefetch
 from mmray.data.errors import DataError
 from mmray.data.schema import LEVEL_COLUMNS, EventValidator, event_batch, kind_codes, levels_array
 
@@ -205,8 +205,9 @@ class _Capture:
         self.validator = EventValidator(src.label, monotonic=None)
         lat = [np.inf, 0, -np.inf, 0]  # min, sum, max, count of ts_local - ts
         with open_source(src) as fh:
-            for lines in _blocks(fh):
-                block = self._parse(lines, lat)
+            # lines are decoded (Python, orjson: the GIL) one block ahead on another thread while the
+            # book kernel (which releases the GIL) runs over the previous block here
+            for block in prefetch(self._parse(lines, lat) for lines in _blocks(fh)):
                 if len(block.rec):
                     yield from self._run(block.rec, block.voff, block.vals, len(self.labels) - 1)
                 if block.error is not None:
