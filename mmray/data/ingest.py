@@ -36,7 +36,7 @@ from mmray.data._csv import prefetch
 from mmray.data.binance import CaptureStats, read_capture
 from mmray.data.datasets import dataset_root, resolve, storage_error
 from mmray.data.errors import DataError
-from mmray.data.lobster import find_pairs, read_lobster
+from mmray.data.lobster import BATCH_ROWS, find_pairs, read_lobster
 from mmray.data.schema import EVENT_SCHEMA, NS_PER_DAY, infer_tick, utc_date
 from mmray.data.vision import read_vision
 
@@ -114,7 +114,6 @@ def _batches(source: str, files: Sequence[str], stats: dict[str, Any], market: s
 
 
 _MIN_GROUP, _MAX_GROUP = 1 << 14, 1 << 16
-_BATCH_ROWS = 1 << 15  # LOBSTER batches: at most 32 Ki rows, at most one row group
 _LOBSTER_BYTES_PER_ROW = 40  # a message line: 40.8 bytes in the AAPL sample, 41.4 in AMZN's
 
 
@@ -280,7 +279,7 @@ def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.P
     files = [os.fspath(f) for f in files]
     if not files:
         raise ValueError("no input files")
-    options = writer_options(source, compression) if source in SOURCES else {}
+    options = writer_options(source, compression)
     if rows_per_group is None:
         rows_per_group = auto_rows_per_group(source, files)
     elif rows_per_group < 1:
@@ -297,7 +296,8 @@ def ingest(source: str, files: Sequence[str | os.PathLike[str]], out: str | os.P
             try:
                 # the loader (and the split into partitions) runs up to two batches ahead on another
                 # thread while this one writes Parquet, the slower of the two
-                batches = _batches(source, files, stats, market, skip_gaps, min(rows_per_group, _BATCH_ROWS))
+                # LOBSTER batches: read_lobster's size, at most one row group
+                batches = _batches(source, files, stats, market, skip_gaps, min(rows_per_group, BATCH_ROWS))
                 for key, batch in prefetch(_partitions(batches, out, seen), depth=2):
                     writer.write(key, batch)
                     bar.update(batch.num_rows)

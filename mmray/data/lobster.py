@@ -26,9 +26,11 @@ from mmray.data._csv import LineBlocks, Source, open_source, parse_general
 from mmray.data.errors import DataError
 from mmray.data.schema import EventValidator, event_batch, kind_codes
 
-__all__ = ["VENUE", "LobsterFiles", "LobsterName", "find_pairs", "parse_name", "read_lobster"]
+__all__ = ["BATCH_ROWS", "VENUE", "LobsterFiles", "LobsterName", "find_pairs", "parse_name", "read_lobster"]
 
 VENUE = "nasdaq"
+#: Rows per record batch of :func:`read_lobster` unless told (memory: a few batches are alive at a time).
+BATCH_ROWS = 1 << 15
 NEW_YORK = ZoneInfo("America/New_York")
 DUMMY = 9_999_999_999
 _NAME = re.compile(r"^(?P<ticker>[A-Za-z0-9.\-]+)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<start>\d+)_(?P<end>\d+)_"
@@ -120,7 +122,7 @@ def find_pairs(paths: Iterable[str | os.PathLike[str]]) -> list[LobsterFiles]:
 
 
 def read_lobster(files: LobsterFiles | str | os.PathLike[str], *, block_size: int = 1 << 20,
-                 batch_rows: int = 1 << 15) -> Iterator[pa.RecordBatch]:
+                 batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """Stream one LOBSTER day as :data:`~mmray.data.schema.EVENT_SCHEMA` record batches.
 
     Parameters
